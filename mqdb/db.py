@@ -1,0 +1,344 @@
+"""The public handle: ``mqdb.open(path, **options)`` returns a :class:`DB`."""
+
+import builtins
+import errno
+import fcntl
+import os
+import threading
+import time
+from types import MappingProxyType
+
+from . import format
+from .errors import ClosedError, Error, LockedError, ReadOnlyError, StoreNotFoundError
+from .hashing import shard_of
+from .options import resolve
+from .pool import SlicePool
+from .shard import Shard
+
+_MAX_NAME_BYTES = 65535
+
+
+def open(path, **options) -> "DB":  # noqa: A001 - the API is mqdb.open
+    """Open (or create) the store in directory ``path``. See ``mqdb.DEFAULT_OPTIONS``."""
+    return DB(path, resolve(options), given=frozenset(options))
+
+
+class DB:
+    """A store of many append-only queues. Thread-safe; use as a context manager or ``close()`` it."""
+
+    def __init__(self, path, opts: dict, given: frozenset = frozenset()):
+        self.path = os.fspath(path)
+        self._closed = True
+        self._lock_fd = -1
+        self.readonly = opts["readonly"]
+        self.route: dict = {}  # queue name -> Queue, read without a lock (a cache over the shard maps)
+        self._make_room_lock = threading.Lock()
+        if self.readonly:
+            if not os.path.exists(os.path.join(self.path, format.MANIFEST)):
+                raise StoreNotFoundError(f"no mqdb store at {self.path} (no {format.MANIFEST} file)")
+        else:
+            os.makedirs(self.path, exist_ok=True)
+            self._take_lock()
+        try:
+            opts = self._manifest(opts, given)
+            self.options = MappingProxyType(opts)
+            budget = 64 << 10 if self.readonly else opts["write_buffer_bytes"]
+            self._pool = SlicePool(budget, opts["slice_size"])
+            self._drain_slices = self._pool.slices // 2
+            self._shards = [Shard(self, i, opts, self._pool) for i in range(opts["shards"])]
+        except BaseException:
+            for sh in getattr(self, "_shards", ()):
+                sh.close()
+            self._release_lock()
+            raise
+        self.recovery = [
+            sh.recovery for sh in self._shards if sh.recovery["dropped_bytes"] or sh.recovery["reason"]
+        ]
+        self._closed = False
+        self._nshards = len(self._shards)
+
+    # --- writing ----------------------------------------------------------------------------------
+    def put(self, queue: str, msg: bytes) -> int:
+        """Append ``msg`` to ``queue``; return its offset (0 for the first message of a queue)."""
+        q = self.route.get(queue)
+        if q is None or msg.__class__ is not bytes:
+            return self._put_slow(queue, msg)
+        sh = q.shard
+        with sh.lock:
+            if sh.closed:
+                raise ClosedError()
+            n = len(msg)
+            pos = q.pos
+            if n < 0x80 and pos + n < q.lim and q.fill + n < sh.payload_max:
+                arena = sh.pool.arena
+                arena[pos] = n
+                pos += 1
+                arena[pos : pos + n] = msg
+                q.pos = pos + n
+                q.fill += n + 1
+                q.bcount += 1
+                sh.messages += 1
+                sh.payload += n
+                sh.changed = True
+                c = q.count
+                q.count = c + 1
+                return c
+            return sh.append(q, msg)
+
+    def _put_slow(self, queue, msg) -> int:
+        self._check_name(queue)
+        if not isinstance(msg, bytes | bytearray | memoryview):
+            raise TypeError(f"a message must be bytes, not {type(msg).__name__}")
+        if msg.__class__ is not bytes:
+            msg = bytes(msg)
+        if self._closed:
+            raise ClosedError()
+        if self.readonly:
+            raise ReadOnlyError(f"{self.path} was opened readonly; open it without readonly=True to write")
+        sh = self._shards[shard_of(queue, self._nshards)]
+        with sh.lock:
+            if sh.closed:
+                raise ClosedError()
+            q = sh.queues.get(queue)
+            if q is None:
+                q = sh.create(queue)
+            return sh.append(q, msg)
+
+    def flush(self) -> None:
+        """Write everything put so far; after it returns, a crash of the process loses none of it
+        (with ``sync=True``, nor a power cut)."""
+        self._check_open()
+        if self.readonly:
+            return
+        for sh in self._shards:
+            with sh.lock:
+                sh.commit()
+        if self.options["sync"]:
+            _fsync_dir(self.path)
+
+    def make_room(self, shard: Shard, current) -> None:
+        """Called by a shard (its lock held) when the pool is full: seal unfinished blocks early."""
+        if shard.evict(current):
+            return
+        n = self._nshards
+        for step in range(1, n):
+            other = self._shards[(shard.number + step) % n]
+            if other.lock.acquire(blocking=False):
+                try:
+                    freed = 0 if other.closed else other.evict(None)
+                finally:
+                    other.lock.release()
+                if freed:
+                    return
+        time.sleep(0.001)  # every other shard is busy: let its owner finish and free slices
+
+    # --- reading ----------------------------------------------------------------------------------
+    def get(self, queue: str, offset: int, num: int) -> list[bytes]:
+        """Up to ``num`` messages of ``queue`` from ``offset`` on, in put order; ``[]`` past the end."""
+        q = self.route.get(queue)
+        if q is None or offset.__class__ is not int or num.__class__ is not int or offset < 0 or num < 0:
+            self._check_read(queue, offset, num)
+            if q is None:
+                return []
+        if self._pool.in_use > self._drain_slices:
+            self._drain()
+        sh = q.shard
+        with sh.lock:
+            if sh.closed:
+                raise ClosedError()
+            return sh.read(q, offset, num)
+
+    def count(self, queue: str) -> int:
+        """Number of messages in ``queue`` (0 for a queue never written)."""
+        q = self.route.get(queue)
+        if q is None:
+            self._check_name(queue)
+            self._check_open()
+            return 0
+        self._check_open()
+        return q.count
+
+    def __contains__(self, queue) -> bool:
+        return isinstance(queue, str) and queue in self.route
+
+    def __iter__(self):
+        """Names of all queues (shard by shard)."""
+        self._check_open()
+        for sh in self._shards:
+            with sh.lock:
+                names = list(sh.queues)
+            yield from names
+
+    def __len__(self) -> int:
+        self._check_open()
+        return len(self.route)
+
+    def refresh(self) -> int:
+        """Read-only handles: pick up what the writer flushed since; return the commits applied."""
+        self._check_open()
+        if not self.readonly:
+            return 0
+        applied = 0
+        for sh in self._shards:
+            with sh.lock:
+                applied += sh.refresh()
+        return applied
+
+    def _drain(self) -> None:
+        """Reading after a long write phase: write out buffered blocks so the pool empties."""
+        for sh in self._shards:
+            with sh.lock:
+                if not sh.closed:
+                    sh.drain()
+
+    # --- life cycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Flush and close; closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for sh in self._shards:
+                with sh.lock:
+                    sh.close()
+            if self.options["sync"] and not self.readonly:
+                _fsync_dir(self.path)
+        finally:
+            self.route = {}
+            self._release_lock()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("open readonly" if self.readonly else "open")
+        return f"<mqdb.DB {self.path!r} {state}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def stats(self) -> dict:
+        """Figures about the store: sizes, counts, shard balance, pool use, read counters."""
+        self._check_open()
+        per_shard = []
+        totals = {"messages": 0, "payload": 0, "blocks": 0, "raw": 0, "stored": 0}
+        counters: dict = {}
+        flushed = 0
+        for sh in self._shards:
+            with sh.lock:
+                per_shard.append(len(sh.queues))
+                totals["messages"] += sh.messages
+                totals["payload"] += sh.payload
+                totals["blocks"] += sh.blocks
+                totals["raw"] += sh.raw_bytes
+                totals["stored"] += sh.stored_bytes
+                flushed = max(flushed, sh.flushed_ns)
+                for k, v in sh.counters.items():
+                    counters[k] = counters.get(k, 0) + v
+        disk = 0
+        for entry in os.scandir(self.path):
+            if entry.is_file():
+                disk += entry.stat().st_size
+        return {
+            "path": self.path,
+            "format_version": format.VERSION,
+            "readonly": self.readonly,
+            "queues": sum(per_shard),
+            "messages": totals["messages"],
+            "payload_bytes": totals["payload"],
+            "blocks": totals["blocks"],
+            "raw_block_bytes": totals["raw"],
+            "stored_block_bytes": totals["stored"],
+            "compression": self.options["compression"],
+            "compression_ratio": (totals["raw"] / totals["stored"]) if totals["stored"] else 1.0,
+            "bytes_on_disk": disk,
+            "queues_per_shard": per_shard,
+            "shard_balance": (max(per_shard) / min(per_shard)) if min(per_shard) else None,
+            "last_flush_ns": flushed or None,
+            "pool": self._pool.stats(),
+            **counters,
+            "recovery": self.recovery,
+        }
+
+    # --- checks -----------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError()
+
+    @staticmethod
+    def _check_name(queue) -> None:
+        if not isinstance(queue, str):
+            raise TypeError(f"a queue name must be a str, not {type(queue).__name__}")
+        if not queue:
+            raise ValueError("a queue name must not be empty")
+        try:
+            size = len(queue.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ValueError(f"queue name {queue!r} is not valid Unicode text") from None
+        if size > _MAX_NAME_BYTES:
+            raise ValueError(f"a queue name must be at most {_MAX_NAME_BYTES} bytes of UTF-8, not {size}")
+
+    def _check_read(self, queue, offset, num) -> None:
+        self._check_name(queue)
+        for label, value in (("offset", offset), ("num", num)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{label} must be an int, not {type(value).__name__}")
+            if value < 0:
+                raise ValueError(f"{label} must not be negative, not {value}")
+        self._check_open()
+
+    def _take_lock(self) -> None:
+        fd = os.open(os.path.join(self.path, format.LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise LockedError(
+                    f"{self.path} is open for writing by another process (pid {holder}); "
+                    "close it there, or open with readonly=True"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def _manifest(self, opts: dict, given: frozenset) -> dict:
+        path = os.path.join(self.path, format.MANIFEST)
+        try:
+            with builtins.open(path, encoding="utf-8") as f:
+                data = format.parse_manifest(path, f.read())
+        except FileNotFoundError:
+            if self.readonly:
+                raise StoreNotFoundError(f"no mqdb store at {self.path}") from None
+            tmp = path + ".tmp"
+            with builtins.open(tmp, "w", encoding="utf-8") as f:
+                f.write(format.manifest_text(opts["shards"], opts["block_size"]))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(self.path)
+            return opts
+        for key in ("shards", "block_size"):
+            if key in given and opts[key] != data[key]:
+                raise Error(f"{self.path} was created with {key}={data[key]}, not {opts[key]}")
+            opts[key] = data[key]
+        return opts
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,179 @@
+"""Loading a shard: the index checkpoint, then the data written after it, up to the last commit.
+
+Everything after the last commit record was never flushed: a writer truncates it away and reports
+what it dropped; a reader simply stops there and picks up later commits with ``refresh``. A record
+that fails its checksum ends the scan; if more than an interrupted write could leave follows it,
+the store is not touched and CorruptionError names the offset.
+"""
+
+import os
+from array import array
+
+from . import checkpoint, format
+from .coding import checksum
+from .errors import CorruptionError, FormatError, StoreNotFoundError
+from .format import FILE_HEADER_SIZE, KIND_COMMIT
+from .scan import Stop, scan
+
+_IOV_MAX = 1024
+
+
+def load(sh) -> dict:
+    report = {"shard": sh.number, "dropped_bytes": 0, "dropped_blocks": 0, "reason": None, "rebuilt": False}
+    _open_files(sh)
+    data_size = os.fstat(sh.fd).st_size
+    names_data = _read_all(sh.names_fd)
+    names_base = checkpoint.NAMES_HEADER.size
+    cp = None
+    if os.path.exists(sh.index_path):
+        try:
+            cp = checkpoint.read(sh.index_path, sh.number)
+            if cp.data_len > data_size or cp.names_len > len(names_data):
+                raise FormatError(f"{sh.index_path}: covers more than the data files hold")
+            names = checkpoint.decode_names(sh.names_path, names_data[: cp.names_len], sh.number)
+            if len(names) != len(cp.tables):
+                raise FormatError(f"{sh.index_path}: {len(cp.tables)} queues, names file has {len(names)}")
+        except FormatError as e:
+            report["reason"] = f"index checkpoint unusable, rebuilt from the data file: {e}"
+            report["rebuilt"] = True
+            cp = None
+    elif data_size > FILE_HEADER_SIZE:
+        report["rebuilt"] = True
+    if cp is not None:
+        for name, table in zip(names, cp.tables, strict=True):
+            q = sh.create(name)
+            q.blocks = table
+            q.count = table[-1] if table is not None else 0
+            if table is not None:
+                sh.blocks += len(table) // 2
+        sh.committed = cp.data_len
+        sh.names_written = cp.names_len
+        sh.seq, sh.messages, sh.payload = cp.seq, cp.messages, cp.payload
+        sh.raw_bytes, sh.stored_bytes, sh.flushed_ns = cp.raw, cp.stored, cp.flushed_ns
+    else:
+        sh.names_written = names_base
+    sh.names_pending = bytearray()
+    sh.names_since_commit = bytearray()
+    stop, dropped_blocks, applied = _apply(sh, sh.committed, data_size, names_data, 0)
+    sh.tail = sh.written = sh.committed
+    dropped = data_size - sh.committed
+    if dropped or len(names_data) > sh.names_written:
+        report["dropped_bytes"] = dropped
+        report["dropped_blocks"] = dropped_blocks
+        if stop.reason is not None:
+            report["reason"] = f"{stop.reason} at offset {stop.offset}"
+        elif dropped:
+            report["reason"] = "data written after the last flush"
+        if not sh.readonly:
+            allowance = (_IOV_MAX + 1) * sh.block_size
+            if stop.reason is not None and data_size - stop.offset > allowance:
+                raise CorruptionError(
+                    sh.data_path,
+                    stop.offset,
+                    f"{stop.reason}, with {data_size - stop.offset} bytes after it (more than an "
+                    "interrupted write leaves); the store was not changed",
+                )
+            os.ftruncate(sh.fd, sh.committed)
+            os.ftruncate(sh.names_fd, sh.names_written)
+    if not sh.readonly and (applied or report["rebuilt"]):
+        sh.write_checkpoint()
+    sh.changed = False
+    return report
+
+
+def refresh(sh) -> int:
+    """Apply commits a writer made since this read-only shard was loaded; return how many."""
+    data_size = os.fstat(sh.fd).st_size
+    if data_size <= sh.committed:
+        return 0
+    names_size = os.fstat(sh.names_fd).st_size
+    names_data = os.pread(sh.names_fd, names_size - sh.names_written, sh.names_written)
+    _, _, applied = _apply(sh, sh.committed, data_size, names_data, sh.names_written)
+    sh.tail = sh.written = sh.committed
+    return applied
+
+
+def _apply(sh, start: int, end: int, names_data: bytes, names_base: int):
+    """Scan records from ``start``; apply each group of blocks when its commit record is reached.
+
+    ``names_data`` holds the names file from byte ``names_base`` on. Returns (stop, blocks seen
+    after the last commit, commits applied).
+    """
+    stops: list = []
+    provisional = []
+    applied = 0
+    for rec in scan(sh.fd, start, end, sh.block_size, stops):
+        if rec.kind != KIND_COMMIT:
+            provisional.append(rec)
+            continue
+        seq, names_len, names_sum, messages, payload, offset = rec.commit()
+        lo, hi = sh.names_written - names_base, names_len - names_base
+        if offset != rec.offset or lo < 0 or hi < lo or hi > len(names_data):
+            stops.append(Stop(rec.offset, "commit record does not match its position or names"))
+            break
+        new_names = names_data[lo:hi]
+        if checksum(new_names) != names_sum:
+            stops.append(Stop(rec.offset, "names written with this commit fail their checksum"))
+            break
+        body = checkpoint.names_header(sh.number) + new_names
+        try:
+            names = checkpoint.decode_names(sh.names_path, body, sh.number)
+        except FormatError as e:
+            stops.append(Stop(rec.offset, str(e)))
+            break
+        if any(r.qid >= len(sh.by_qid) + len(names) for r in provisional):
+            stops.append(Stop(rec.offset, "a block names a queue that does not exist"))
+            break
+        for name in names:
+            sh.create(name)
+        for r in provisional:
+            _attach(sh, r)
+        provisional = []
+        sh.names_written = names_len
+        sh.seq, sh.messages, sh.payload = seq, messages, payload
+        sh.committed = rec.offset + rec.length
+        applied += 1
+    sh.names_pending = bytearray()
+    sh.names_since_commit = bytearray()
+    return stops[-1], len(provisional), applied
+
+
+def _attach(sh, rec) -> None:
+    q = sh.by_qid[rec.qid]
+    entry = rec.offset * 65536 + rec.length
+    if q.blocks is None:
+        q.blocks = array("q", (entry, rec.count))
+    else:
+        q.blocks.append(entry)
+        q.blocks.append(q.blocks[-2] + rec.count)
+    q.count = q.blocks[-1]
+    raw = int.from_bytes(rec.payload[:2], "little") if rec.flags & format.FLAG_LZ4 else rec.size
+    sh.raw_bytes += raw
+    sh.stored_bytes += rec.length
+    sh.blocks += 1
+
+
+def _open_files(sh) -> None:
+    if sh.readonly:
+        try:
+            sh.fd = os.open(sh.data_path, os.O_RDONLY)
+            sh.names_fd = os.open(sh.names_path, os.O_RDONLY)
+        except FileNotFoundError as e:
+            raise StoreNotFoundError(
+                f"{sh.dir} is not a complete mqdb store: {e.filename} is missing"
+            ) from None
+    else:
+        sh.fd = os.open(sh.data_path, os.O_RDWR | os.O_CREAT, 0o644)
+        sh.names_fd = os.open(sh.names_path, os.O_RDWR | os.O_CREAT, 0o644)
+        if os.fstat(sh.fd).st_size == 0:
+            os.pwrite(sh.fd, format.pack_file_header(sh.number, sh.block_size), 0)
+        if os.fstat(sh.names_fd).st_size == 0:
+            os.pwrite(sh.names_fd, checkpoint.names_header(sh.number), 0)
+    head = os.pread(sh.fd, FILE_HEADER_SIZE, 0)
+    format.check_file_header(sh.data_path, head, sh.number, sh.block_size)
+    checkpoint.decode_names(sh.names_path, os.pread(sh.names_fd, checkpoint.NAMES_HEADER.size, 0), sh.number)
+
+
+def _read_all(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    return os.pread(fd, size, 0) if size else b""

@@ -1,0 +1,286 @@
+import os
+import random
+import threading
+
+import pytest
+
+import mqdb
+
+
+def test_put_returns_offsets_and_get_reads_them_back(store):
+    assert [store.put("q", b"m%d" % i) for i in range(5)] == [0, 1, 2, 3, 4]
+    assert store.get("q", 0, 10) == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+    assert store.get("q", 3, 1) == [b"m3"]
+    assert store.get("q", 5, 10) == []
+    assert store.get("q", 2, 0) == []
+    assert store.count("q") == 5
+
+
+def test_unknown_queue_reads_empty(store):
+    assert store.get("nope", 0, 10) == []
+    assert store.count("nope") == 0
+    assert "nope" not in store
+
+
+def test_reads_see_unflushed_and_flushed_puts_alike(store):
+    store.put("q", b"a")
+    assert store.get("q", 0, 1) == [b"a"]
+    store.flush()
+    store.put("q", b"b")
+    assert store.get("q", 0, 5) == [b"a", b"b"]
+
+
+def test_empty_and_binary_messages(store):
+    msgs = [b"", bytes(range(256)), b"\x00" * 300, b"\xff"]
+    for m in msgs:
+        store.put("bin", m)
+    assert store.get("bin", 0, 10) == msgs
+
+
+@pytest.mark.parametrize("size", [4080, 4081, 4096, 10_000, 3 * 1024 * 1024 + 7])
+def test_messages_cross_blocks(tmp_path, size):
+    rnd = random.Random(size)
+    big = rnd.randbytes(size)
+    with mqdb.open(tmp_path) as db:
+        db.put("q", b"before")
+        db.put("q", big)
+        db.put("q", b"after")
+        assert db.get("q", 0, 3) == [b"before", big, b"after"]
+    with mqdb.open(tmp_path) as db:
+        assert db.get("q", 1, 1) == [big]
+        assert db.get("q", 2, 1) == [b"after"]
+        assert db.get("q", 0, 3) == [b"before", big, b"after"]
+
+
+def test_many_sizes_across_blocks_roundtrip(tmp_path):
+    rnd = random.Random(7)
+    expect = {}
+    opts = dict(block_size=512, write_buffer_bytes=64 << 10, slice_size=32, write_batch_bytes=4096)
+    with mqdb.open(tmp_path, **opts) as db:
+        for i in range(3000):
+            q = f"Queue-{rnd.randrange(40)}"
+            m = rnd.randbytes(rnd.choice([0, 1, 30, 60, 100, 127, 128, 300, 495, 496, 497, 1500]))
+            expect.setdefault(q, []).append(m)
+            assert db.put(q, m) == len(expect[q]) - 1
+        for q, msgs in expect.items():
+            assert db.get(q, 0, len(msgs) + 5) == msgs
+    with mqdb.open(tmp_path, **opts) as db:
+        for q, msgs in expect.items():
+            assert db.count(q) == len(msgs)
+            for off in range(0, len(msgs), 7):
+                assert db.get(q, off, 7) == msgs[off : off + 7]
+            got = []
+            while len(got) < len(msgs):  # sequential reader in steps of 3
+                got += db.get(q, len(got), 3)
+            assert got == msgs
+
+
+def test_iteration_len_contains(store):
+    names = {f"Queue-{i}" for i in range(100)} | {"αβγ", "with space"}
+    for n in names:
+        store.put(n, b"x")
+    assert set(store) == names
+    assert len(store) == len(names)
+    assert "αβγ" in store
+
+
+def test_lz4_compression_roundtrip_and_shrinks(tmp_path):
+    with mqdb.open(tmp_path, compression="lz4") as db:
+        for i in range(2000):
+            db.put(f"q{i % 10}", b"hello world, hello world %d " % i * 4)
+        stats = db.stats()
+        assert stats["compression_ratio"] > 2
+    with mqdb.open(tmp_path) as db:  # compression may change between opens
+        assert db.get("q3", 0, 1) == [b"hello world, hello world 3 " * 4]
+        db.put("q3", b"plain")
+        assert db.get("q3", 200, 1) == [b"plain"]
+
+
+def test_small_pool_evicts_and_keeps_everything(small_store):
+    db = small_store
+    expect = {}
+    for r in range(40):
+        for i in range(200):
+            m = b"%d/%d" % (i, r) * 3
+            db.put(f"Q{i}", m)
+            expect.setdefault(f"Q{i}", []).append(m)
+    st = db.stats()
+    assert st["evicted_blocks"] > 0
+    assert st["pool"]["peak_bytes"] <= 64 << 10
+    for q, msgs in expect.items():
+        assert db.get(q, 0, 100) == msgs
+
+
+def test_concurrent_writers_and_readers(tmp_path):
+    db = mqdb.open(tmp_path, write_buffer_bytes=256 << 10)
+    errors = []
+
+    def writer(t):
+        try:
+            for i in range(3000):
+                q = f"T{t}-{i % 50}"
+                assert db.put(q, b"%d:%d" % (t, i)) == i // 50
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    def reader():
+        try:
+            for _ in range(2000):
+                q = f"T0-{random.randrange(50)}"
+                got = db.get(q, 0, 1000)
+                assert got == [b"0:%d" % (q_i * 50 + int(q.split("-")[1])) for q_i in range(len(got))]
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)] + [
+        threading.Thread(target=reader)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for t in range(4):
+        for j in range(50):
+            assert db.count(f"T{t}-{j}") == 60
+    db.close()
+
+
+def test_context_manager_close_twice_and_repr(tmp_path):
+    with mqdb.open(tmp_path) as db:
+        db.put("q", b"x")
+        assert "open" in repr(db)
+    assert db.closed
+    assert "closed" in repr(db)
+    db.close()  # harmless
+    with pytest.raises(mqdb.ClosedError):
+        db.put("q", b"y")
+    with pytest.raises(mqdb.ClosedError):
+        db.get("q", 0, 1)
+    with pytest.raises(mqdb.ClosedError):
+        db.count("q")
+    with pytest.raises(mqdb.ClosedError):
+        db.flush()
+    with pytest.raises(mqdb.ClosedError):
+        list(db)
+    with pytest.raises(mqdb.ClosedError):
+        db.stats()
+
+
+@pytest.mark.parametrize(
+    "queue, msg, exc",
+    [
+        ("", b"x", ValueError),
+        (None, b"x", TypeError),
+        (b"q", b"x", TypeError),
+        (7, b"x", TypeError),
+        ("q", "text", TypeError),
+        ("q", None, TypeError),
+        ("q", 5, TypeError),
+        ("bad\ud800", b"x", ValueError),
+    ],
+)
+def test_bad_put_raises_and_writes_nothing(store, queue, msg, exc):
+    with pytest.raises(exc):
+        store.put(queue, msg)
+    assert len(store) == 0
+    assert store.stats()["messages"] == 0
+
+
+def test_bytes_like_messages_are_accepted(store):
+    store.put("q", bytearray(b"ba"))
+    store.put("q", memoryview(b"mv"))
+    assert store.get("q", 0, 2) == [b"ba", b"mv"]
+
+
+@pytest.mark.parametrize(
+    "args, exc",
+    [(("q", -1, 1), ValueError), (("q", 0, -1), ValueError), (("q", "0", 1), TypeError),
+     (("q", 0, 1.5), TypeError), (("q", True, 1), TypeError), (("", 0, 1), ValueError), ((3, 0, 1), TypeError)],
+)  # fmt: skip
+def test_bad_get_arguments(store, args, exc):
+    store.put("q", b"x")
+    with pytest.raises(exc):
+        store.get(*args)
+
+
+def test_unknown_option_and_bad_values(tmp_path):
+    with pytest.raises(TypeError, match="unknown option"):
+        mqdb.open(tmp_path, blocksize=4096)
+    with pytest.raises(ValueError, match="compression"):
+        mqdb.open(tmp_path, compression="zstd")
+    with pytest.raises(ValueError, match="block_size"):
+        mqdb.open(tmp_path, block_size=100)
+
+
+def test_default_options_documented():
+    opts = mqdb.DEFAULT_OPTIONS
+    assert opts["block_size"] == 4096
+    assert opts["shards"] == 32
+    assert opts["compression"] == "none"
+    assert {"sync", "readonly", "write_buffer_bytes"} <= set(opts)
+    with pytest.raises(TypeError):
+        opts["block_size"] = 1  # read-only mapping
+
+
+def test_layout_fixed_at_creation(tmp_path):
+    mqdb.open(tmp_path, shards=8).close()
+    with mqdb.open(tmp_path) as db:  # adopts the stored layout
+        assert db.options["shards"] == 8
+    with pytest.raises(mqdb.Error, match="shards=8"):
+        mqdb.open(tmp_path, shards=32)
+
+
+def test_second_writer_is_locked_out(tmp_path):
+    db = mqdb.open(tmp_path)
+    try:
+        with pytest.raises(mqdb.LockedError, match=str(os.getpid())):
+            mqdb.open(tmp_path)
+    finally:
+        db.close()
+    mqdb.open(tmp_path).close()  # free again after close
+
+
+def test_readonly_beside_writer_sees_flushed(tmp_path):
+    db = mqdb.open(tmp_path)
+    db.put("q", b"one")
+    db.flush()
+    db.put("q", b"unflushed")
+    ro = mqdb.open(tmp_path, readonly=True)
+    assert ro.get("q", 0, 10) == [b"one"]
+    with pytest.raises(mqdb.ReadOnlyError):
+        ro.put("q", b"x")
+    db.put("new", b"n1")
+    db.flush()
+    assert ro.refresh() > 0
+    assert ro.get("q", 0, 10) == [b"one", b"unflushed"]
+    assert ro.get("new", 0, 10) == [b"n1"]
+    assert "new" in ro
+    ro.close()
+    db.close()
+
+
+def test_readonly_on_missing_store(tmp_path):
+    with pytest.raises(mqdb.StoreNotFoundError):
+        mqdb.open(tmp_path / "absent", readonly=True)
+
+
+def test_small_queues_do_not_cost_a_block(tmp_path):
+    with mqdb.open(tmp_path) as db:
+        for i in range(2000):
+            db.put(f"Queue-{i}", b"x" * 60)
+        payload = db.stats()["payload_bytes"]
+    disk = sum(f.stat().st_size for f in tmp_path.iterdir())
+    assert disk < 2 * payload  # 2000 whole 4 KB blocks would be 8 MB
+
+
+def test_stats_fields(store):
+    for i in range(10):
+        store.put(f"q{i}", b"abc")
+    store.flush()
+    st = store.stats()
+    for key in ("queues", "messages", "payload_bytes", "blocks", "bytes_on_disk", "queues_per_shard",
+                "shard_balance", "last_flush_ns", "pool", "format_version", "compression_ratio"):  # fmt: skip
+        assert key in st
+    assert st["queues"] == 10 and st["messages"] == 10 and st["payload_bytes"] == 30
+    assert len(st["queues_per_shard"]) == 32
