@@ -13,56 +13,29 @@ from .format import INDEX_HEADER, INDEX_HEADER_SIZE, INDEX_MAGIC, VERSION
 
 
 class Checkpoint:
-    """What an index checkpoint holds: totals, and each queue's block table in qid order."""
+    """What an index checkpoint holds: totals, and every sealed block in file order as three
+    columns: owning queue id, file offset * 65536 + record length, messages starting in it."""
 
-    __slots__ = (
-        "data_len",
-        "names_len",
-        "seq",
-        "messages",
-        "payload",
-        "raw",
-        "stored",
-        "flushed_ns",
-        "tables",
-    )
+    __slots__ = ("data_len", "names_len", "seq", "queues", "messages", "payload", "raw", "stored", "flushed_ns",
+                 "b_qid", "b_entry", "b_count")  # fmt: skip
 
     def __init__(self):
-        self.data_len = 0
-        self.names_len = 0
-        self.seq = 0
-        self.messages = 0
-        self.payload = 0
-        self.raw = 0
-        self.stored = 0
-        self.flushed_ns = 0
-        self.tables: list[array | None] = []
+        self.data_len = self.names_len = self.seq = self.queues = 0
+        self.messages = self.payload = self.raw = self.stored = self.flushed_ns = 0
+        self.b_qid = array("l")
+        self.b_entry = array("q")
+        self.b_count = array("l")
 
 
 def write(path: str, shard: int, cp: Checkpoint, sync: bool) -> None:
     """Write a checkpoint atomically: a temporary file, then rename over the old one."""
-    lengths = array("I", (0 if t is None else len(t) // 2 for t in cp.tables))
-    entries = array("q")
-    for t in cp.tables:
-        if t is not None:
-            entries.extend(t)
-    body = lz4.block.compress(lengths.tobytes() + entries.tobytes(), store_size=True)
+    blocks = len(cp.b_entry)
+    plain = array("I", cp.b_qid).tobytes() + cp.b_entry.tobytes() + array("H", cp.b_count).tobytes()
+    body = lz4.block.compress(plain, store_size=True)
     header = INDEX_HEADER.pack(
-        INDEX_MAGIC,
-        VERSION,
-        shard,
-        checksum(body),
-        cp.data_len,
-        cp.names_len,
-        cp.seq,
-        len(cp.tables),
-        cp.messages,
-        cp.payload,
-        cp.raw,
-        cp.stored,
-        cp.flushed_ns or time.time_ns(),
-        len(body),
-    )
+        INDEX_MAGIC, VERSION, shard, checksum(body), cp.data_len, cp.names_len, cp.seq, cp.queues, blocks,
+        cp.messages, cp.payload, cp.raw, cp.stored, cp.flushed_ns or time.time_ns(), len(body),
+    )  # fmt: skip
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(header)
@@ -79,7 +52,7 @@ def read(path: str, shard: int) -> Checkpoint:
         data = f.read()
     if len(data) < INDEX_HEADER_SIZE:
         raise FormatError(f"{path}: index header cut short")
-    (magic, version, got_shard, body_sum, data_len, names_len, seq, queues, messages, payload, raw, stored,
+    (magic, version, got_shard, body_sum, data_len, names_len, seq, queues, blocks, messages, payload, raw, stored,
      flushed_ns, body_len) = INDEX_HEADER.unpack_from(data)  # fmt: skip
     if magic != INDEX_MAGIC or version != VERSION or got_shard != shard:
         raise FormatError(f"{path}: not the version-{VERSION} index of shard {shard}")
@@ -90,26 +63,20 @@ def read(path: str, shard: int) -> Checkpoint:
         plain = lz4.block.decompress(body)
     except lz4.block.LZ4BlockError as e:
         raise FormatError(f"{path}: index body does not decompress ({e})") from None
-    if len(plain) < 4 * queues:
-        raise FormatError(f"{path}: index body too short for {queues} queues")
-    lengths = array("I")
-    lengths.frombytes(plain[: 4 * queues])
-    entries = array("q")
-    rest = plain[4 * queues :]
-    if len(rest) % 8 or len(rest) // 16 != sum(lengths):
-        raise FormatError(f"{path}: index body does not match its block counts")
-    entries.frombytes(rest)
+    if len(plain) != 14 * blocks:
+        raise FormatError(f"{path}: index body does not hold {blocks} blocks")
     cp = Checkpoint()
-    cp.data_len, cp.names_len, cp.seq = data_len, names_len, seq
+    cp.data_len, cp.names_len, cp.seq, cp.queues = data_len, names_len, seq, queues
     cp.messages, cp.payload, cp.raw, cp.stored, cp.flushed_ns = messages, payload, raw, stored, flushed_ns
-    tables = cp.tables
-    pos = 0
-    for n in lengths:
-        if n:
-            tables.append(entries[pos : pos + 2 * n])
-            pos += 2 * n
-        else:
-            tables.append(None)
+    qids = array("I")
+    qids.frombytes(plain[: 4 * blocks])
+    cp.b_qid = array("l", qids)
+    cp.b_entry.frombytes(plain[4 * blocks : 12 * blocks])
+    counts = array("H")
+    counts.frombytes(plain[12 * blocks :])
+    cp.b_count = array("l", counts)
+    if blocks and max(cp.b_qid) >= queues:
+        raise FormatError(f"{path}: a block names a queue beyond the {queues} known")
     return cp
 
 

@@ -16,6 +16,8 @@ from .pool import SlicePool
 from .shard import Shard
 
 _MAX_NAME_BYTES = 65535
+_SHARD_BITS = 10  # a queue handle is qid << _SHARD_BITS | shard number
+_SHARD_MASK = (1 << _SHARD_BITS) - 1
 
 
 def open(path, **options) -> "DB":  # noqa: A001 - the API is mqdb.open
@@ -45,45 +47,42 @@ class DB:
             budget = 64 << 10 if self.readonly else opts["write_buffer_bytes"]
             self._pool = SlicePool(budget, opts["slice_size"])
             self._drain_slices = self._pool.slices // 2
+            self._arena = self._pool.arena
+            self._slice_mask = self._pool.slice_size - 1
             self._shards = [Shard(self, i, opts, self._pool) for i in range(opts["shards"])]
         except BaseException:
             for sh in getattr(self, "_shards", ()):
                 sh.close()
             self._release_lock()
             raise
-        self.recovery = [
-            sh.recovery for sh in self._shards if sh.recovery["dropped_bytes"] or sh.recovery["reason"]
-        ]
+        self.recovery = [sh.recovery for sh in self._shards if sh.recovery["dropped_bytes"] or sh.recovery["reason"]]
         self._closed = False
         self._nshards = len(self._shards)
 
     # --- writing ----------------------------------------------------------------------------------
     def put(self, queue: str, msg: bytes) -> int:
         """Append ``msg`` to ``queue``; return its offset (0 for the first message of a queue)."""
-        q = self.route.get(queue)
-        if q is None or msg.__class__ is not bytes:
+        h = self.route.get(queue)
+        if h is None or msg.__class__ is not bytes:
             return self._put_slow(queue, msg)
-        sh = q.shard
+        sh = self._shards[h & _SHARD_MASK]
+        qid = h >> _SHARD_BITS
         with sh.lock:
             if sh.closed:
                 raise ClosedError()
             n = len(msg)
-            pos = q.pos
-            if n < 0x80 and pos + n < q.lim and q.fill + n < sh.payload_max:
-                arena = sh.pool.arena
+            pos = sh.pos[qid]
+            if n < (-pos & self._slice_mask) and n < 0x80 and sh.fill[qid] + n < sh.payload_max:
+                arena = self._arena
                 arena[pos] = n
                 pos += 1
                 arena[pos : pos + n] = msg
-                q.pos = pos + n
-                q.fill += n + 1
-                q.bcount += 1
-                sh.messages += 1
-                sh.payload += n
-                sh.changed = True
-                c = q.count
-                q.count = c + 1
+                sh.pos[qid] = pos + n
+                sh.fill[qid] += n + 1
+                c = sh.count[qid]
+                sh.count[qid] = c + 1
                 return c
-            return sh.append(q, msg)
+            return sh.append(qid, msg)
 
     def _put_slow(self, queue, msg) -> int:
         self._check_name(queue)
@@ -99,10 +98,9 @@ class DB:
         with sh.lock:
             if sh.closed:
                 raise ClosedError()
-            q = sh.queues.get(queue)
-            if q is None:
-                q = sh.create(queue)
-            return sh.append(q, msg)
+            h = sh.queues.get(queue)
+            qid = sh.create(queue) if h is None else h >> _SHARD_BITS
+            return sh.append(qid, msg)
 
     def flush(self) -> None:
         """Write everything put so far; after it returns, a crash of the process loses none of it
@@ -116,7 +114,7 @@ class DB:
         if self.options["sync"]:
             _fsync_dir(self.path)
 
-    def make_room(self, shard: Shard, current) -> None:
+    def make_room(self, shard: Shard, current: int) -> None:
         """Called by a shard (its lock held) when the pool is full: seal unfinished blocks early."""
         if shard.evict(current):
             return
@@ -125,7 +123,7 @@ class DB:
             other = self._shards[(shard.number + step) % n]
             if other.lock.acquire(blocking=False):
                 try:
-                    freed = 0 if other.closed else other.evict(None)
+                    freed = 0 if other.closed else other.evict(-1)
                 finally:
                     other.lock.release()
                 if freed:
@@ -135,28 +133,28 @@ class DB:
     # --- reading ----------------------------------------------------------------------------------
     def get(self, queue: str, offset: int, num: int) -> list[bytes]:
         """Up to ``num`` messages of ``queue`` from ``offset`` on, in put order; ``[]`` past the end."""
-        q = self.route.get(queue)
-        if q is None or offset.__class__ is not int or num.__class__ is not int or offset < 0 or num < 0:
+        h = self.route.get(queue)
+        if h is None or offset.__class__ is not int or num.__class__ is not int or offset < 0 or num < 0:
             self._check_read(queue, offset, num)
-            if q is None:
+            if h is None:
                 return []
         if self._pool.in_use > self._drain_slices:
             self._drain()
-        sh = q.shard
+        sh = self._shards[h & _SHARD_MASK]
         with sh.lock:
             if sh.closed:
                 raise ClosedError()
-            return sh.read(q, offset, num)
+            return sh.read(h >> _SHARD_BITS, offset, num)
 
     def count(self, queue: str) -> int:
         """Number of messages in ``queue`` (0 for a queue never written)."""
-        q = self.route.get(queue)
-        if q is None:
+        h = self.route.get(queue)
+        if h is None:
             self._check_name(queue)
             self._check_open()
             return 0
         self._check_open()
-        return q.count
+        return self._shards[h & _SHARD_MASK].count[h >> _SHARD_BITS]
 
     def __contains__(self, queue) -> bool:
         return isinstance(queue, str) and queue in self.route
@@ -206,6 +204,7 @@ class DB:
         finally:
             self.route = {}
             self._release_lock()
+            self._pool.close()
 
     def __enter__(self):
         return self
@@ -231,8 +230,8 @@ class DB:
         for sh in self._shards:
             with sh.lock:
                 per_shard.append(len(sh.queues))
-                totals["messages"] += sh.messages
-                totals["payload"] += sh.payload
+                totals["messages"] += sh.messages()
+                totals["payload"] += sh.payload()
                 totals["blocks"] += sh.blocks
                 totals["raw"] += sh.raw_bytes
                 totals["stored"] += sh.stored_bytes

@@ -108,15 +108,15 @@ def format_demo(result: dict) -> str:
     """The result of run_demo as a short text report."""
     r = result
     where = r["path"] or "a temporary directory (removed)"
-    verdict = "all verified" if r["verify_errors"] == 0 else f"{r['verify_errors']:,} VERIFY ERRORS"
+    errors = r["verify_errors"]
+    verdict = "no errors" if errors == 0 else f"{errors:,} ERRORS"
     lines = [
         f"mqdb demo: {r['queues']:,} queues x {r['per_queue']:,} messages = {r['messages']:,} messages, "
         f"{r['payload_bytes'] / 1e6:,.1f} MB payload, in {where}",
-        f"  write   {r['messages']:,} puts in {r['write_s']:.2f} s = {r['puts_per_s']:,.0f} puts/s "
-        "(flush included)",
+        f"  write   {r['messages']:,} puts in {r['write_s']:.2f} s (with flush) = {r['puts_per_s']:,.0f}/s",
         f"  reopen  {r['reopen_s']:.2f} s",
-        f"  read    {r['read']:,} messages in {r['read_s']:.2f} s = {r['reads_per_s']:,.0f} messages/s, "
-        f"{verdict}",
+        f"  read    {r['read']:,} messages in {r['read_s']:.2f} s = {r['reads_per_s']:,.0f}/s",
+        f"  verify  every message byte for byte, the queue list and a count: {verdict}",
         f"  disk    {r['disk_bytes'] / 1e6:,.1f} MB in {len(r['files']):,} files = "
         f"{r['bytes_per_payload']:.2f} bytes per payload byte",
     ]

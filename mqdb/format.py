@@ -77,8 +77,9 @@ def commit_record(seq: int, names_len: int, names_sum: int, messages: int, paylo
 # --- index checkpoint ----------------------------------------------------------------------------
 INDEX_MAGIC = b"MQDBIDX\x00"
 # magic, version, shard, body checksum, data length covered, names length covered, commit seq,
-# queues, messages, payload bytes, raw block bytes, stored block bytes, flush time (ns), body length
-INDEX_HEADER = struct.Struct("<8sHHIQQQQQQQQQQ")
+# queues, blocks, messages, payload bytes, raw block bytes, stored block bytes, flush time (ns),
+# body length
+INDEX_HEADER = struct.Struct("<8sHHIQQQQQQQQQQQ")
 INDEX_HEADER_SIZE = INDEX_HEADER.size
 
 

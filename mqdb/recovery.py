@@ -7,7 +7,6 @@ the store is not touched and CorruptionError names the offset.
 """
 
 import os
-from array import array
 
 from . import checkpoint, format
 from .coding import checksum
@@ -31,8 +30,8 @@ def load(sh) -> dict:
             if cp.data_len > data_size or cp.names_len > len(names_data):
                 raise FormatError(f"{sh.index_path}: covers more than the data files hold")
             names = checkpoint.decode_names(sh.names_path, names_data[: cp.names_len], sh.number)
-            if len(names) != len(cp.tables):
-                raise FormatError(f"{sh.index_path}: {len(cp.tables)} queues, names file has {len(names)}")
+            if len(names) != cp.queues:
+                raise FormatError(f"{sh.index_path}: {cp.queues} queues, names file has {len(names)}")
         except FormatError as e:
             report["reason"] = f"index checkpoint unusable, rebuilt from the data file: {e}"
             report["rebuilt"] = True
@@ -40,21 +39,25 @@ def load(sh) -> dict:
     elif data_size > FILE_HEADER_SIZE:
         report["rebuilt"] = True
     if cp is not None:
-        for name, table in zip(names, cp.tables, strict=True):
-            q = sh.create(name)
-            q.blocks = table
-            q.count = table[-1] if table is not None else 0
-            if table is not None:
-                sh.blocks += len(table) // 2
+        for name in names:
+            sh.create(name, persist=False)
+        add_block = sh.add_block
+        for qid, entry, bcount in zip(cp.b_qid, cp.b_entry, cp.b_count, strict=True):
+            add_block(qid, entry, bcount)
+        _recount(sh)
         sh.committed = cp.data_len
         sh.names_written = cp.names_len
-        sh.seq, sh.messages, sh.payload = cp.seq, cp.messages, cp.payload
+        sh.seq = cp.seq
+        payload = cp.payload
         sh.raw_bytes, sh.stored_bytes, sh.flushed_ns = cp.raw, cp.stored, cp.flushed_ns
     else:
         sh.names_written = names_base
+        payload = 0
     sh.names_pending = bytearray()
     sh.names_since_commit = bytearray()
-    stop, dropped_blocks, applied = _apply(sh, sh.committed, data_size, names_data, 0)
+    stop, dropped_blocks, applied, payload = _apply(sh, sh.committed, data_size, names_data, 0, payload)
+    # every block is sealed at a commit: raw block bytes = payload + length prefixes
+    sh.varint_extra = sh.raw_bytes - payload - sh.messages()
     sh.tail = sh.written = sh.committed
     dropped = data_size - sh.committed
     if dropped or len(names_data) > sh.names_written:
@@ -77,7 +80,6 @@ def load(sh) -> dict:
             os.ftruncate(sh.names_fd, sh.names_written)
     if not sh.readonly and (applied or report["rebuilt"]):
         sh.write_checkpoint()
-    sh.changed = False
     return report
 
 
@@ -88,16 +90,16 @@ def refresh(sh) -> int:
         return 0
     names_size = os.fstat(sh.names_fd).st_size
     names_data = os.pread(sh.names_fd, names_size - sh.names_written, sh.names_written)
-    _, _, applied = _apply(sh, sh.committed, data_size, names_data, sh.names_written)
+    _, _, applied, _ = _apply(sh, sh.committed, data_size, names_data, sh.names_written, 0)
     sh.tail = sh.written = sh.committed
     return applied
 
 
-def _apply(sh, start: int, end: int, names_data: bytes, names_base: int):
+def _apply(sh, start: int, end: int, names_data: bytes, names_base: int, payload: int):
     """Scan records from ``start``; apply each group of blocks when its commit record is reached.
 
     ``names_data`` holds the names file from byte ``names_base`` on. Returns (stop, blocks seen
-    after the last commit, commits applied).
+    after the last commit, commits applied, payload bytes as of the last commit applied).
     """
     stops: list = []
     provisional = []
@@ -106,7 +108,7 @@ def _apply(sh, start: int, end: int, names_data: bytes, names_base: int):
         if rec.kind != KIND_COMMIT:
             provisional.append(rec)
             continue
-        seq, names_len, names_sum, messages, payload, offset = rec.commit()
+        seq, names_len, names_sum, messages, commit_payload, offset = rec.commit()
         lo, hi = sh.names_written - names_base, names_len - names_base
         if offset != rec.offset or lo < 0 or hi < lo or hi > len(names_data):
             stops.append(Stop(rec.offset, "commit record does not match its position or names"))
@@ -121,36 +123,37 @@ def _apply(sh, start: int, end: int, names_data: bytes, names_base: int):
         except FormatError as e:
             stops.append(Stop(rec.offset, str(e)))
             break
-        if any(r.qid >= len(sh.by_qid) + len(names) for r in provisional):
+        if any(r.qid >= len(sh.names) + len(names) for r in provisional):
             stops.append(Stop(rec.offset, "a block names a queue that does not exist"))
             break
         for name in names:
-            sh.create(name)
+            sh.create(name, persist=False)
         for r in provisional:
             _attach(sh, r)
         provisional = []
         sh.names_written = names_len
-        sh.seq, sh.messages, sh.payload = seq, messages, payload
+        sh.seq = seq
+        payload = commit_payload
         sh.committed = rec.offset + rec.length
         applied += 1
     sh.names_pending = bytearray()
     sh.names_since_commit = bytearray()
-    return stops[-1], len(provisional), applied
+    return stops[-1], len(provisional), applied, payload
 
 
 def _attach(sh, rec) -> None:
-    q = sh.by_qid[rec.qid]
-    entry = rec.offset * 65536 + rec.length
-    if q.blocks is None:
-        q.blocks = array("q", (entry, rec.count))
-    else:
-        q.blocks.append(entry)
-        q.blocks.append(q.blocks[-2] + rec.count)
-    q.count = q.blocks[-1]
+    sh.add_block(rec.qid, rec.offset * 65536 + rec.length, rec.count)
+    last = sh.last_b[rec.qid]
+    sh.count[rec.qid] = sh.b_end[last]
     raw = int.from_bytes(rec.payload[:2], "little") if rec.flags & format.FLAG_LZ4 else rec.size
     sh.raw_bytes += raw
     sh.stored_bytes += rec.length
-    sh.blocks += 1
+
+
+def _recount(sh) -> None:
+    count, b_end = sh.count, sh.b_end
+    for qid, last in enumerate(sh.last_b):
+        count[qid] = b_end[last] if last >= 0 else 0
 
 
 def _open_files(sh) -> None:
@@ -159,9 +162,7 @@ def _open_files(sh) -> None:
             sh.fd = os.open(sh.data_path, os.O_RDONLY)
             sh.names_fd = os.open(sh.names_path, os.O_RDONLY)
         except FileNotFoundError as e:
-            raise StoreNotFoundError(
-                f"{sh.dir} is not a complete mqdb store: {e.filename} is missing"
-            ) from None
+            raise StoreNotFoundError(f"{sh.dir} is not a complete mqdb store: {e.filename} is missing") from None
     else:
         sh.fd = os.open(sh.data_path, os.O_RDWR | os.O_CREAT, 0o644)
         sh.names_fd = os.open(sh.names_path, os.O_RDWR | os.O_CREAT, 0o644)

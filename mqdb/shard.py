@@ -1,10 +1,14 @@
 """One shard: its own map of queues, its own lock, its own files; the write path and the commit.
 
 A queue's messages are framed as varint length + bytes and packed into blocks that belong to that
-queue alone. The unfinished block lives in slices of the shared pool; a finished block is sealed
-into a record (header, checksum, optional lz4) and queued for one ``pwritev`` with many others.
-``commit`` seals every unfinished block, writes everything, appends a commit record and rewrites
-the index checkpoint. Reads live in reads.py, loading and recovery in recovery.py.
+queue alone. The unfinished block lives in a chain of slices of the shared pool; a finished block
+is sealed into a record (header, checksum, optional lz4) and queued for one ``pwritev`` with many
+others. ``commit`` seals every unfinished block, writes everything, appends a commit record and
+rewrites the index checkpoint. Reads live in reads.py, loading and recovery in recovery.py.
+
+Per-queue state is kept in columns (typed arrays indexed by the queue's id in the shard), not in
+an object per queue, and sealed blocks in columns indexed by block id, linked per queue: a million
+queues cost a few tens of bytes each.
 """
 
 import os
@@ -20,43 +24,14 @@ from .errors import ReadOnlyError
 from .format import FLAG_CONTINUES, FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE, seal_record
 
 _IOV_MAX = 1024
-
-
-class Queue:
-    """State of one queue. ``blocks`` is the queue's sparse index: a flat array of pairs
-    (file offset * 65536 + record size, messages started up to and including this block)."""
-
-    __slots__ = (
-        "name", "qid", "shard", "count", "blocks",
-        "chain", "pos", "lim", "fill", "bcount", "skip",
-        "cur_msg", "cur_block", "cur_pos",
-    )  # fmt: skip
-
-    def __init__(self, name: str, qid: int, shard: "Shard"):
-        self.name = name
-        self.qid = qid
-        self.shard = shard
-        self.count = 0  # messages in the queue
-        self.blocks = None  # array('q') of sealed blocks, or None
-        self.chain = None  # pool slices of the unfinished block
-        self.pos = 0  # arena offset of the next byte of the unfinished block
-        self.lim = 0  # arena offset where the current slice ends
-        self.fill = 0  # bytes in the unfinished block
-        self.bcount = 0  # messages that start in the unfinished block
-        self.skip = 0  # leading bytes of the unfinished block that end the previous block's message
-        self.cur_msg = -1  # sequential-read cursor: next message, its block and byte position
-        self.cur_block = 0
-        self.cur_pos = 0
-
-    def sealed_messages(self) -> int:
-        blocks = self.blocks
-        return blocks[-1] if blocks is not None else 0
+BIG_QUEUE_BLOCKS = 8  # past this many blocks a queue also keeps an array of its block ids
 
 
 class Shard:
     def __init__(self, db, number: int, opts: dict, pool):
         self.db = db
         self.number = number
+        self.nshards = opts["shards"]
         self.dir = db.path
         self.readonly = opts["readonly"]
         self.sync = opts["sync"]
@@ -69,109 +44,181 @@ class Shard:
         self.pool = pool
         self.lock = threading.Lock()
         self.closed = False
+        self.fd = self.names_fd = -1
         self.data_path = os.path.join(self.dir, format.data_name(number))
         self.names_path = os.path.join(self.dir, format.names_name(number))
         self.index_path = os.path.join(self.dir, format.index_name(number))
-        self.queues: dict[str, Queue] = {}
-        self.by_qid: list[Queue] = []
-        self.open_queues: set[Queue] = set()  # queues with an unfinished block in the pool
+        # queues: name -> handle (qid << 10 | shard number), and columns indexed by qid
+        self.queues: dict[str, int] = {}
+        self.names: list[str] = []
+        self.count = array("q")  # messages in the queue
+        self.pos = array("q")  # arena offset after the last byte of the unfinished block (0: no slice)
+        self.fill = array("l")  # bytes in the unfinished block
+        self.skip = array("l")  # leading bytes of the unfinished block that end the previous message
+        self.head = array("l")  # first pool slice of the unfinished block, -1 if none
+        self.first_b = array("l")  # first and last sealed block of the queue, -1 if none
+        self.last_b = array("l")
+        self.nblk = array("l")  # sealed blocks of the queue
+        # sealed blocks, by block id: the sparse index
+        self.b_qid = array("l")  # the queue that owns the block
+        self.b_entry = array("q")  # file offset * 65536 + record length
+        self.b_end = array("q")  # messages of the queue that start in this block or before it
+        self.b_count = array("l")  # messages that start in this block
+        self.b_next = array("l")  # next block of the same queue, -1 if none
+        self.big: dict[int, array] = {}  # qid -> block ids, for queues with many blocks
+        self.cursors: dict[int, tuple] = {}  # qid -> (next message, block id, byte position)
+        self.cache: dict[int, bytes] = {}  # block id -> verified payload, for sequential readers
         self.pending: list = []  # sealed records not yet written
         self.pending_bytes = 0
         self.names_pending = bytearray()  # names of new queues not yet written
         self.names_since_commit = bytearray()
-        self.cache: dict[int, tuple] = {}  # record offset -> decoded block, for sequential readers
         # file positions: tail = end including pending, written = end on disk, committed = last commit end
         self.tail = self.written = self.committed = format.FILE_HEADER_SIZE
         self.names_written = 0
         self.seq = 0
-        self.messages = 0
-        self.payload = 0
+        self.varint_extra = 0  # length-prefix bytes beyond the first of each message
         self.raw_bytes = 0
         self.stored_bytes = 0
-        self.blocks = 0
         self.flushed_ns = 0
-        self.changed = False  # anything put since the last commit
         self.counters = {"evicted_blocks": 0, "block_reads": 0, "cache_hits": 0, "readahead": 0}
         self.recovery = recovery.load(self)
 
     # --- queues -----------------------------------------------------------------------------------
-    def create(self, name: str) -> Queue:
-        q = Queue(name, len(self.by_qid), self)
-        entry = checkpoint.encode_name(name)
-        self.names_pending += entry
-        self.names_since_commit += entry
-        self.by_qid.append(q)
-        self.queues[name] = q
-        self.db.route[name] = q
-        return q
+    def create(self, name: str, persist: bool = True) -> int:
+        qid = len(self.names)
+        handle = qid << 10 | self.number  # see db._SHARD_BITS
+        if persist:
+            entry = checkpoint.encode_name(name)
+            self.names_pending += entry
+            self.names_since_commit += entry
+        self.names.append(name)
+        self.queues[name] = handle
+        self.db.route[name] = handle
+        for col, value in (
+            (self.count, 0), (self.pos, 0), (self.fill, 0), (self.skip, 0), (self.head, -1),
+            (self.first_b, -1), (self.last_b, -1), (self.nblk, 0),
+        ):  # fmt: skip
+            col.append(value)
+        return qid
+
+    @property
+    def blocks(self) -> int:
+        return len(self.b_entry)
+
+    def messages(self) -> int:
+        return sum(self.count)
+
+    def payload(self) -> int:
+        """Message bytes: every block byte that is not a length prefix."""
+        return self.raw_bytes + sum(self.fill) - self.messages() - self.varint_extra
+
+    def sealed_messages(self, qid: int) -> int:
+        last = self.last_b[qid]
+        return self.b_end[last] if last >= 0 else 0
 
     # --- write path (shard lock held) -------------------------------------------------------------
-    def append(self, q: Queue, msg) -> int:
-        """Append one message of any size to ``q``; return its offset in the queue."""
+    def append(self, qid: int, msg) -> int:
+        """Append one message of any size to queue ``qid``; return its offset in the queue."""
         if self.readonly:
             raise ReadOnlyError(f"{self.dir} was opened readonly; open it without readonly=True to write")
         n = len(msg)
+        pmax = self.payload_max
+        fill = self.fill
+        if n < 0x80 and fill[qid] + n < pmax:  # one length byte, and the block has room
+            self._write_small(qid, n, msg)
+        else:
+            self._append_any(qid, n, msg)
+        c = self.count[qid]
+        self.count[qid] = c + 1
+        return c
+
+    def _write_small(self, qid: int, n: int, msg) -> None:
+        """Write a length byte and a short message that fit the block, crossing slices as needed."""
+        pool = self.pool
+        arena = pool.arena
+        mask = pool.slice_size - 1
+        pos = self.pos[qid]
+        if not -pos & mask:
+            pos = self._grow(qid, pos)
+        arena[pos] = n
+        pos += 1
+        done = 0
+        while done < n:
+            room = -pos & mask
+            if not room:
+                pos = self._grow(qid, pos)
+                room = mask + 1
+            take = n - done if n - done <= room else room
+            arena[pos : pos + take] = msg[done : done + take]
+            pos += take
+            done += take
+        self.pos[qid] = pos
+        self.fill[qid] += n + 1
+
+    def _append_any(self, qid: int, n: int, msg) -> None:
+        """Append a message of any size, sealing blocks as it fills them."""
         head = encode_varint(n)
         pmax = self.payload_max
-        if q.fill + len(head) > pmax:  # a length prefix never straddles two blocks
-            self.seal(q, False)
-        self._write(q, head)
-        q.bcount += 1
+        fill = self.fill
+        if fill[qid] + len(head) > pmax:  # a length prefix never straddles two blocks
+            self.seal(qid, False)
+        self._write(qid, head)
+        self.varint_extra += len(head) - 1
         view = memoryview(msg)
         done = 0
         while True:
-            take = min(pmax - q.fill, n - done)
+            take = min(pmax - fill[qid], n - done)
             if take:
-                self._write(q, view[done : done + take])
+                self._write(qid, view[done : done + take])
                 done += take
             if done == n:
                 break
-            self.seal(q, True)
-            q.skip = min(n - done, pmax)
-        self.messages += 1
-        self.payload += n
-        self.changed = True
-        c = q.count
-        q.count = c + 1
-        return c
+            self.seal(qid, True)
+            self.skip[qid] = min(n - done, pmax)
 
-    def _write(self, q: Queue, data) -> None:
+    def _write(self, qid: int, data) -> None:
         size = len(data)
         arena = self.pool.arena
+        slice_size = self.pool.slice_size
+        pos = self.pos[qid]
         done = 0
         while done < size:
-            if q.pos == q.lim:
-                self._grow(q)
-            take = min(q.lim - q.pos, size - done)
-            arena[q.pos : q.pos + take] = data[done : done + take]
-            q.pos += take
+            room = -pos & (slice_size - 1)
+            if room == 0:
+                pos = self._grow(qid, pos)
+                room = slice_size
+            take = min(room, size - done)
+            arena[pos : pos + take] = data[done : done + take]
+            pos += take
             done += take
-        q.fill += size
+        self.pos[qid] = pos
+        self.fill[qid] += size
 
-    def _grow(self, q: Queue) -> None:
+    def _grow(self, qid: int, pos: int) -> int:
+        """Chain a new slice to the unfinished block of ``qid``; return its arena offset."""
         pool = self.pool
         s = pool.alloc()
         while s < 0:
-            self.db.make_room(self, q)
+            self.db.make_room(self, qid)
             s = pool.alloc()
-        if q.chain is None:
-            q.chain = [s]
-            self.open_queues.add(q)
+            pos = self.pos[qid]  # unchanged: make_room never seals the queue being written
+        if self.head[qid] < 0:
+            self.head[qid] = s
         else:
-            q.chain.append(s)
-        q.pos = s * pool.slice_size
-        q.lim = q.pos + pool.slice_size
+            pool.next[(pos - 1) // pool.slice_size] = s
+        return s * pool.slice_size
 
-    def seal(self, q: Queue, continues: bool) -> None:
-        """Turn the unfinished block of ``q`` into a record and queue it for writing."""
-        chain = q.chain
+    def seal(self, qid: int, continues: bool) -> None:
+        """Turn the unfinished block of ``qid`` into a record and queue it for writing."""
+        head = self.head[qid]
         pool = self.pool
-        raw = pool.gather(chain, q.pos) if chain else b""
-        if chain:
-            pool.release(chain)
-            self.open_queues.discard(q)
-        q.chain = None
-        q.pos = q.lim = 0
+        if head >= 0:
+            raw = pool.gather(head, self.pos[qid])
+            pool.release(head)
+            self.head[qid] = -1
+            self.pos[qid] = 0
+        else:
+            raw = b""
         flags = FLAG_CONTINUES if continues else 0
         payload = raw
         if self.lz4:
@@ -180,26 +227,52 @@ class Shard:
                 payload = len(raw).to_bytes(2, "little") + packed
                 flags |= FLAG_LZ4
         size = len(payload)
+        bcount = self.count[qid] - self.sealed_messages(qid) + continues  # see append: count lags one
         rec = bytearray(RECORD_SIZE + size)
-        RECORD.pack_into(rec, 0, 0, KIND_BLOCK, flags, q.qid, size, q.skip, q.bcount)
+        RECORD.pack_into(rec, 0, 0, KIND_BLOCK, flags, qid, size, self.skip[qid], bcount)
         rec[RECORD_SIZE:] = payload
         seal_record(rec)
         offset = self.tail
         self.tail = offset + len(rec)
-        entry = offset * 65536 + len(rec)
-        if q.blocks is None:
-            q.blocks = array("q", (entry, q.bcount))
-        else:
-            q.blocks.append(entry)
-            q.blocks.append(q.blocks[-2] + q.bcount)
-        q.fill = q.bcount = q.skip = 0
+        self.add_block(qid, offset * 65536 + len(rec), bcount)
+        self.fill[qid] = self.skip[qid] = 0
         self.pending.append(rec)
         self.pending_bytes += len(rec)
         self.raw_bytes += len(raw)
         self.stored_bytes += len(rec)
-        self.blocks += 1
         if self.pending_bytes >= self.batch_bytes:
             self.write_pending()
+
+    def add_block(self, qid: int, entry: int, bcount: int) -> None:
+        """Append a sealed block to the index of ``qid``."""
+        bid = len(self.b_entry)
+        last = self.last_b[qid]
+        self.b_qid.append(qid)
+        self.b_entry.append(entry)
+        self.b_end.append((self.b_end[last] if last >= 0 else 0) + bcount)
+        self.b_count.append(bcount)
+        self.b_next.append(-1)
+        if last >= 0:
+            self.b_next[last] = bid
+        else:
+            self.first_b[qid] = bid
+        self.last_b[qid] = bid
+        n = self.nblk[qid] + 1
+        self.nblk[qid] = n
+        if n > BIG_QUEUE_BLOCKS:
+            ids = self.big.get(qid)
+            if ids is None:
+                self.big[qid] = array("l", self.block_ids(qid))
+            else:
+                ids.append(bid)
+
+    def block_ids(self, qid: int):
+        """Block ids of ``qid`` in queue order."""
+        nxt = self.b_next
+        b = self.first_b[qid]
+        while b >= 0:
+            yield b
+            b = nxt[b]
 
     def write_pending(self) -> None:
         """Write new names, then every sealed record, in as few system calls as possible."""
@@ -212,46 +285,47 @@ class Shard:
             return
         offset = self.written
         for i in range(0, len(pending), _IOV_MAX):
-            chunk = pending[i : i + _IOV_MAX]
-            offset = _pwrite_all(self.fd, chunk, offset)
+            offset = _pwrite_all(self.fd, pending[i : i + _IOV_MAX], offset)
         self.written = offset
         self.pending = []
         self.pending_bytes = 0
 
-    def evict(self, exclude: Queue | None) -> int:
+    def open_qids(self) -> list[int]:
+        return [qid for qid, h in enumerate(self.head) if h >= 0]
+
+    def evict(self, exclude: int) -> int:
         """Make room in the pool: seal the largest unfinished blocks of this shard, about half of the
-        slices it holds. Return the number of slices freed."""
-        held = [(q.fill, q.qid, q) for q in self.open_queues if q is not exclude]
+        slices it holds (never the block of ``exclude``). Return the number of slices freed."""
+        fill = self.fill
+        held = sorted(((fill[q], q) for q in self.open_qids() if q != exclude), reverse=True)
         if not held:
             return 0
-        held.sort(reverse=True)
-        slices = sum(len(q.chain) for _, _, q in held)
-        target = max(1, slices // 2)
+        slice_size = self.pool.slice_size
+        target = max(1, sum(f for f, _ in held) // slice_size // 2)
         freed = 0
-        for _, _, q in held:
-            freed += len(q.chain)
+        for f, q in held:
             self.seal(q, False)
-            self.counters["evicted_blocks"] += 1
+            freed += -(-f // slice_size)
             if freed >= target:
                 break
+        self.counters["evicted_blocks"] += len(held) if freed < target else held.index((f, q)) + 1
         self.write_pending()
         return freed
 
     def drain(self) -> None:
         """Seal every unfinished block and write everything (memory goes back to the pool)."""
-        for q in list(self.open_queues):
-            self.seal(q, False)
+        for qid in self.open_qids():
+            self.seal(qid, False)
         self.write_pending()
 
     def commit(self) -> bool:
         """Make everything put so far durable; return False when there was nothing to do."""
-        if not self.changed and not self.pending and not self.open_queues:
-            return False
         self.drain()
+        if self.tail == self.committed:
+            return False
         self.seq += 1
-        names_len = self.names_written
         rec = format.commit_record(
-            self.seq, names_len, checksum(self.names_since_commit), self.messages, self.payload, self.tail
+            self.seq, self.names_written, checksum(self.names_since_commit), self.messages(), self.payload(), self.tail
         )
         self.pending.append(rec)
         self.tail += len(rec)
@@ -261,7 +335,6 @@ class Shard:
             os.fsync(self.fd)
         self.committed = self.tail
         self.names_since_commit = bytearray()
-        self.changed = False
         self.flushed_ns = time.time_ns()
         self.write_checkpoint()
         return True
@@ -269,19 +342,15 @@ class Shard:
     def write_checkpoint(self) -> None:
         cp = checkpoint.Checkpoint()
         cp.data_len, cp.names_len, cp.seq = self.committed, self.names_written, self.seq
-        cp.messages, cp.payload, cp.raw, cp.stored = (
-            self.messages,
-            self.payload,
-            self.raw_bytes,
-            self.stored_bytes,
-        )
+        cp.messages, cp.payload, cp.raw, cp.stored = self.messages(), self.payload(), self.raw_bytes, self.stored_bytes
         cp.flushed_ns = self.flushed_ns
-        cp.tables = [q.blocks for q in self.by_qid]
+        cp.queues = len(self.names)
+        cp.b_qid, cp.b_entry, cp.b_count = self.b_qid, self.b_entry, self.b_count
         checkpoint.write(self.index_path, self.number, cp, self.sync)
 
     # --- reads ------------------------------------------------------------------------------------
-    def read(self, q: Queue, offset: int, num: int) -> list[bytes]:
-        return reads.read(self, q, offset, num)
+    def read(self, qid: int, offset: int, num: int) -> list[bytes]:
+        return reads.read(self, qid, offset, num)
 
     def refresh(self) -> int:
         return recovery.refresh(self)
@@ -290,13 +359,13 @@ class Shard:
         if self.closed:
             return
         try:
-            if not self.readonly:
+            if not self.readonly and self.fd >= 0:
                 self.commit()
         finally:
             self.closed = True
-            os.close(self.fd)
-            if self.names_fd >= 0:
-                os.close(self.names_fd)
+            for fd in (self.fd, self.names_fd):
+                if fd >= 0:
+                    os.close(fd)
 
 
 def _pwrite_all(fd: int, bufs: list, offset: int) -> int:

@@ -57,7 +57,7 @@ def test_many_sizes_across_blocks_roundtrip(tmp_path):
     expect = {}
     opts = dict(block_size=512, write_buffer_bytes=64 << 10, slice_size=32, write_batch_bytes=4096)
     with mqdb.open(tmp_path, **opts) as db:
-        for i in range(3000):
+        for _i in range(3000):
             q = f"Queue-{rnd.randrange(40)}"
             m = rnd.randbytes(rnd.choice([0, 1, 30, 60, 100, 127, 128, 300, 495, 496, 497, 1500]))
             expect.setdefault(q, []).append(m)
@@ -132,9 +132,7 @@ def test_concurrent_writers_and_readers(tmp_path):
         except Exception as e:  # pragma: no cover
             errors.append(e)
 
-    threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)] + [
-        threading.Thread(target=reader)
-    ]
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)] + [threading.Thread(target=reader)]
     for t in threads:
         t.start()
     for t in threads:
