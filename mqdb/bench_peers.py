@@ -1,7 +1,7 @@
-"""The stores `mqdb bench` measures mqdb against: SQLite, LMDB and RocksDB, each used as a set of queues.
+"""The stores `mqdb bench` runs: mqdb itself and its peers SQLite, LMDB and RocksDB used as queues.
 
 Every adapter offers the same small surface as an mqdb handle, so the benchmark loops call each store
-the same way::
+the same way; `name` labels it in reports and `missing()` says why it cannot run (or returns None)::
 
     store = SqliteStore(path, hint)          # opens or creates a store in the directory `path`
     off = store.put(queue, msg)              # offset of msg in its queue
@@ -15,8 +15,7 @@ in one transaction; `get` writes the pending batch first, so reads see every ear
 offset of each queue is kept in a dict (filled from the store when an existing queue is first
 appended to). `hint` is the workload description (`payload_bytes` sizes LMDB's map).
 
-LMDB and RocksDB are optional (`pip install dubbomesh[bench]`); `missing()` says why a peer cannot
-run, or returns None.
+LMDB and RocksDB are optional (`pip install dubbomesh[bench]`); without them they report "not installed".
 """
 
 from __future__ import annotations

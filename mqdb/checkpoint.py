@@ -32,10 +32,11 @@ def write(path: str, shard: int, cp: Checkpoint, sync: bool) -> None:
     blocks = len(cp.b_entry)
     plain = array("I", cp.b_qid).tobytes() + cp.b_entry.tobytes() + array("H", cp.b_count).tobytes()
     body = lz4.block.compress(plain, store_size=True)
-    header = INDEX_HEADER.pack(
-        INDEX_MAGIC, VERSION, shard, checksum(body), cp.data_len, cp.names_len, cp.seq, cp.queues, blocks,
+    header = bytearray(INDEX_HEADER.pack(
+        INDEX_MAGIC, VERSION, shard, 0, cp.data_len, cp.names_len, cp.seq, cp.queues, blocks,
         cp.messages, cp.payload, cp.raw, cp.stored, cp.flushed_ns or time.time_ns(), len(body),
-    )  # fmt: skip
+    ))  # fmt: skip
+    struct.pack_into("<I", header, 12, checksum(bytes(header[16:]) + body))
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(header)
@@ -52,13 +53,13 @@ def read(path: str, shard: int) -> Checkpoint:
         data = f.read()
     if len(data) < INDEX_HEADER_SIZE:
         raise FormatError(f"{path}: index header cut short")
-    (magic, version, got_shard, body_sum, data_len, names_len, seq, queues, blocks, messages, payload, raw, stored,
+    (magic, version, got_shard, file_sum, data_len, names_len, seq, queues, blocks, messages, payload, raw, stored,
      flushed_ns, body_len) = INDEX_HEADER.unpack_from(data)  # fmt: skip
     if magic != INDEX_MAGIC or version != VERSION or got_shard != shard:
         raise FormatError(f"{path}: not the version-{VERSION} index of shard {shard}")
     body = data[INDEX_HEADER_SIZE:]
-    if len(body) != body_len or checksum(body) != body_sum:
-        raise FormatError(f"{path}: index body fails its checksum")
+    if len(body) != body_len or checksum(data[16:]) != file_sum:
+        raise FormatError(f"{path}: index fails its checksum")
     try:
         plain = lz4.block.decompress(body)
     except lz4.block.LZ4BlockError as e:

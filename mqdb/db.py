@@ -9,7 +9,7 @@ import time
 from types import MappingProxyType
 
 from . import format
-from .errors import ClosedError, Error, LockedError, ReadOnlyError, StoreNotFoundError
+from .errors import ClosedError, Error, FormatError, LockedError, ReadOnlyError, StoreNotFoundError
 from .hashing import shard_of
 from .options import resolve
 from .pool import SlicePool
@@ -55,7 +55,7 @@ class DB:
                 sh.close()
             self._release_lock()
             raise
-        self.recovery = [sh.recovery for sh in self._shards if sh.recovery["dropped_bytes"] or sh.recovery["reason"]]
+        self.recovery = [r for r in (sh.recovery for sh in self._shards) if r["dropped_bytes"] or r["reason"]]
         self._closed = False
         self._nshards = len(self._shards)
 
@@ -124,6 +124,8 @@ class DB:
             if other.lock.acquire(blocking=False):
                 try:
                     freed = 0 if other.closed else other.evict(-1)
+                    if other.drain_due:  # no put is half-done in a shard whose lock we hold
+                        other.drain()
                 finally:
                     other.lock.release()
                 if freed:
@@ -315,8 +317,13 @@ class DB:
     def _manifest(self, opts: dict, given: frozenset) -> dict:
         path = os.path.join(self.path, format.MANIFEST)
         try:
-            with builtins.open(path, encoding="utf-8") as f:
-                data = format.parse_manifest(path, f.read())
+            with builtins.open(path, "rb") as f:
+                raw = f.read()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise FormatError(f"{path}: not an mqdb manifest (not UTF-8 text)") from None
+            data = format.parse_manifest(path, text)
         except FileNotFoundError:
             if self.readonly:
                 raise StoreNotFoundError(f"no mqdb store at {self.path}") from None
@@ -332,6 +339,9 @@ class DB:
             if key in given and opts[key] != data[key]:
                 raise Error(f"{self.path} was created with {key}={data[key]}, not {opts[key]}")
             opts[key] = data[key]
+        extra = os.path.join(self.path, format.data_name(data["shards"]))
+        if os.path.exists(extra):
+            raise FormatError(f"{path}: says {data['shards']} shards, but {extra} exists")
         return opts
 
 

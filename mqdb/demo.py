@@ -34,6 +34,8 @@ def run_demo(
     path None: a temporary directory, removed afterwards. An existing `path` must be empty (the demo
     checks offsets, so it needs a store of its own); otherwise ValueError.
     progress(phase, done, total) is called with the phases "write" and "read".
+    write_s runs from the first put to the end of the flush; read_s counts the gets only (each chunk
+    of messages is verified after its clock stops).
     Returns plain data: counts, timings, throughput, sizes, files and a few sample messages.
     """
     import mqdb

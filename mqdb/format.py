@@ -25,6 +25,14 @@ def index_name(shard: int) -> str:
     return f"{shard:03d}.idx"
 
 
+def spill_name(shard: int) -> str:
+    return f"{shard:03d}.spill"
+
+
+# spill fragment header: file offset of the queue's previous fragment (-1: none), fragment length
+SPILL = struct.Struct("<qI")
+
+
 # --- data file: file header, then records -------------------------------------------------------
 DATA_MAGIC = b"MQDBDAT\x00"
 FILE_HEADER = struct.Struct("<8sHHI")  # magic, version, shard, block_size
@@ -100,7 +108,8 @@ def parse_manifest(path: str, text: str) -> dict:
         raise FormatError(f"{path}: not an mqdb manifest")
     if data.get("version") != VERSION:
         raise FormatError(f"{path}: format version {data.get('version')}, this mqdb reads {VERSION}")
-    for key in ("shards", "block_size"):
-        if not isinstance(data.get(key), int):
-            raise FormatError(f"{path}: manifest lacks {key}")
+    for key, low, high in (("shards", 1, 1024), ("block_size", 512, 65535)):
+        value = data.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise FormatError(f"{path}: manifest has no valid {key} ({value!r})")
     return data

@@ -14,8 +14,12 @@ from types import MappingProxyType
 #: ``readonly``            open beside a writer (no lock taken) and see everything it has flushed;
 #:                         ``refresh()`` picks up later flushes.
 #: ``write_buffer_bytes``  memory budget of the shared write-buffer pool. When it is full, the largest
-#:                         unfinished blocks are written out early as short blocks.
-#: ``slice_size``          bytes of one pool slice; an unfinished block is a chain of slices.
+#:                         unfinished blocks move to the shard's spill file.
+#: ``slice_size``          bytes of one pool slice (a power of two); an unfinished block is a chain of
+#:                         slices.
+#: ``spill_bytes``         disk budget of the spill files, where unfinished blocks go when the pool is
+#:                         full (they come back when the block is sealed). Past it, a shard seals all its
+#:                         unfinished blocks as they are, and its spill file starts empty again.
 #: ``write_batch_bytes``   finished blocks are gathered until this many bytes, then written with one
 #:                         ``pwritev`` call per shard.
 #: ``cache_blocks``        decoded blocks kept per shard for sequential readers.
@@ -29,6 +33,7 @@ DEFAULT_OPTIONS = MappingProxyType(
         "readonly": False,
         "write_buffer_bytes": 256 << 20,
         "slice_size": 128,
+        "spill_bytes": 2 << 30,
         "write_batch_bytes": 1 << 20,
         "cache_blocks": 64,
         "readahead_blocks": 2,
@@ -50,6 +55,7 @@ def resolve(options: dict) -> dict:
     _int(opts, "slice_size", 16, 65536)
     _int(opts, "write_buffer_bytes", 64 << 10, 1 << 40)
     _int(opts, "write_batch_bytes", 4096, 1 << 30)
+    _int(opts, "spill_bytes", 0, 1 << 50)
     _int(opts, "cache_blocks", 0, 1 << 20)
     _int(opts, "readahead_blocks", 0, 1024)
     if opts["compression"] not in COMPRESSIONS:

@@ -116,8 +116,7 @@ def _where(sh, b: int) -> int:
 def _load(sh, qid: int, b: int, sequential: bool):
     """(payload, skip, messages starting, index of the first of them) of block ``b`` of ``qid``."""
     if b == OPEN:
-        head = sh.head[qid]
-        raw = sh.pool.gather(head, sh.pos[qid]) if head >= 0 else b""
+        raw = sh.open_bytes(qid)
         sealed = sh.sealed_messages(qid)
         return raw, sh.skip[qid], sh.count[qid] - sealed, sealed
     bcount = sh.b_count[b]

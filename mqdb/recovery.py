@@ -38,6 +38,7 @@ def load(sh) -> dict:
             cp = None
     elif data_size > FILE_HEADER_SIZE:
         report["rebuilt"] = True
+        report["reason"] = "index checkpoint missing, rebuilt from the data file"
     if cp is not None:
         for name in names:
             sh.create(name, persist=False)
@@ -170,6 +171,8 @@ def _open_files(sh) -> None:
             os.pwrite(sh.fd, format.pack_file_header(sh.number, sh.block_size), 0)
         if os.fstat(sh.names_fd).st_size == 0:
             os.pwrite(sh.names_fd, checkpoint.names_header(sh.number), 0)
+        # the spill file only ever holds unfinished blocks of the last run: nothing in it was flushed
+        sh.spill_fd = os.open(sh.spill_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     head = os.pread(sh.fd, FILE_HEADER_SIZE, 0)
     format.check_file_header(sh.data_path, head, sh.number, sh.block_size)
     checkpoint.decode_names(sh.names_path, os.pread(sh.names_fd, checkpoint.NAMES_HEADER.size, 0), sh.number)

@@ -21,7 +21,7 @@ import lz4.block
 from . import checkpoint, format, reads, recovery
 from .coding import checksum, encode_varint
 from .errors import ReadOnlyError
-from .format import FLAG_CONTINUES, FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE, seal_record
+from .format import FLAG_CONTINUES, FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE, SPILL, seal_record
 
 _IOV_MAX = 1024
 BIG_QUEUE_BLOCKS = 8  # past this many blocks a queue also keeps an array of its block ids
@@ -48,6 +48,12 @@ class Shard:
         self.data_path = os.path.join(self.dir, format.data_name(number))
         self.names_path = os.path.join(self.dir, format.names_name(number))
         self.index_path = os.path.join(self.dir, format.index_name(number))
+        self.spill_path = os.path.join(self.dir, format.spill_name(number))
+        self.spill_fd = -1
+        self.spill_tail = self.spill_written = 0
+        self.spill_pending: list = []
+        self.spill_limit = opts["spill_bytes"] // opts["shards"]
+        self.drain_due = False
         # queues: name -> handle (qid << 10 | shard number), and columns indexed by qid
         self.queues: dict[str, int] = {}
         self.names: list[str] = []
@@ -56,6 +62,7 @@ class Shard:
         self.fill = array("l")  # bytes in the unfinished block
         self.skip = array("l")  # leading bytes of the unfinished block that end the previous message
         self.head = array("l")  # first pool slice of the unfinished block, -1 if none
+        self.spilled = array("q")  # spill-file offset of the block's last spilled fragment, -1 if none
         self.first_b = array("l")  # first and last sealed block of the queue, -1 if none
         self.last_b = array("l")
         self.nblk = array("l")  # sealed blocks of the queue
@@ -80,7 +87,7 @@ class Shard:
         self.raw_bytes = 0
         self.stored_bytes = 0
         self.flushed_ns = 0
-        self.counters = {"evicted_blocks": 0, "block_reads": 0, "cache_hits": 0, "readahead": 0}
+        self.counters = {"spilled_fragments": 0, "spill_drains": 0, "block_reads": 0, "cache_hits": 0, "readahead": 0}
         self.recovery = recovery.load(self)
 
     # --- queues -----------------------------------------------------------------------------------
@@ -95,7 +102,7 @@ class Shard:
         self.queues[name] = handle
         self.db.route[name] = handle
         for col, value in (
-            (self.count, 0), (self.pos, 0), (self.fill, 0), (self.skip, 0), (self.head, -1),
+            (self.count, 0), (self.pos, 0), (self.fill, 0), (self.skip, 0), (self.head, -1), (self.spilled, -1),
             (self.first_b, -1), (self.last_b, -1), (self.nblk, 0),
         ):  # fmt: skip
             col.append(value)
@@ -130,6 +137,9 @@ class Shard:
             self._append_any(qid, n, msg)
         c = self.count[qid]
         self.count[qid] = c + 1
+        if self.drain_due:
+            self.counters["spill_drains"] += 1
+            self.drain()
         return c
 
     def _write_small(self, qid: int, n: int, msg) -> None:
@@ -198,10 +208,9 @@ class Shard:
         """Chain a new slice to the unfinished block of ``qid``; return its arena offset."""
         pool = self.pool
         s = pool.alloc()
-        while s < 0:
+        while s < 0:  # make_room never touches the block being written, so ``pos`` stays valid
             self.db.make_room(self, qid)
             s = pool.alloc()
-            pos = self.pos[qid]  # unchanged: make_room never seals the queue being written
         if self.head[qid] < 0:
             self.head[qid] = s
         else:
@@ -210,15 +219,13 @@ class Shard:
 
     def seal(self, qid: int, continues: bool) -> None:
         """Turn the unfinished block of ``qid`` into a record and queue it for writing."""
+        raw = self.open_bytes(qid)
         head = self.head[qid]
-        pool = self.pool
         if head >= 0:
-            raw = pool.gather(head, self.pos[qid])
-            pool.release(head)
+            self.pool.release(head)
             self.head[qid] = -1
             self.pos[qid] = 0
-        else:
-            raw = b""
+        self.spilled[qid] = -1
         flags = FLAG_CONTINUES if continues else 0
         payload = raw
         if self.lz4:
@@ -290,33 +297,76 @@ class Shard:
         self.pending = []
         self.pending_bytes = 0
 
-    def open_qids(self) -> list[int]:
-        return [qid for qid, h in enumerate(self.head) if h >= 0]
+    def open_bytes(self, qid: int) -> bytes:
+        """The unfinished block of ``qid``: its spilled fragments, then its slices in the pool."""
+        parts = []
+        off = self.spilled[qid]
+        if off >= 0:
+            if self.spill_pending:
+                self.write_spill()
+            fd = self.spill_fd
+            while off >= 0:
+                prev, size = SPILL.unpack(os.pread(fd, SPILL.size, off))
+                parts.append(os.pread(fd, size, off + SPILL.size))
+                off = prev
+            parts.reverse()
+        head = self.head[qid]
+        if head >= 0:
+            parts.append(self.pool.gather(head, self.pos[qid]))
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def evict(self, exclude: int) -> int:
-        """Make room in the pool: seal the largest unfinished blocks of this shard, about half of the
-        slices it holds (never the block of ``exclude``). Return the number of slices freed."""
-        fill = self.fill
-        held = sorted(((fill[q], q) for q in self.open_qids() if q != exclude), reverse=True)
+        """Make room in the pool: move the largest unfinished blocks of this shard (about half of the
+        slices it holds; never the block of ``exclude``) to the spill file. Return the slices freed."""
+        pos = self.pos
+        head = self.head
+        held = sorted(
+            ((self.fill[q], q) for q, h in enumerate(head) if h >= 0 and q != exclude),
+            reverse=True,
+        )
         if not held:
             return 0
-        slice_size = self.pool.slice_size
-        target = max(1, sum(f for f, _ in held) // slice_size // 2)
+        pool = self.pool
+        target = max(1, sum(pool.chain_length(head[q]) for _, q in held) // 2)
         freed = 0
-        for f, q in held:
-            self.seal(q, False)
-            freed += -(-f // slice_size)
+        spilled = self.spilled
+        pending = self.spill_pending
+        for _, q in held:
+            h = head[q]
+            data = pool.gather(h, pos[q])
+            freed += pool.release(h)
+            head[q] = -1
+            pos[q] = 0
+            pending.append(SPILL.pack(spilled[q], len(data)))
+            pending.append(data)
+            spilled[q] = self.spill_tail
+            self.spill_tail += SPILL.size + len(data)
+            self.counters["spilled_fragments"] += 1
             if freed >= target:
                 break
-        self.counters["evicted_blocks"] += len(held) if freed < target else held.index((f, q)) + 1
-        self.write_pending()
+        self.write_spill()
+        if self.spill_tail > self.spill_limit:
+            self.drain_due = True  # drained once no message is half-written (see append)
         return freed
+
+    def write_spill(self) -> None:
+        pending = self.spill_pending
+        offset = self.spill_written
+        for i in range(0, len(pending), _IOV_MAX):
+            offset = _pwrite_all(self.spill_fd, pending[i : i + _IOV_MAX], offset)
+        self.spill_written = offset
+        self.spill_pending = []
 
     def drain(self) -> None:
         """Seal every unfinished block and write everything (memory goes back to the pool)."""
-        for qid in self.open_qids():
+        fill = self.fill
+        for qid in [q for q, f in enumerate(fill) if f]:
             self.seal(qid, False)
         self.write_pending()
+        if self.spill_tail:
+            os.ftruncate(self.spill_fd, 0)
+            self.spill_tail = self.spill_written = 0
+        self.drain_due = False
 
     def commit(self) -> bool:
         """Make everything put so far durable; return False when there was nothing to do."""
@@ -363,7 +413,7 @@ class Shard:
                 self.commit()
         finally:
             self.closed = True
-            for fd in (self.fd, self.names_fd):
+            for fd in (self.fd, self.names_fd, self.spill_fd):
                 if fd >= 0:
                     os.close(fd)
 

@@ -1,0 +1,46 @@
+"""Queues spread evenly over the shards, for numbered names and for arbitrary ones alike."""
+
+import random
+import string
+from collections import Counter
+
+from mqdb.hashing import shard_of
+
+SHARDS = 32
+NAMES = 1_000_000
+ALPHABET = string.ascii_letters + string.digits
+
+
+def assert_balanced(counts: Counter) -> None:
+    assert sorted(counts) == list(range(SHARDS)), "some shard got no queue at all"
+    assert sum(counts.values()) == NAMES
+    fullest, emptiest = max(counts.values()), min(counts.values())
+    assert fullest <= emptiest * 1.05, f"fullest shard {fullest}, emptiest {emptiest}: {sorted(counts.values())}"
+
+
+def test_numbered_queue_names_spread_evenly():
+    assert_balanced(Counter(shard_of(f"Queue-{i}", SHARDS) for i in range(NAMES)))
+
+
+def distinct_random_names(n: int, seed: int):
+    """``n`` different names of 1..24 letters and digits (a store's queues are distinct, and short
+    lengths have few possible names, so repeats are skipped rather than counted twice)."""
+    rnd = random.Random(seed)
+    choices, randint = rnd.choices, rnd.randint
+    seen: set[str] = set()
+    while len(seen) < n:
+        name = "".join(choices(ALPHABET, k=randint(1, 24)))
+        if name not in seen:
+            seen.add(name)
+            yield name
+
+
+def test_random_names_spread_evenly():
+    assert_balanced(Counter(shard_of(name, SHARDS) for name in distinct_random_names(NAMES, seed=20240601)))
+
+
+def test_shard_of_is_stable_and_in_range():
+    for name in ("Queue-0", "Queue-31", "Queue-32", "x", "123", "a" * 300, "Queue-" + "9" * 30, "Ünïcode-7"):
+        s = shard_of(name, SHARDS)
+        assert 0 <= s < SHARDS
+        assert shard_of(name, SHARDS) == s
