@@ -4,7 +4,6 @@ import builtins
 import errno
 import fcntl
 import os
-import threading
 import time
 from types import MappingProxyType
 
@@ -13,6 +12,7 @@ from .errors import ClosedError, Error, FormatError, LockedError, ReadOnlyError,
 from .hashing import shard_of
 from .options import resolve
 from .pool import SlicePool
+from .reads import read
 from .shard import Shard
 
 _MAX_NAME_BYTES = 65535
@@ -34,7 +34,7 @@ class DB:
         self._lock_fd = -1
         self.readonly = opts["readonly"]
         self.route: dict = {}  # queue name -> Queue, read without a lock (a cache over the shard maps)
-        self._make_room_lock = threading.Lock()
+        self.reading = False  # cleared whenever the pool hands out a slice (see Shard._grow)
         if self.readonly:
             if not os.path.exists(os.path.join(self.path, format.MANIFEST)):
                 raise StoreNotFoundError(f"no mqdb store at {self.path} (no {format.MANIFEST} file)")
@@ -140,13 +140,13 @@ class DB:
             self._check_read(queue, offset, num)
             if h is None:
                 return []
-        if self._pool.in_use > self._drain_slices:
-            self._drain()
+        if not self.reading:
+            self._start_reading()
         sh = self._shards[h & _SHARD_MASK]
         with sh.lock:
             if sh.closed:
                 raise ClosedError()
-            return sh.read(h >> _SHARD_BITS, offset, num)
+            return read(sh, h >> _SHARD_BITS, offset, num)
 
     def count(self, queue: str) -> int:
         """Number of messages in ``queue`` (0 for a queue never written)."""
@@ -184,12 +184,15 @@ class DB:
                 applied += sh.refresh()
         return applied
 
-    def _drain(self) -> None:
-        """Reading after a long write phase: write out buffered blocks so the pool empties."""
-        for sh in self._shards:
-            with sh.lock:
-                if not sh.closed:
-                    sh.drain()
+    def _start_reading(self) -> None:
+        """The first read since the pool last grew: after a long write phase (the pool more than half
+        full), seal and write the buffered blocks, so memory goes back to reading."""
+        self.reading = True
+        if self._pool.in_use > self._drain_slices:
+            for sh in self._shards:
+                with sh.lock:
+                    if not sh.closed:
+                        sh.drain()
 
     # --- life cycle -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -238,7 +241,7 @@ class DB:
                 totals["raw"] += sh.raw_bytes
                 totals["stored"] += sh.stored_bytes
                 flushed = max(flushed, sh.flushed_ns)
-                for k, v in sh.counters.items():
+                for k, v in sh.counters().items():
                     counters[k] = counters.get(k, 0) + v
         disk = 0
         for entry in os.scandir(self.path):

@@ -1,8 +1,13 @@
 """The read path of a shard: find the block by prefix sums, read it in one I/O, walk its frames.
 
-Called with the shard lock held. A reader that asks for the message right after its previous read
-resumes from a cursor (no re-scan of the block), hits a small cache of verified blocks, and has the
-queue's next blocks announced to the kernel (``POSIX_FADV_WILLNEED``) so they are read ahead.
+Called with the shard lock held. Two ways through:
+
+- a random read finds the block where the first wanted message starts (bisect over the running
+  message counts, or a short walk), reads and verifies it, steps over the frames before the offset
+  and cuts out the wanted ones;
+- a sequential reader (one that asks for the message right after its previous read) gets whole
+  blocks split into messages once, kept in a small cache, so each further read is a list slice; the
+  queue's next blocks are announced to the kernel (``POSIX_FADV_WILLNEED``) so they are read ahead.
 """
 
 import os
@@ -16,7 +21,9 @@ from .format import FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE
 
 OPEN = -1  # the block id that stands for a queue's unfinished block
 _MAX_CURSORS = 1 << 16
+_REMAP_BYTES = 1 << 20
 _WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
+_unpack_record = RECORD.unpack_from
 
 
 def locate(sh, qid: int, k: int) -> int:
@@ -39,137 +46,206 @@ def read(sh, qid: int, offset: int, num: int) -> list[bytes]:
     count = sh.count[qid]
     if offset >= count or num <= 0:
         return []
-    end = min(count, offset + num)
+    end = offset + num if offset + num < count else count
     cursor = sh.cursors.get(qid)
-    sequential = cursor is not None and cursor[0] == offset
-    if sequential:
-        b, p = cursor[1], cursor[2]
-    else:
-        b, p = locate(sh, qid, offset), -1
-    out = []
-    k = offset
-    b_next = sh.b_next
     try:
-        while k < end:
-            raw, skip, bcount, first = _load(sh, qid, b, sequential)
-            if p < 0:
-                p = skip
-                i = first
-                while i < k:  # step over the messages before the offset
-                    n = raw[p]
-                    p = p + 1 + n if n < 0x80 else sum(decode_varint(raw, p))
-                    i += 1
+        if cursor is not None and cursor[0] == offset:
+            return _sequential(sh, qid, offset, end, cursor[1])
+        if offset == 0:  # most likely a reader starting at the head of the queue: read it as one
+            return _sequential(sh, qid, 0, end, locate(sh, qid, 0))
+        return _random(sh, qid, offset, end)
+    except (IndexError, VarintError) as e:
+        raise CorruptionError(sh.data_path, -1, f"frames do not parse ({e})", sh.names[qid]) from None
+
+
+def _random(sh, qid: int, k: int, end: int) -> list[bytes]:
+    b = locate(sh, qid, k)
+    raw, skip, bcount, first = _load(sh, qid, b)
+    p = skip
+    i = first
+    while i < k:  # step over the messages before the offset
+        n = raw[p]
+        p = p + 1 + n if n < 0x80 else sum(decode_varint(raw, p))
+        i += 1
+    out = []
+    last = first + bcount
+    size = len(raw)
+    while k < end:
+        if k == last:  # the next message starts in a later block
+            b = _after(sh, qid, b)
+            raw, skip, bcount, first = _load(sh, qid, b)
+            p = skip
             last = first + bcount
             size = len(raw)
-            while k < end and k < last:
-                n = raw[p]
-                if n < 0x80:
-                    p += 1
-                else:
-                    n, p = decode_varint(raw, p)
-                stop = p + n
-                if stop <= size:
-                    out.append(raw[p:stop])
-                    p = stop
-                    k += 1
-                    continue
-                parts = [raw[p:]]  # the message continues in the queue's following blocks
-                need = stop - size
-                while need > 0:
-                    b = _after(sh, qid, b, b_next)
-                    raw, skip, bcount, first = _load(sh, qid, b, sequential)
-                    take = min(need, skip)
-                    if take < need and skip != len(raw):
-                        raise CorruptionError(sh.data_path, _where(sh, b), "a continued message is cut", sh.names[qid])
-                    parts.append(raw[:take])
-                    need -= take
-                out.append(b"".join(parts))
-                p = skip
-                k += 1
-                last = first + bcount
-                size = len(raw)
-            if k < end:
-                b = _after(sh, qid, b, b_next)
-                p = -1
-    except (IndexError, VarintError) as e:
-        raise CorruptionError(sh.data_path, _where(sh, b), f"frames do not parse ({e})", sh.names[qid]) from None
+            continue
+        n = raw[p]
+        if n < 0x80:
+            p += 1
+        else:
+            n, p = decode_varint(raw, p)
+        stop = p + n
+        if stop <= size:
+            out.append(raw[p:stop])
+            p = stop
+        else:
+            msg, b, raw, p, bcount, first = _continued(sh, qid, b, raw[p:], stop - size)
+            out.append(msg)
+            last = first + bcount
+            size = len(raw)
+        k += 1
+    _remember(sh, qid, k, b)
+    return out
+
+
+def _sequential(sh, qid: int, k: int, end: int, b: int) -> list[bytes]:
+    out = []
+    while True:
+        msgs, first, cont = _decoded(sh, qid, b)
+        i = k - first
+        take = msgs[i : i + end - k]
+        out += take
+        k += len(take)
+        if k >= end:
+            break
+        if cont is not None and k == first + len(msgs):  # the block's last message goes on
+            msg, b = _continued(sh, qid, b, cont[0], cont[1])[:2]
+            out.append(msg)
+            k += 1
+            if k >= end:
+                break
+            continue
+        b = _after(sh, qid, b)
+    _remember(sh, qid, k, b)
+    return out
+
+
+def _remember(sh, qid: int, k: int, b: int) -> None:
     cursors = sh.cursors
     if b >= 0:
         if len(cursors) >= _MAX_CURSORS:
             cursors.clear()
-        cursors[qid] = (k, b, p)
-    elif cursor is not None:
+        cursors[qid] = (k, b)
+    elif qid in cursors:
         del cursors[qid]
-    return out
 
 
-def _after(sh, qid: int, b: int, b_next) -> int:
+def _decoded(sh, qid: int, b: int) -> tuple:
+    """(the whole messages that start and end in block ``b``, the index of the first, and None or
+    (bytes, bytes still missing) of a last message that continues); cached for sealed blocks."""
+    cache = sh.cache
+    hit = cache.get(b)
+    if hit is not None:
+        sh.cache_hits += 1
+        return hit
+    raw, skip, bcount, first = _load(sh, qid, b)
+    msgs = []
+    append = msgs.append
+    p = skip
+    size = len(raw)
+    cont = None
+    for _ in range(bcount):
+        n = raw[p]
+        if n < 0x80:
+            p += 1
+        else:
+            n, p = decode_varint(raw, p)
+        stop = p + n
+        if stop > size:
+            cont = (raw[p:], stop - size)
+            break
+        append(raw[p:stop])
+        p = stop
+    hit = (msgs, first, cont)
+    if b >= 0 and sh.cache_blocks:
+        if len(cache) >= sh.cache_blocks:
+            del cache[next(iter(cache))]
+        cache[b] = hit
+        if sh.readahead and _WILLNEED is not None:
+            _readahead(sh, b)
+    return hit
+
+
+def _continued(sh, qid: int, b: int, head, need: int):
+    """Finish a message that continues past block ``b``: (message, the block where it ends, that
+    block's payload, the position after the message, messages starting in it, index of the first)."""
+    parts = [head]
+    while True:
+        b = _after(sh, qid, b)
+        raw, skip, bcount, first = _load(sh, qid, b)
+        if need <= skip:
+            parts.append(raw[:need])
+            return b"".join(parts), b, raw, need, bcount, first
+        if skip != len(raw):
+            raise CorruptionError(sh.data_path, _where(sh, b), "a continued message is cut", sh.names[qid])
+        parts.append(raw)
+        need -= skip
+
+
+def _after(sh, qid: int, b: int) -> int:
     if b == OPEN:
         raise CorruptionError(sh.data_path, _where(sh, sh.last_b[qid]), "a message runs past the queue", sh.names[qid])
-    return b_next[b]
+    return sh.b_next[b]
 
 
 def _where(sh, b: int) -> int:
     return sh.b_entry[b] >> 16 if b >= 0 else -1
 
 
-def _load(sh, qid: int, b: int, sequential: bool):
+def _load(sh, qid: int, b: int):
     """(payload, skip, messages starting, index of the first of them) of block ``b`` of ``qid``."""
     if b == OPEN:
         raw = sh.open_bytes(qid)
         sealed = sh.sealed_messages(qid)
         return raw, sh.skip[qid], sh.count[qid] - sealed, sealed
     bcount = sh.b_count[b]
-    first = sh.b_end[b] - bcount
-    hit = sh.cache.get(b)
-    if hit is not None:
-        sh.counters["cache_hits"] += 1
-        return hit[0], hit[1], bcount, first
     entry = sh.b_entry[b]
     offset = entry >> 16
     size = entry & 0xFFFF
-    if offset + size > sh.written:
-        sh.write_pending()
-    rec = os.pread(sh.fd, size, offset)
-    sh.counters["block_reads"] += 1
-    path = sh.data_path
-    name = sh.names[qid]
+    if offset + size <= sh.mapped:
+        rec = sh.map[offset : offset + size]
+    else:
+        if offset + size > sh.written:
+            sh.write_pending()
+        if sh.written - sh.mapped >= _REMAP_BYTES:
+            sh.remap()
+            rec = sh.map[offset : offset + size]
+        else:  # recent blocks: read them directly until enough is new to map again
+            rec = os.pread(sh.fd, size, offset)
+    sh.block_reads += 1
     if len(rec) != size:
-        raise CorruptionError(path, offset, f"block cut short ({len(rec)} of {size} bytes)", name)
-    cs, kind, flags, got_qid, psize, skip, got_count = RECORD.unpack_from(rec)
+        raise CorruptionError(sh.data_path, offset, f"block cut short ({len(rec)} of {size} bytes)", sh.names[qid])
+    cs, kind, flags, got_qid, psize, skip, got_count = _unpack_record(rec)
     if checksum(memoryview(rec)[4:]) != cs:
-        raise CorruptionError(path, offset, "block checksum mismatch", name)
+        raise CorruptionError(sh.data_path, offset, "block checksum mismatch", sh.names[qid])
     if kind != KIND_BLOCK or got_qid != qid or psize + RECORD_SIZE != size or got_count != bcount:
-        raise CorruptionError(path, offset, "the index and the block header disagree", name)
+        raise CorruptionError(sh.data_path, offset, "the index and the block header disagree", sh.names[qid])
     if flags & FLAG_LZ4:
-        raw_len = int.from_bytes(rec[RECORD_SIZE : RECORD_SIZE + 2], "little")
-        try:
-            raw = lz4.block.decompress(rec[RECORD_SIZE + 2 :], uncompressed_size=raw_len)
-        except lz4.block.LZ4BlockError as e:
-            raise CorruptionError(path, offset, f"lz4 block does not decompress ({e})", name) from None
-        if len(raw) != raw_len:
-            raise CorruptionError(path, offset, "lz4 block has the wrong length", name)
+        raw = _decompress(sh, qid, offset, rec)
     else:
         raw = rec[RECORD_SIZE:]
-    if sequential and sh.cache_blocks:
-        cache = sh.cache
-        if len(cache) >= sh.cache_blocks:
-            del cache[next(iter(cache))]
-        cache[b] = (raw, skip)
-        if sh.readahead and _WILLNEED is not None:
-            _readahead(sh, b)
-    return raw, skip, bcount, first
+    return raw, skip, bcount, sh.b_end[b] - bcount
+
+
+def _decompress(sh, qid: int, offset: int, rec: bytes) -> bytes:
+    raw_len = int.from_bytes(rec[RECORD_SIZE : RECORD_SIZE + 2], "little")
+    try:
+        raw = lz4.block.decompress(rec[RECORD_SIZE + 2 :], uncompressed_size=raw_len)
+    except lz4.block.LZ4BlockError as e:
+        raise CorruptionError(sh.data_path, offset, f"lz4 block does not decompress ({e})", sh.names[qid]) from None
+    if len(raw) != raw_len:
+        raise CorruptionError(sh.data_path, offset, "lz4 block has the wrong length", sh.names[qid])
+    return raw
 
 
 def _readahead(sh, b: int) -> None:
     nxt = sh.b_next
     for _ in range(sh.readahead):
         b = nxt[b]
-        if b < 0:
+        if b < 0 or b in sh.cache:
             return
         entry = sh.b_entry[b]
         offset = entry >> 16
-        if b in sh.cache or offset >= sh.written:
+        if offset >= sh.written:
             return
         os.posix_fadvise(sh.fd, offset, entry & 0xFFFF, _WILLNEED)
-        sh.counters["readahead"] += 1
+        sh.readaheads += 1

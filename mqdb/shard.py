@@ -11,6 +11,7 @@ an object per queue, and sealed blocks in columns indexed by block id, linked pe
 queues cost a few tens of bytes each.
 """
 
+import mmap
 import os
 import threading
 import time
@@ -45,6 +46,8 @@ class Shard:
         self.lock = threading.Lock()
         self.closed = False
         self.fd = self.names_fd = -1
+        self.map = None  # read-only map of the data file's first `mapped` bytes (see reads._load)
+        self.mapped = 0
         self.data_path = os.path.join(self.dir, format.data_name(number))
         self.names_path = os.path.join(self.dir, format.names_name(number))
         self.index_path = os.path.join(self.dir, format.index_name(number))
@@ -73,8 +76,8 @@ class Shard:
         self.b_count = array("l")  # messages that start in this block
         self.b_next = array("l")  # next block of the same queue, -1 if none
         self.big: dict[int, array] = {}  # qid -> block ids, for queues with many blocks
-        self.cursors: dict[int, tuple] = {}  # qid -> (next message, block id, byte position)
-        self.cache: dict[int, bytes] = {}  # block id -> verified payload, for sequential readers
+        self.cursors: dict[int, tuple] = {}  # qid -> (next message, block where it starts)
+        self.cache: dict[int, tuple] = {}  # block id -> (its messages, index of the first), for sequential readers
         self.pending: list = []  # sealed records not yet written
         self.pending_bytes = 0
         self.names_pending = bytearray()  # names of new queues not yet written
@@ -87,7 +90,8 @@ class Shard:
         self.raw_bytes = 0
         self.stored_bytes = 0
         self.flushed_ns = 0
-        self.counters = {"spilled_fragments": 0, "spill_drains": 0, "block_reads": 0, "cache_hits": 0, "readahead": 0}
+        self.spilled_fragments = self.spill_drains = 0
+        self.block_reads = self.cache_hits = self.readaheads = 0
         self.recovery = recovery.load(self)
 
     # --- queues -----------------------------------------------------------------------------------
@@ -107,6 +111,12 @@ class Shard:
         ):  # fmt: skip
             col.append(value)
         return qid
+
+    def counters(self) -> dict:
+        return {
+            "spilled_fragments": self.spilled_fragments, "spill_drains": self.spill_drains,
+            "block_reads": self.block_reads, "cache_hits": self.cache_hits, "readahead": self.readaheads,
+        }  # fmt: skip
 
     @property
     def blocks(self) -> int:
@@ -138,7 +148,7 @@ class Shard:
         c = self.count[qid]
         self.count[qid] = c + 1
         if self.drain_due:
-            self.counters["spill_drains"] += 1
+            self.spill_drains += 1
             self.drain()
         return c
 
@@ -207,6 +217,7 @@ class Shard:
     def _grow(self, qid: int, pos: int) -> int:
         """Chain a new slice to the unfinished block of ``qid``; return its arena offset."""
         pool = self.pool
+        self.db.reading = False
         s = pool.alloc()
         while s < 0:  # make_room never touches the block being written, so ``pos`` stays valid
             self.db.make_room(self, qid)
@@ -341,7 +352,7 @@ class Shard:
             pending.append(data)
             spilled[q] = self.spill_tail
             self.spill_tail += SPILL.size + len(data)
-            self.counters["spilled_fragments"] += 1
+            self.spilled_fragments += 1
             if freed >= target:
                 break
         self.write_spill()
@@ -399,6 +410,14 @@ class Shard:
         checkpoint.write(self.index_path, self.number, cp, self.sync)
 
     # --- reads ------------------------------------------------------------------------------------
+    def remap(self) -> None:
+        """Map the data file up to what is written (only ever appended to while this handle lives)."""
+        old = self.map
+        self.map = mmap.mmap(self.fd, self.written, access=mmap.ACCESS_READ)
+        self.mapped = self.written
+        if old is not None:
+            old.close()
+
     def read(self, qid: int, offset: int, num: int) -> list[bytes]:
         return reads.read(self, qid, offset, num)
 
@@ -413,6 +432,9 @@ class Shard:
                 self.commit()
         finally:
             self.closed = True
+            if self.map is not None:
+                self.map.close()
+                self.map = None
             for fd in (self.fd, self.names_fd, self.spill_fd):
                 if fd >= 0:
                     os.close(fd)
