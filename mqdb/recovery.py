@@ -18,7 +18,8 @@ _IOV_MAX = 1024
 
 
 def load(sh) -> dict:
-    report = {"shard": sh.number, "dropped_bytes": 0, "dropped_blocks": 0, "reason": None, "rebuilt": False}
+    report = {"shard": sh.number, "dropped_bytes": 0, "dropped_blocks": 0, "dropped_name_bytes": 0,
+              "reason": None, "rebuilt": False}  # fmt: skip
     _open_files(sh)
     data_size = os.fstat(sh.fd).st_size
     names_data = _read_all(sh.names_fd)
@@ -61,12 +62,14 @@ def load(sh) -> dict:
     sh.varint_extra = sh.raw_bytes - payload - sh.messages()
     sh.tail = sh.written = sh.committed
     dropped = data_size - sh.committed
-    if dropped or len(names_data) > sh.names_written:
+    names_dropped = len(names_data) - sh.names_written
+    if dropped or names_dropped > 0:
         report["dropped_bytes"] = dropped
         report["dropped_blocks"] = dropped_blocks
+        report["dropped_name_bytes"] = names_dropped
         if stop.reason is not None:
             report["reason"] = f"{stop.reason} at offset {stop.offset}"
-        elif dropped:
+        else:
             report["reason"] = "data written after the last flush"
         if not sh.readonly:
             allowance = (_IOV_MAX + 1) * sh.block_size

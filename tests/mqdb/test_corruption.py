@@ -249,10 +249,9 @@ def _commit_ends(dat_file: Path) -> list[int]:
     return [r.end for r in records(dat_file) if r.kind == KIND_COMMIT]
 
 
-def test_engine_bug_index_data_length_bit_flip_loses_flushed_data(tmp_path):
-    """ENGINE BUG: the index header fields are not covered by the index checksum, and recovery trusts
-    the data length from it. One bit cleared in it makes a writer open cut flushed records off the
-    data file (recovery.load truncates at the lowered length)."""
+def test_index_data_length_bit_flip_loses_no_flushed_data(tmp_path):
+    """The index header is checksummed too: a lowered data length must not make a writer open cut
+    flushed records off the data file (recovery truncates the data file at that length)."""
     expected = write(tmp_path, {}, 30)
     write(tmp_path, expected, 10, tag="second flush ")
     shard = 1
@@ -268,10 +267,10 @@ def test_engine_bug_index_data_length_bit_flip_loses_flushed_data(tmp_path):
         check_all(db, expected)
 
 
-def test_engine_bug_index_data_length_at_an_older_commit_duplicates_messages(tmp_path):
-    """ENGINE BUG: an index whose (unchecksummed) data length points at an older commit is accepted;
-    recovery scans the records after that commit again and adds their blocks a second time, so
-    counts grow and get() returns messages twice."""
+def test_index_data_length_at_an_older_commit_does_not_duplicate_messages(tmp_path):
+    """An index whose data length was changed to end at an older commit must not be trusted: recovery
+    would scan the records after that commit again and add their blocks a second time (counts grow,
+    get() returns messages twice)."""
     expected = write(tmp_path, {}, 30)
     write(tmp_path, expected, 10, tag="second flush ")
     shard = 0
@@ -308,9 +307,9 @@ def test_deleted_every_index_is_rebuilt(tmp_path):
         assert db.stats()["messages"] == sum(len(m) for m in expected.values())
 
 
-def test_engine_bug_deleted_index_rebuild_is_not_reported(tmp_path):
-    """ENGINE BUG: rebuilding a missing index sets report["rebuilt"] but no reason, and DB.__init__
-    keeps only reports with dropped bytes or a reason, so db.recovery does not say it was rebuilt."""
+def test_deleted_index_rebuild_is_reported(tmp_path):
+    """db.recovery keeps only reports with dropped bytes or a reason: a rebuild of a missing index
+    needs a reason to show up there."""
     write(tmp_path, {}, 30)
     idx(tmp_path, 3).unlink()
     with mqdb.open(tmp_path, **OPTS) as db:
@@ -455,20 +454,18 @@ def test_damaged_manifest_raises_format_error(tmp_path, damage, readonly):
             mqdb.open(tmp_path)
 
 
-MANIFEST_BUGS = {
+MANIFEST_SHARDS_OR_ENCODING = {
     "bytes that are not UTF-8": b"\xff\xfe" + json.dumps(GOOD_MANIFEST).encode(),
     "zero shards": json.dumps({**GOOD_MANIFEST, "shards": 0}).encode(),
     "one shard fewer": json.dumps({**GOOD_MANIFEST, "shards": 3}).encode(),
 }
 
 
-@pytest.mark.parametrize("damage", sorted(MANIFEST_BUGS))
-def test_engine_bug_damaged_manifest_is_not_reported_as_format_error(tmp_path, damage):
-    """ENGINE BUG: DB._manifest reads the manifest as UTF-8 text outside the FormatError handling
-    (UnicodeDecodeError escapes), and format.parse_manifest checks only that shards and block_size are
-    ints: a manifest whose shard count is 0, or lower than the data files present, opens without error
-    (with a lower count, the queues of the shards past it vanish from the store)."""
+@pytest.mark.parametrize("damage", sorted(MANIFEST_SHARDS_OR_ENCODING))
+def test_manifest_not_utf8_or_with_a_wrong_shard_count_raises_format_error(tmp_path, damage):
+    """Bytes that do not decode must not escape as UnicodeDecodeError; a shard count of 0, or lower
+    than the data files present, must not open (the queues of the shards past it would vanish)."""
     write(tmp_path, {}, 2)
-    (tmp_path / "MANIFEST").write_bytes(MANIFEST_BUGS[damage])
+    (tmp_path / "MANIFEST").write_bytes(MANIFEST_SHARDS_OR_ENCODING[damage])
     with pytest.raises(mqdb.FormatError):
         mqdb.open(tmp_path).close()

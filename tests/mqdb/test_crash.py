@@ -252,10 +252,7 @@ def test_sigkill_while_writing_loses_nothing_flushed(tmp_path):
 
 
 def test_sigkill_while_writing_under_pool_pressure_loses_nothing_flushed(tmp_path):
-    """The write-buffer pool fills up, so unfinished blocks are pushed out early between flushes.
-
-    Fails while the engine bug shown by test_engine_bug_pool_running_dry_mid_message_loses_a_slice
-    is present (messages come back cut or unreadable even without a crash)."""
+    """The write-buffer pool fills up, so unfinished blocks are pushed out early between flushes."""
     path = tmp_path / "store"
     summary = crash_rounds(path, SMALL, rounds=20, seed=3)
     assert summary["messages"] > 1000, summary
@@ -269,12 +266,10 @@ def test_sigkill_with_sync_and_lz4_loses_nothing_flushed(tmp_path):
     assert summary["messages"] > 0, summary
 
 
-def test_engine_bug_pool_running_dry_mid_message_loses_a_slice(tmp_path):
-    """ENGINE BUG (mqdb/shard.py, Shard._grow): when the pool has no free slice, _grow calls
-    make_room and then reloads ``pos = self.pos[qid]``. Its callers (_write_small, _write) keep the
-    write position in a local variable and store it only when the whole message is written, so the
-    reloaded position is stale: the new slice is linked after an earlier slice of the chain and the
-    slices in between (here 32 bytes of the message) drop out of the block."""
+def test_pool_running_dry_mid_message_keeps_the_message_whole(tmp_path):
+    """A message that crosses two slice boundaries while the pool runs dry at the second: the new
+    slice must be linked after the slice being written, not after the one where the message began
+    (the write position of a put in progress lives in a local variable until the message is done)."""
     opts = {"block_size": 512, "write_buffer_bytes": 64 << 10, "slice_size": 32, "shards": 1}
     with mqdb.open(tmp_path, **opts) as db:
         pool = db.stats()["pool"]
