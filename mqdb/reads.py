@@ -60,8 +60,8 @@ def read(sh, qid: int, offset: int, num: int) -> list[bytes]:
 
 def _random(sh, qid: int, k: int, end: int) -> list[bytes]:
     b = locate(sh, qid, k)
-    raw, skip, bcount, first = _load(sh, qid, b)
-    p = skip
+    raw, start, skip, bcount, first = _load(sh, qid, b)
+    p = start + skip
     i = first
     while i < k:  # step over the messages before the offset
         n = raw[p]
@@ -73,8 +73,8 @@ def _random(sh, qid: int, k: int, end: int) -> list[bytes]:
     while k < end:
         if k == last:  # the next message starts in a later block
             b = _after(sh, qid, b)
-            raw, skip, bcount, first = _load(sh, qid, b)
-            p = skip
+            raw, start, skip, bcount, first = _load(sh, qid, b)
+            p = start + skip
             last = first + bcount
             size = len(raw)
             continue
@@ -137,10 +137,10 @@ def _decoded(sh, qid: int, b: int) -> tuple:
     if hit is not None:
         sh.cache_hits += 1
         return hit
-    raw, skip, bcount, first = _load(sh, qid, b)
+    raw, start, skip, bcount, first = _load(sh, qid, b)
     msgs = []
     append = msgs.append
-    p = skip
+    p = start + skip
     size = len(raw)
     cont = None
     for _ in range(bcount):
@@ -171,13 +171,13 @@ def _continued(sh, qid: int, b: int, head, need: int):
     parts = [head]
     while True:
         b = _after(sh, qid, b)
-        raw, skip, bcount, first = _load(sh, qid, b)
+        raw, start, skip, bcount, first = _load(sh, qid, b)
         if need <= skip:
-            parts.append(raw[:need])
-            return b"".join(parts), b, raw, need, bcount, first
-        if skip != len(raw):
+            parts.append(raw[start : start + need])
+            return b"".join(parts), b, raw, start + need, bcount, first
+        if start + skip != len(raw):
             raise CorruptionError(sh.data_path, _where(sh, b), "a continued message is cut", sh.names[qid])
-        parts.append(raw)
+        parts.append(raw[start:])
         need -= skip
 
 
@@ -192,11 +192,12 @@ def _where(sh, b: int) -> int:
 
 
 def _load(sh, qid: int, b: int):
-    """(payload, skip, messages starting, index of the first of them) of block ``b`` of ``qid``."""
+    """(buffer, where the payload starts in it, skip, messages starting, index of the first of them)
+    of block ``b`` of ``qid``. The buffer is the verified record itself unless it was compressed."""
     if b == OPEN:
         raw = sh.open_bytes(qid)
         sealed = sh.sealed_messages(qid)
-        return raw, sh.skip[qid], sh.count[qid] - sealed, sealed
+        return raw, 0, sh.skip[qid], sh.count[qid] - sealed, sealed
     bcount = sh.b_count[b]
     entry = sh.b_entry[b]
     offset = entry >> 16
@@ -220,10 +221,8 @@ def _load(sh, qid: int, b: int):
     if kind != KIND_BLOCK or got_qid != qid or psize + RECORD_SIZE != size or got_count != bcount:
         raise CorruptionError(sh.data_path, offset, "the index and the block header disagree", sh.names[qid])
     if flags & FLAG_LZ4:
-        raw = _decompress(sh, qid, offset, rec)
-    else:
-        raw = rec[RECORD_SIZE:]
-    return raw, skip, bcount, sh.b_end[b] - bcount
+        return _decompress(sh, qid, offset, rec), 0, skip, bcount, sh.b_end[b] - bcount
+    return rec, RECORD_SIZE, skip, bcount, sh.b_end[b] - bcount
 
 
 def _decompress(sh, qid: int, offset: int, rec: bytes) -> bytes:

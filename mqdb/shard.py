@@ -19,7 +19,7 @@ from array import array
 
 import lz4.block
 
-from . import checkpoint, format, reads, recovery
+from . import checkpoint, format, recovery
 from .coding import checksum, encode_varint
 from .errors import ReadOnlyError
 from .format import FLAG_CONTINUES, FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE, SPILL, seal_record
@@ -417,9 +417,6 @@ class Shard:
         self.mapped = self.written
         if old is not None:
             old.close()
-
-    def read(self, qid: int, offset: int, num: int) -> list[bytes]:
-        return reads.read(self, qid, offset, num)
 
     def refresh(self) -> int:
         return recovery.refresh(self)
