@@ -29,8 +29,8 @@ def spill_name(shard: int) -> str:
     return f"{shard:03d}.spill"
 
 
-# spill fragment header: file offset of the queue's previous fragment (-1: none), fragment length
-SPILL = struct.Struct("<qI")
+# spill fragment header: the queue's previous fragment as offset * 65536 + length (-1: none)
+SPILL = struct.Struct("<q")
 
 
 # --- data file: file header, then records -------------------------------------------------------

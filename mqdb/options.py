@@ -31,7 +31,7 @@ DEFAULT_OPTIONS = MappingProxyType(
         "compression": "none",
         "sync": False,
         "readonly": False,
-        "write_buffer_bytes": 256 << 20,
+        "write_buffer_bytes": 128 << 20,
         "slice_size": 128,
         "spill_bytes": 2 << 30,
         "write_batch_bytes": 1 << 20,

@@ -20,8 +20,8 @@ class SlicePool:
         self.slices = max(4, budget // slice_size)
         self.arena = mmap.mmap(-1, self.slices * slice_size)
         self.view = memoryview(self.arena)
-        self.next = array("l", [-1]) * self.slices
-        self._free = array("l")
+        self.next = array("i", [-1]) * self.slices
+        self._free = array("i")
         self._fresh = 0  # slices never handed out yet start here
         self._lock = threading.Lock()
 

@@ -21,7 +21,6 @@ from .format import FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE
 
 OPEN = -1  # the block id that stands for a queue's unfinished block
 _MAX_CURSORS = 1 << 16
-_REMAP_BYTES = 1 << 20
 _WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
 _unpack_record = RECORD.unpack_from
 
@@ -202,16 +201,9 @@ def _load(sh, qid: int, b: int):
     entry = sh.b_entry[b]
     offset = entry >> 16
     size = entry & 0xFFFF
-    if offset + size <= sh.mapped:
-        rec = sh.map[offset : offset + size]
-    else:
-        if offset + size > sh.written:
-            sh.write_pending()
-        if sh.written - sh.mapped >= _REMAP_BYTES:
-            sh.remap()
-            rec = sh.map[offset : offset + size]
-        else:  # recent blocks: read them directly until enough is new to map again
-            rec = os.pread(sh.fd, size, offset)
+    if offset + size > sh.written:
+        sh.write_pending()
+    rec = os.pread(sh.fd, size, offset)
     sh.block_reads += 1
     if len(rec) != size:
         raise CorruptionError(sh.data_path, offset, f"block cut short ({len(rec)} of {size} bytes)", sh.names[qid])

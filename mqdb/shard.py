@@ -11,7 +11,6 @@ an object per queue, and sealed blocks in columns indexed by block id, linked pe
 queues cost a few tens of bytes each.
 """
 
-import mmap
 import os
 import threading
 import time
@@ -46,8 +45,6 @@ class Shard:
         self.lock = threading.Lock()
         self.closed = False
         self.fd = self.names_fd = -1
-        self.map = None  # read-only map of the data file's first `mapped` bytes (see reads._load)
-        self.mapped = 0
         self.data_path = os.path.join(self.dir, format.data_name(number))
         self.names_path = os.path.join(self.dir, format.names_name(number))
         self.index_path = os.path.join(self.dir, format.index_name(number))
@@ -62,19 +59,19 @@ class Shard:
         self.names: list[str] = []
         self.count = array("q")  # messages in the queue
         self.pos = array("q")  # arena offset after the last byte of the unfinished block (0: no slice)
-        self.fill = array("l")  # bytes in the unfinished block
-        self.skip = array("l")  # leading bytes of the unfinished block that end the previous message
-        self.head = array("l")  # first pool slice of the unfinished block, -1 if none
-        self.spilled = array("q")  # spill-file offset of the block's last spilled fragment, -1 if none
-        self.first_b = array("l")  # first and last sealed block of the queue, -1 if none
-        self.last_b = array("l")
-        self.nblk = array("l")  # sealed blocks of the queue
+        self.fill = array("i")  # bytes in the unfinished block
+        self.skip = array("i")  # leading bytes of the unfinished block that end the previous message
+        self.head = array("i")  # first pool slice of the unfinished block, -1 if none
+        self.spilled = array("q")  # the block's last spilled fragment: offset * 65536 + length, -1 if none
+        self.first_b = array("i")  # first and last sealed block of the queue, -1 if none
+        self.last_b = array("i")
+        self.nblk = array("i")  # sealed blocks of the queue
         # sealed blocks, by block id: the sparse index
-        self.b_qid = array("l")  # the queue that owns the block
+        self.b_qid = array("i")  # the queue that owns the block
         self.b_entry = array("q")  # file offset * 65536 + record length
         self.b_end = array("q")  # messages of the queue that start in this block or before it
-        self.b_count = array("l")  # messages that start in this block
-        self.b_next = array("l")  # next block of the same queue, -1 if none
+        self.b_count = array("i")  # messages that start in this block
+        self.b_next = array("i")  # next block of the same queue, -1 if none
         self.big: dict[int, array] = {}  # qid -> block ids, for queues with many blocks
         self.cursors: dict[int, tuple] = {}  # qid -> (next message, block where it starts)
         self.cache: dict[int, tuple] = {}  # block id -> (its messages, index of the first), for sequential readers
@@ -280,7 +277,7 @@ class Shard:
         if n > BIG_QUEUE_BLOCKS:
             ids = self.big.get(qid)
             if ids is None:
-                self.big[qid] = array("l", self.block_ids(qid))
+                self.big[qid] = array("i", self.block_ids(qid))
             else:
                 ids.append(bid)
 
@@ -317,9 +314,9 @@ class Shard:
                 self.write_spill()
             fd = self.spill_fd
             while off >= 0:
-                prev, size = SPILL.unpack(os.pread(fd, SPILL.size, off))
-                parts.append(os.pread(fd, size, off + SPILL.size))
-                off = prev
+                frag = os.pread(fd, SPILL.size + (off & 0xFFFF), off >> 16)
+                parts.append(frag[SPILL.size :])
+                off = SPILL.unpack_from(frag)[0]
             parts.reverse()
         head = self.head[qid]
         if head >= 0:
@@ -348,9 +345,9 @@ class Shard:
             freed += pool.release(h)
             head[q] = -1
             pos[q] = 0
-            pending.append(SPILL.pack(spilled[q], len(data)))
+            pending.append(SPILL.pack(spilled[q]))
             pending.append(data)
-            spilled[q] = self.spill_tail
+            spilled[q] = self.spill_tail * 65536 + len(data)
             self.spill_tail += SPILL.size + len(data)
             self.spilled_fragments += 1
             if freed >= target:
@@ -410,13 +407,6 @@ class Shard:
         checkpoint.write(self.index_path, self.number, cp, self.sync)
 
     # --- reads ------------------------------------------------------------------------------------
-    def remap(self) -> None:
-        """Map the data file up to what is written (only ever appended to while this handle lives)."""
-        old = self.map
-        self.map = mmap.mmap(self.fd, self.written, access=mmap.ACCESS_READ)
-        self.mapped = self.written
-        if old is not None:
-            old.close()
 
     def refresh(self) -> int:
         return recovery.refresh(self)
@@ -429,9 +419,6 @@ class Shard:
                 self.commit()
         finally:
             self.closed = True
-            if self.map is not None:
-                self.map.close()
-                self.map = None
             for fd in (self.fd, self.names_fd, self.spill_fd):
                 if fd >= 0:
                     os.close(fd)
