@@ -7,6 +7,7 @@ in fastjson. Figures depend on the machine; they are for comparing changes to th
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 
@@ -66,3 +67,15 @@ def run(iterations: int = 20000) -> dict[str, float]:
         "fastjson_encode_request_us": encode_json,
         "fastjson_decode_response_us": decode_json,
     }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m sidecar.bench_codec [ITERATIONS]`: print the figures, one per line."""
+    args = sys.argv[1:] if argv is None else argv
+    figures = run(int(args[0]) if args else 20000)
+    for key, value in figures.items():
+        print(f"{key:<30} {value:.2f}" if isinstance(value, float) else f"{key:<30} {value}")
+
+
+if __name__ == "__main__":
+    main()
