@@ -13,6 +13,9 @@ from .hashing import shard_of
 from .options import resolve
 from .pool import SlicePool
 from .reads import read
+from .stage import distribute
+from .stage import put as stage_put
+from .stage import write_chunk
 from .shard import Shard
 
 _MAX_NAME_BYTES = 65535
@@ -34,7 +37,7 @@ class DB:
         self._lock_fd = -1
         self.readonly = opts["readonly"]
         self.route: dict = {}  # queue name -> Queue, read without a lock (a cache over the shard maps)
-        self.reading = False  # cleared whenever the pool hands out a slice (see Shard._grow)
+        self.reading = False  # cleared whenever staged puts or the pool grow (see stage.write_chunk, Shard._grow)
         if self.readonly:
             if not os.path.exists(os.path.join(self.path, format.MANIFEST)):
                 raise StoreNotFoundError(f"no mqdb store at {self.path} (no {format.MANIFEST} file)")
@@ -47,8 +50,6 @@ class DB:
             budget = 64 << 10 if self.readonly else opts["write_buffer_bytes"]
             self._pool = SlicePool(budget, opts["slice_size"])
             self._drain_slices = self._pool.slices // 2
-            self._arena = self._pool.arena
-            self._slice_mask = self._pool.slice_size - 1
             self._shards = [Shard(self, i, opts, self._pool) for i in range(opts["shards"])]
         except BaseException:
             for sh in getattr(self, "_shards", ()):
@@ -58,6 +59,8 @@ class DB:
         self.recovery = [r for r in (sh.recovery for sh in self._shards) if r["dropped_bytes"] or r["reason"]]
         self._closed = False
         self._nshards = len(self._shards)
+        if self.readonly:
+            self.put = self._put_slow  # every put of a read-only handle raises ReadOnlyError there
 
     # --- writing ----------------------------------------------------------------------------------
     def put(self, queue: str, msg: bytes) -> int:
@@ -71,18 +74,18 @@ class DB:
             if sh.closed:
                 raise ClosedError()
             n = len(msg)
-            pos = sh.pos[qid]
-            if n < (-pos & self._slice_mask) and n < 0x80 and sh.fill[qid] + n < sh.payload_max:
-                arena = self._arena
-                arena[pos] = n
-                pos += 1
-                arena[pos : pos + n] = msg
-                sh.pos[qid] = pos + n
-                sh.fill[qid] += n + 1
-                c = sh.count[qid]
-                sh.count[qid] = c + 1
+            if n < 0x80:  # stage it: one length byte, the bytes, the queue id (see stage.py)
+                buf = sh.stage_buf
+                buf.append(n)
+                buf += msg
+                sh.stage_qids.append(qid)
+                total = sh.total
+                c = total[qid]
+                total[qid] = c + 1
+                if len(buf) >= sh.stage_chunk:
+                    write_chunk(sh)
                 return c
-            return sh.append(qid, msg)
+            return stage_put(sh, qid, msg)
 
     def _put_slow(self, queue, msg) -> int:
         self._check_name(queue)
@@ -100,7 +103,7 @@ class DB:
                 raise ClosedError()
             h = sh.queues.get(queue)
             qid = sh.create(queue) if h is None else h >> _SHARD_BITS
-            return sh.append(qid, msg)
+            return stage_put(sh, qid, msg)
 
     def flush(self) -> None:
         """Write everything put so far; after it returns, a crash of the process loses none of it
@@ -156,7 +159,7 @@ class DB:
             self._check_open()
             return 0
         self._check_open()
-        return self._shards[h & _SHARD_MASK].count[h >> _SHARD_BITS]
+        return self._shards[h & _SHARD_MASK].total[h >> _SHARD_BITS]
 
     def __contains__(self, queue) -> bool:
         return isinstance(queue, str) and queue in self.route
@@ -185,9 +188,14 @@ class DB:
         return applied
 
     def _start_reading(self) -> None:
-        """The first read since the pool last grew: after a long write phase (the pool more than half
-        full), seal and write the buffered blocks, so memory goes back to reading."""
+        """The first read after a write phase: distribute every staged message to its blocks, and if
+        the pool is then more than half full, seal and write the buffered blocks, so memory goes back
+        to reading."""
         self.reading = True
+        for sh in self._shards:
+            with sh.lock:
+                if not sh.closed:
+                    distribute(sh)
         if self._pool.in_use > self._drain_slices:
             for sh in self._shards:
                 with sh.lock:
@@ -229,7 +237,7 @@ class DB:
         """Figures about the store: sizes, counts, shard balance, pool use, read counters."""
         self._check_open()
         per_shard = []
-        totals = {"messages": 0, "payload": 0, "blocks": 0, "raw": 0, "stored": 0}
+        totals = {"messages": 0, "payload": 0, "blocks": 0, "raw": 0, "stored": 0, "staged": 0}
         counters: dict = {}
         flushed = 0
         for sh in self._shards:
@@ -240,6 +248,7 @@ class DB:
                 totals["blocks"] += sh.blocks
                 totals["raw"] += sh.raw_bytes
                 totals["stored"] += sh.stored_bytes
+                totals["staged"] += sh.stage_frames + len(sh.stage_buf)
                 flushed = max(flushed, sh.flushed_ns)
                 for k, v in sh.counters().items():
                     counters[k] = counters.get(k, 0) + v
@@ -260,6 +269,7 @@ class DB:
             "compression": self.options["compression"],
             "compression_ratio": (totals["raw"] / totals["stored"]) if totals["stored"] else 1.0,
             "bytes_on_disk": disk,
+            "staged_bytes": totals["staged"],
             "queues_per_shard": per_shard,
             "shard_balance": (max(per_shard) / min(per_shard)) if min(per_shard) else None,
             "last_flush_ns": flushed or None,

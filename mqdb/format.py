@@ -29,6 +29,10 @@ def spill_name(shard: int) -> str:
     return f"{shard:03d}.spill"
 
 
+def stage_name(shard: int) -> str:
+    return f"{shard:03d}.stage"
+
+
 # spill fragment header: the queue's previous fragment as offset * 65536 + length (-1: none)
 SPILL = struct.Struct("<q")
 

@@ -18,6 +18,7 @@ import lz4.block
 from .coding import VarintError, checksum, decode_varint
 from .errors import CorruptionError
 from .format import FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE
+from .stage import distribute
 
 OPEN = -1  # the block id that stands for a queue's unfinished block
 _MAX_CURSORS = 1 << 16
@@ -43,6 +44,9 @@ def locate(sh, qid: int, k: int) -> int:
 
 def read(sh, qid: int, offset: int, num: int) -> list[bytes]:
     count = sh.count[qid]
+    if count != sh.total[qid]:  # some of its messages are still staged
+        distribute(sh)
+        count = sh.count[qid]
     if offset >= count or num <= 0:
         return []
     end = offset + num if offset + num < count else count

@@ -7,6 +7,7 @@ the store is not touched and CorruptionError names the offset.
 """
 
 import os
+from array import array
 
 from . import checkpoint, format
 from .coding import checksum
@@ -82,6 +83,7 @@ def load(sh) -> dict:
                 )
             os.ftruncate(sh.fd, sh.committed)
             os.ftruncate(sh.names_fd, sh.names_written)
+    sh.total = array("q", sh.count)
     if not sh.readonly and (applied or report["rebuilt"]):
         sh.write_checkpoint()
     return report
@@ -96,6 +98,7 @@ def refresh(sh) -> int:
     names_data = os.pread(sh.names_fd, names_size - sh.names_written, sh.names_written)
     _, _, applied, _ = _apply(sh, sh.committed, data_size, names_data, sh.names_written, 0)
     sh.tail = sh.written = sh.committed
+    sh.total = array("q", sh.count)
     return applied
 
 
@@ -176,6 +179,7 @@ def _open_files(sh) -> None:
             os.pwrite(sh.names_fd, checkpoint.names_header(sh.number), 0)
         # the spill file only ever holds unfinished blocks of the last run: nothing in it was flushed
         sh.spill_fd = os.open(sh.spill_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        sh.stage_fd = os.open(sh.stage_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     head = os.pread(sh.fd, FILE_HEADER_SIZE, 0)
     format.check_file_header(sh.data_path, head, sh.number, sh.block_size)
     checkpoint.decode_names(sh.names_path, os.pread(sh.names_fd, checkpoint.NAMES_HEADER.size, 0), sh.number)

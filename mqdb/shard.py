@@ -18,7 +18,7 @@ from array import array
 
 import lz4.block
 
-from . import checkpoint, format, recovery
+from . import checkpoint, format, recovery, stage
 from .coding import checksum, encode_varint
 from .errors import ReadOnlyError
 from .format import FLAG_CONTINUES, FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE, SPILL, seal_record
@@ -50,14 +50,21 @@ class Shard:
         self.index_path = os.path.join(self.dir, format.index_name(number))
         self.spill_path = os.path.join(self.dir, format.spill_name(number))
         self.spill_fd = -1
+        self.stage_path = os.path.join(self.dir, format.stage_name(number))
+        self.stage_fd = -1
+        self.stage_buf = bytearray()  # frames of staged puts not yet in the staging file
+        self.stage_qids = array("i")  # their queue ids
+        self.stage_tail = self.stage_frames = self.stage_varint_extra = 0
         self.spill_tail = self.spill_written = 0
         self.spill_pending: list = []
-        self.spill_limit = opts["spill_bytes"] // opts["shards"]
+        self.spill_limit = opts["spill_bytes"] // opts["shards"]  # for the spill file and for the stage
+        self.stage_chunk = stage.chunk_bytes(self.spill_limit)
         self.drain_due = False
         # queues: name -> handle (qid << 10 | shard number), and columns indexed by qid
         self.queues: dict[str, int] = {}
         self.names: list[str] = []
-        self.count = array("q")  # messages in the queue
+        self.count = array("q")  # messages of the queue in blocks (sealed or unfinished)
+        self.total = array("q")  # messages of the queue, staged ones included (see stage.py)
         self.pos = array("q")  # arena offset after the last byte of the unfinished block (0: no slice)
         self.fill = array("i")  # bytes in the unfinished block
         self.skip = array("i")  # leading bytes of the unfinished block that end the previous message
@@ -103,7 +110,7 @@ class Shard:
         self.queues[name] = handle
         self.db.route[name] = handle
         for col, value in (
-            (self.count, 0), (self.pos, 0), (self.fill, 0), (self.skip, 0), (self.head, -1), (self.spilled, -1),
+            (self.count, 0), (self.total, 0), (self.pos, 0), (self.fill, 0), (self.skip, 0), (self.head, -1), (self.spilled, -1),
             (self.first_b, -1), (self.last_b, -1), (self.nblk, 0),
         ):  # fmt: skip
             col.append(value)
@@ -120,11 +127,12 @@ class Shard:
         return len(self.b_entry)
 
     def messages(self) -> int:
-        return sum(self.count)
+        return sum(self.total)
 
     def payload(self) -> int:
-        """Message bytes: every block byte that is not a length prefix."""
-        return self.raw_bytes + sum(self.fill) - self.messages() - self.varint_extra
+        """Message bytes: every block or staged byte that is not a length prefix."""
+        framed = self.raw_bytes + sum(self.fill) + self.stage_frames + len(self.stage_buf)
+        return framed - self.messages() - self.varint_extra - self.stage_varint_extra
 
     def sealed_messages(self, qid: int) -> int:
         last = self.last_b[qid]
@@ -179,21 +187,22 @@ class Shard:
         fill = self.fill
         if fill[qid] + len(head) > pmax:  # a length prefix never straddles two blocks
             self.seal(qid, False)
-        self._write(qid, head)
+        self.write_frames(qid, head)
         self.varint_extra += len(head) - 1
         view = memoryview(msg)
         done = 0
         while True:
             take = min(pmax - fill[qid], n - done)
             if take:
-                self._write(qid, view[done : done + take])
+                self.write_frames(qid, view[done : done + take])
                 done += take
             if done == n:
                 break
             self.seal(qid, True)
             self.skip[qid] = min(n - done, pmax)
 
-    def _write(self, qid: int, data) -> None:
+    def write_frames(self, qid: int, data) -> None:
+        """Write bytes (whole frames, or parts of one) to the unfinished block of ``qid``."""
         size = len(data)
         arena = self.pool.arena
         slice_size = self.pool.slice_size
@@ -378,6 +387,7 @@ class Shard:
 
     def commit(self) -> bool:
         """Make everything put so far durable; return False when there was nothing to do."""
+        stage.distribute(self)
         self.drain()
         if self.tail == self.committed:
             return False
@@ -419,7 +429,7 @@ class Shard:
                 self.commit()
         finally:
             self.closed = True
-            for fd in (self.fd, self.names_fd, self.spill_fd):
+            for fd in (self.fd, self.names_fd, self.spill_fd, self.stage_fd):
                 if fd >= 0:
                     os.close(fd)
 

@@ -13,8 +13,12 @@ def store(tmp_path):
 
 @pytest.fixture
 def small_store(tmp_path):
-    """A store with a tiny pool and small blocks, so eviction, continuation and batching happen early."""
+    """A store with a tiny pool, a small stage and small blocks, so distribution, eviction, continuation
+    and batching happen early."""
     path = tmp_path / "small"
-    db = mqdb.open(path, block_size=512, write_buffer_bytes=64 << 10, slice_size=32, write_batch_bytes=4096)
+    db = mqdb.open(
+        path, block_size=512, write_buffer_bytes=64 << 10, slice_size=32, write_batch_bytes=4096,
+        shards=4, spill_bytes=4 * (32 << 10),
+    )  # fmt: skip
     yield db
     db.close()

@@ -25,7 +25,10 @@ import pytest
 import mqdb
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = {"block_size": 512, "write_buffer_bytes": 64 << 10, "slice_size": 32, "write_batch_bytes": 4096, "shards": 4}
+SMALL = {
+    "block_size": 512, "write_buffer_bytes": 64 << 10, "slice_size": 32, "write_batch_bytes": 4096, "shards": 4,
+    "spill_bytes": 4 * (16 << 10),
+}  # fmt: skip
 ROOMY = {**SMALL, "write_buffer_bytes": 16 << 20}  # never fills with the queues below
 QUEUES = 400
 

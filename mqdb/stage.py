@@ -1,0 +1,115 @@
+"""The staging log of a shard: where every put lands first.
+
+A put appends its frame (varint length + bytes) to the shard's staging buffer and its queue id to a
+column beside it: a few C-level appends, whatever the number of queues. Full buffers go to the
+shard's staging file as chunks. The staged messages are *distributed* to their queues' blocks all at
+once — on flush, when a reader asks for a queue that has staged messages, or when the staging file
+outgrows its share of ``spill_bytes`` — so each queue gets its messages in one run instead of one
+message at a time: a million queues of ten messages each become a million blocks written once, not
+ten million small appends competing for the write-buffer pool.
+
+Staging chunks in ``NNN.stage`` (scratch: emptied by every distribution, created empty on open):
+    chunk := u32 messages  u32 frame_bytes  u32 qid[messages]  frame{messages}
+"""
+
+import os
+import struct
+from array import array
+
+from .coding import decode_varint, encode_varint
+
+CHUNK = struct.Struct("<II")
+CHUNK_BYTES = 256 << 10  # staging buffer size before it goes to the file (smaller if the stage's share is small)
+
+
+def chunk_bytes(spill_limit: int) -> int:
+    return min(CHUNK_BYTES, max(4096, spill_limit // 8))
+
+
+def put(sh, qid: int, msg) -> int:
+    """Stage a message of any size (the short ones take a faster path in DB.put)."""
+    n = len(msg)
+    head = encode_varint(n)
+    buf = sh.stage_buf
+    buf += head
+    buf += msg
+    sh.stage_varint_extra += len(head) - 1
+    sh.stage_qids.append(qid)
+    total = sh.total
+    c = total[qid]
+    total[qid] = c + 1
+    if len(buf) >= sh.stage_chunk:
+        write_chunk(sh)
+    return c
+
+
+def write_chunk(sh) -> None:
+    """Move the staging buffer to the staging file (and distribute if the file is over its share)."""
+    qids = sh.stage_qids
+    if not qids:
+        return
+    buf = sh.stage_buf
+    parts = [CHUNK.pack(len(qids), len(buf)), qids, buf]
+    size = CHUNK.size + 4 * len(qids) + len(buf)
+    done = os.pwritev(sh.stage_fd, parts, sh.stage_tail)
+    if done != size:
+        os.pwrite(sh.stage_fd, b"".join(bytes(p) for p in parts)[done:], sh.stage_tail + done)
+    sh.stage_tail += size
+    sh.stage_frames += len(buf)
+    sh.stage_buf = bytearray()
+    sh.stage_qids = array("i")
+    sh.db.reading = False
+    if sh.stage_tail > sh.spill_limit:
+        distribute(sh)
+
+
+def _chunks(sh):
+    """(queue ids, frames) of every staged chunk, the file's first, then the buffer's."""
+    pos = 0
+    fd = sh.stage_fd
+    while pos < sh.stage_tail:
+        count, size = CHUNK.unpack(os.pread(fd, CHUNK.size, pos))
+        qids = array("i")
+        qids.frombytes(os.pread(fd, 4 * count, pos + CHUNK.size))
+        frames = os.pread(fd, size, pos + CHUNK.size + 4 * count)
+        yield qids, frames
+        pos += CHUNK.size + 4 * count + size
+    if sh.stage_qids:
+        yield sh.stage_qids, bytes(sh.stage_buf)
+
+
+def distribute(sh) -> None:
+    """Append every staged message to its queue's blocks, in put order per queue; empty the stage."""
+    if not sh.stage_qids and not sh.stage_tail:
+        return
+    runs: dict[int, list] = {}
+    for qids, frames in _chunks(sh):
+        p = 0
+        for qid in qids:
+            n = frames[p]
+            end = p + 1 + n if n < 0x80 else sum(decode_varint(frames, p))
+            run = runs.get(qid)
+            if run is None:
+                runs[qid] = [frames[p:end]]
+            else:
+                run.append(frames[p:end])
+            p = end
+    varint_extra = sh.varint_extra + sh.stage_varint_extra
+    pmax = sh.payload_max
+    fill = sh.fill
+    count = sh.count
+    for qid, frames in runs.items():
+        run = frames[0] if len(frames) == 1 else b"".join(frames)
+        if fill[qid] + len(run) <= pmax:  # the whole run fits the unfinished block
+            sh.write_frames(qid, run)
+            count[qid] += len(frames)
+        else:
+            for frame in frames:
+                n, p = decode_varint(frame, 0)
+                sh.append(qid, frame[p:])
+    sh.varint_extra = varint_extra  # every staged length prefix is now in a block, counted once
+    if sh.stage_tail:
+        os.ftruncate(sh.stage_fd, 0)
+    sh.stage_tail = sh.stage_frames = sh.stage_varint_extra = 0
+    sh.stage_buf = bytearray()
+    sh.stage_qids = array("i")
