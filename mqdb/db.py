@@ -13,10 +13,9 @@ from .hashing import shard_of
 from .options import resolve
 from .pool import SlicePool
 from .reads import read
-from .stage import distribute
-from .stage import put as stage_put
-from .stage import write_chunk
 from .shard import Shard
+from .stage import distribute, write_chunk
+from .stage import put as stage_put
 
 _MAX_NAME_BYTES = 65535
 _SHARD_BITS = 10  # a queue handle is qid << _SHARD_BITS | shard number

@@ -110,8 +110,8 @@ class Shard:
         self.queues[name] = handle
         self.db.route[name] = handle
         for col, value in (
-            (self.count, 0), (self.total, 0), (self.pos, 0), (self.fill, 0), (self.skip, 0), (self.head, -1), (self.spilled, -1),
-            (self.first_b, -1), (self.last_b, -1), (self.nblk, 0),
+            (self.count, 0), (self.total, 0), (self.pos, 0), (self.fill, 0), (self.skip, 0), (self.head, -1),
+            (self.spilled, -1), (self.first_b, -1), (self.last_b, -1), (self.nblk, 0),
         ):  # fmt: skip
             col.append(value)
         return qid
