@@ -60,7 +60,7 @@ def load(sh) -> dict:
     sh.names_since_commit = bytearray()
     stop, dropped_blocks, applied, payload = _apply(sh, sh.committed, data_size, names_data, 0, payload)
     # every block is sealed at a commit: raw block bytes = payload + length prefixes
-    sh.varint_extra = sh.raw_bytes - payload - sh.messages()
+    sh.varint_extra = sh.raw_bytes - payload - sum(sh.count)
     sh.tail = sh.written = sh.committed
     dropped = data_size - sh.committed
     names_dropped = len(names_data) - sh.names_written
