@@ -11,11 +11,15 @@ Each error carries ``status_hint``, the HTTP status that fits best when the erro
 HTTP reply, so the I/O layer can answer without ``isinstance`` ladders, and ``request_id`` when the
 error concerns one Dubbo frame whose header was readable (the caller can then answer that one call
 instead of dropping the whole connection).
+
+One more kind belongs to the I/O layer rather than to a codec: :class:`UpstreamUnavailable`, raised
+when a frame cannot be sent to a Dubbo service because no connection to it is up; the caller answers
+that call at once with an error reply instead of letting it wait for its deadline.
 """
 
 from __future__ import annotations
 
-__all__ = ["ProtocolError", "LocalProtocolError", "RemoteProtocolError"]
+__all__ = ["ProtocolError", "LocalProtocolError", "RemoteProtocolError", "UpstreamUnavailable"]
 
 
 class ProtocolError(Exception):
@@ -49,3 +53,11 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     """The peer broke the protocol: the bytes received cannot be decoded."""
+
+
+class UpstreamUnavailable(ProtocolError):
+    """A frame cannot go to the Dubbo service: no connection to it is up (it is down, refuses
+    connections, or every connection just failed). Status hint 503; ``reason`` names the service and
+    the last connection error."""
+
+    status_hint = 503

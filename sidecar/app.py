@@ -1,0 +1,211 @@
+"""Running a sidecar as a process: bind, say so, serve until SIGTERM or SIGINT, drain, exit 0.
+
+Each sidecar prints one line on stdout once its sockets are bound, ``listening HOST:PORT`` (port 0
+in the configuration picks a free port; the line gives the real one), so scripts and tests can start
+it with free ports and wait for that line.
+
+``--workers N`` (N > 1) makes the consumer a small supervisor: it reserves the port, forks N worker
+processes that each bind it with ``SO_REUSEPORT`` and run their own gevent hub, prints the ready line
+once every worker accepts, forwards SIGTERM to them, and starts a new worker if one dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+
+from sidecar.config import ConsumerConfig, ProviderConfig
+from sidecar.registry import format_address
+
+__all__ = ["run_consumer", "run_provider", "DRAIN_TIMEOUT"]
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT = 5.0  # seconds a stopping sidecar gives the calls in flight
+READY_TIMEOUT = 30.0  # seconds the supervisor waits for its workers to bind
+
+
+def _announce(address: tuple[str, int], out=None) -> None:
+    out = out or sys.stdout
+    print(f"listening {format_address(*address)}", file=out, flush=True)
+
+
+def _serve_until_signal(start: Callable[[], object], stop: Callable[[], object]) -> int:
+    import gevent
+    import gevent.event
+
+    stopping = gevent.event.Event()
+    handlers = [gevent.signal_handler(sig, stopping.set) for sig in (signal.SIGTERM, signal.SIGINT)]
+    start()
+    stopping.wait()
+    for handler in handlers:
+        handler.cancel()
+    stop()
+    return 0
+
+
+def run_provider(config: ProviderConfig) -> int:
+    """Run the provider sidecar in this process until a signal stops it."""
+    from sidecar.provider import ProviderSidecar
+
+    sidecar = ProviderSidecar(
+        config.listen,
+        config.dubbo,
+        weight=config.weight,
+        pool_size=config.pool_size,
+        call_timeout=config.call_timeout,
+        heartbeat=config.heartbeat,
+    )
+
+    def start():
+        sidecar.start()
+        _announce(sidecar.address)
+        log.info("provider sidecar on %s forwarding to %s", format_address(*sidecar.address), config.dubbo)
+
+    return _serve_until_signal(start, lambda: sidecar.stop(DRAIN_TIMEOUT))
+
+
+def run_consumer(config: ConsumerConfig) -> int:
+    """Run the consumer sidecar until a signal stops it: in this process, or as N workers."""
+    if config.workers == 1:
+        return _run_worker(config, None, None, None)
+    return _Supervisor(config).run()
+
+
+def _run_worker(config: ConsumerConfig, listener, consumer_id: int | None, ready_fd: int | None) -> int:
+    from sidecar.consumer import ConsumerSidecar
+
+    sidecar = ConsumerSidecar(config, listener=listener, consumer_id=consumer_id)
+
+    def start():
+        sidecar.start()
+        if ready_fd is None:
+            _announce(sidecar.address)
+        elif ready_fd >= 0:  # a worker tells its supervisor; a replacement worker (-1) says nothing
+            os.write(ready_fd, b"1")
+            os.close(ready_fd)
+        log.info("consumer sidecar on %s, tunnel %s", format_address(*sidecar.address), sidecar.caller.address)
+
+    return _serve_until_signal(start, lambda: sidecar.stop(DRAIN_TIMEOUT))
+
+
+class _Supervisor:
+    RESTART_DELAY = 1.0  # seconds between starting replacements for workers that died
+
+    def __init__(self, config: ConsumerConfig):
+        self.config = config
+        self.children: dict[int, int] = {}  # pid -> worker index
+        self.stopping = False
+        self.base_id = int.from_bytes(os.urandom(2), "big")
+
+    def run(self) -> int:
+        family = socket.AF_INET6 if ":" in self.config.listen[0] else socket.AF_INET
+        reserve = socket.socket(family, socket.SOCK_STREAM)  # bound, never listening: holds the port
+        reserve.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        reserve.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        reserve.bind(self.config.listen)
+        self.address = reserve.getsockname()[:2]
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        read_fd, write_fd = os.pipe()
+        for index in range(self.config.workers):
+            self._fork(index, write_fd)
+        os.close(write_fd)
+        if not self._wait_ready(read_fd):
+            self._stop_children()
+            return 1
+        os.close(read_fd)
+        reserve.close()
+        _announce(self.address)
+        return self._supervise()
+
+    def _fork(self, index: int, ready_fd: int) -> None:
+        pid = os.fork()
+        if pid:
+            self.children[pid] = index
+            return
+        code = 1
+        try:
+            import gevent
+
+            gevent.reinit()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            from sidecar.consumer import listening_socket
+
+            listener = listening_socket(self.address, reuse_port=True)
+            code = _run_worker(self.config, listener, (self.base_id + index) & 0xFFFF, ready_fd)
+        except BaseException:
+            log.exception("consumer worker %d failed", index)
+        finally:
+            os._exit(code)
+
+    def _wait_ready(self, read_fd: int) -> bool:
+        ready, end = 0, time.monotonic() + READY_TIMEOUT
+        while ready < self.config.workers:
+            left = end - time.monotonic()
+            if left <= 0 or self.stopping:
+                print("error: consumer workers did not start in time", file=sys.stderr)
+                return False
+            readable, _, _ = select.select([read_fd], [], [], min(left, 0.2))
+            if readable:
+                data = os.read(read_fd, 64)
+                if not data:
+                    print("error: a consumer worker exited before it was ready", file=sys.stderr)
+                    return False
+                ready += len(data)
+        return True
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stopping = True
+
+    def _supervise(self) -> int:
+        last_restart = 0.0
+        while self.children:
+            if self.stopping:
+                return self._stop_children()
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.1)
+                continue
+            index = self.children.pop(pid, None)
+            if index is None or self.stopping:
+                continue
+            log.warning("consumer worker %d (pid %d) exited with status %d; starting another", index, pid, status)
+            wait = last_restart + self.RESTART_DELAY - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            last_restart = time.monotonic()
+            self._fork(index, -1)
+        return 0
+
+    def _stop_children(self) -> int:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        end = time.monotonic() + DRAIN_TIMEOUT + 5.0
+        code = 0
+        while self.children and time.monotonic() < end:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.05)
+                continue
+            self.children.pop(pid, None)
+            code = code or (os.waitstatus_to_exitcode(status) != 0)
+        for pid in self.children:
+            os.kill(pid, signal.SIGKILL)
+        return int(bool(code))

@@ -1,0 +1,172 @@
+"""The `sidecar` command: thin click commands over the library. `provider` and `consumer` run one
+sidecar (configuration: defaults, then `--config FILE`, then flags); `demo` and `bench` start the
+whole topology on loopback. Library errors become one-line `Error: ...` messages with exit code 1."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+
+import click
+
+from sidecar import app, config, registry
+
+__all__ = ["main"]
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (config.ConfigError, ValueError, OSError) as e:
+            raise click.ClickException(" ".join(str(e).split())) from None
+
+    return wrapper
+
+
+def _address(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        registry.parse_address(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
+
+
+def _providers(ctx, param, values):
+    for value in values:
+        try:
+            registry.parse_provider(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+    return list(values)
+
+
+def _logging(level: str | None) -> None:
+    level = (level or os.environ.get("SIDECAR_LOG_LEVEL") or "warning").upper()
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+config_option = click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False, exists=True), help="TOML file (see sidecar.config)."
+)
+log_option = click.option(
+    "--log-level", type=click.Choice(LOG_LEVELS), default=None, help="Default: $SIDECAR_LOG_LEVEL or warning."
+)
+
+
+@click.group()
+@click.version_option(package_name="dubbomesh", prog_name="sidecar")
+def main():
+    """sidecar: an HTTP to Dubbo sidecar proxy with a UDP tunnel and a capacity-aware balancer."""
+
+
+@main.command()
+@click.option("--listen", callback=_address, help="UDP HOST:PORT of the tunnel [127.0.0.1:30000].")
+@click.option("--dubbo", callback=_address, help="HOST:PORT of the local Dubbo service [127.0.0.1:20880].")
+@click.option("--weight", type=click.FloatRange(min=0, min_open=True), help="This provider's share [100].")
+@click.option("--pool-size", type=click.IntRange(1), help="TCP connections to the service [4].")
+@click.option("--allow-remote", is_flag=True, default=None, help="Accept tunnel datagrams from other hosts.")
+@config_option
+@log_option
+@_errors
+def provider(listen, dubbo, weight, pool_size, allow_remote, config_file, log_level):
+    """Run a provider sidecar: tunnel datagrams in, Dubbo over pooled TCP to the service."""
+    _logging(log_level)
+    flags = {"listen": listen, "dubbo": dubbo, "weight": weight, "pool_size": pool_size, "allow_remote": allow_remote}
+    sys.exit(app.run_provider(config.provider_config(config_file, flags)))
+
+
+@main.command()
+@click.option("--listen", callback=_address, help="HTTP HOST:PORT applications call [127.0.0.1:20000].")
+@click.option(
+    "--provider", "providers", multiple=True, callback=_providers,
+    help="A provider sidecar, HOST:PORT=WEIGHT[/THRESHOLD] (repeatable; replaces the config file's list).",
+)  # fmt: skip
+@click.option("--workers", type=click.IntRange(1), help="Processes sharing the port with SO_REUSEPORT [1].")
+@click.option("--threshold", type=click.IntRange(1), help="Calls in flight per provider before calls queue [200].")
+@click.option("--call-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds before a 504 [3].")
+@click.option("--provider-header", is_flag=True, default=None, help="Name the provider in an X-Provider header.")
+@config_option
+@log_option
+@_errors
+def consumer(listen, providers, workers, threshold, call_timeout, provider_header, config_file, log_level):
+    """Run a consumer sidecar: HTTP calls in, tunnel datagrams to the providers."""
+    _logging(log_level)
+    flags = {
+        "listen": listen,
+        "providers": providers,
+        "workers": workers,
+        "threshold": threshold,
+        "call_timeout": call_timeout,
+        "provider_header": provider_header,
+    }
+    settings = config.consumer_config(config_file, flags)
+    if not settings.providers:
+        raise click.UsageError("no providers: give --provider HOST:PORT=WEIGHT or a config file that lists them")
+    sys.exit(app.run_consumer(settings))
+
+
+@main.command()
+@click.option("--scenario", type=click.Choice(["latency-bound", "capacity-bound"]), default="latency-bound",
+              show_default=True, help="Service capacities 200/400/600 or 64/128/192, latency 50 ms.")  # fmt: skip
+@click.option("--duration", type=click.FloatRange(min=0.5), default=5.0, show_default=True, help="Seconds of load.")
+@click.option("--connections", type=click.IntRange(1), default=None, help="Client connections [scenario's first].")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Consumer workers.")
+@click.option("--hold", is_flag=True, help="Keep the topology up until interrupted; print one JSON line first.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@_errors
+def demo(scenario, duration, connections, workers, hold, progress):
+    """Start three demo services, three provider sidecars and a consumer on loopback, and drive load."""
+    from sidecar import demo as demo_lib
+    from sidecar import topology
+
+    chosen = topology.SCENARIOS[scenario]
+    with topology.Topology.start(chosen, consumer_workers=workers, provider_header=True) as topo:
+        if hold:
+            topo.wait(ready=lambda: click.echo(json.dumps(topo.describe())))
+            return
+        click.echo(f"topology up: {topo.summary()}")
+        if progress is None:
+            progress = sys.stderr.isatty()
+        conns = connections or chosen.connections[0]
+        if progress:
+            with click.progressbar(length=int(duration * 10), label=f"{conns} connections", file=sys.stderr) as bar:
+                result = demo_lib.drive(topo.consumer_address, conns, duration, on_tick=lambda: bar.update(1))
+        else:
+            result = demo_lib.drive(topo.consumer_address, conns, duration)
+        click.echo(demo_lib.report(result, chosen, conns, topo.provider_names()))
+        if result.mismatches:
+            raise click.ClickException(f"{result.mismatches} answers did not match String.hashCode")
+
+
+@main.command()
+@click.option("--scenario", "scenarios", multiple=True, type=click.Choice(["latency-bound", "capacity-bound"]),
+              help="Scenario to run (repeatable); default: both.")  # fmt: skip
+@click.option("--duration", type=click.FloatRange(min=1), default=10.0, show_default=True, help="Seconds per level.")
+@click.option("--connections", "levels", multiple=True, type=click.IntRange(1),
+              help="Connection levels (repeatable); default: the scenario's.")  # fmt: skip
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Consumer workers.")
+@click.option("--nginx/--no-nginx", default=True, show_default=True, help="Measure the nginx baseline too.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per level instead of the table.")
+@_errors
+def bench(scenarios, duration, levels, workers, nginx, as_json):
+    """Drive the topology with wrk and compare with nginx proxying the same load."""
+    from sidecar import bench as bench_lib
+
+    for line in bench_lib.run(
+        scenarios or ("latency-bound", "capacity-bound"),
+        duration=duration,
+        levels=levels,
+        workers=workers,
+        nginx=nginx,
+        as_json=as_json,
+    ):
+        click.echo(line)
