@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/mqdb demo
+	$(BIN)/sidecar demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -32,12 +32,23 @@ from sidecar.errors import ProtocolError
 from sidecar.http1_wire import encode_head, status_line
 from sidecar.registry import StaticRegistry
 
-__all__ = ["ConsumerSidecar", "listening_socket"]
+__all__ = ["ConsumerSidecar", "listening_socket", "send_all"]
 
 log = logging.getLogger(__name__)
 
 RECV_SIZE = 64 * 1024
+# What the reaper checks a connection for: waiting for a request (idle timeout), inside a request head
+# (header timeout), inside a body (idle timeout between pieces), or busy with a call (the call's timeout).
+_IDLE, _HEAD, _BODY, _BUSY = "idle", "head", "body", "busy"
 _SERIALIZATIONS = {"hessian2": Serialization.HESSIAN2, "fastjson": Serialization.FASTJSON}
+
+
+def send_all(sock: socket.socket, data: bytes) -> None:
+    """``sock.sendall(data)`` without gevent's per-call ``getsockopt``: one ``send`` is enough for a
+    reply that fits the socket buffer, which is nearly every reply."""
+    sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])
 
 
 def listening_socket(address: tuple[str, int], *, reuse_port: bool = False, backlog: int = 1024) -> socket.socket:
@@ -60,6 +71,8 @@ class ConsumerSidecar:
     ``config.listen``. ``registry`` defaults to the static list in ``config.providers``.
     """
 
+    REAP_INTERVAL = 0.1  # seconds between the reaper's rounds: the resolution of idle and header timeouts
+
     def __init__(self, config: ConsumerConfig, *, listener=None, registry=None, consumer_id: int | None = None):
         self.config = config
         self.registry = registry if registry is not None else StaticRegistry(config.providers)
@@ -79,8 +92,11 @@ class ConsumerSidecar:
         self._listener = listener
         self._server: StreamServer | None = None
         self._serialization = _SERIALIZATIONS[config.serialization]
+        self._clients: dict[socket.socket, list] = {}  # connection -> [state, deadline]
+        self._reaper: gevent.Greenlet | None = None
         self.connections = 0
         self.requests = 0
+        self.timeouts = 0
 
     @property
     def address(self) -> tuple[str, int]:
@@ -94,6 +110,7 @@ class ConsumerSidecar:
             listener = listening_socket(self.config.listen, reuse_port=self.config.workers > 1)
         self._server = StreamServer(listener, self._handle, spawn=Pool(self.config.max_connections))
         self._server.start()
+        self._reaper = gevent.spawn(self._reap)
 
     def _providers_changed(self, entries) -> None:
         workers = self._workers
@@ -114,9 +131,16 @@ class ConsumerSidecar:
         self._server.stop(timeout=max(0.0, end - time.monotonic()))
         self.registry.stop()
         self.caller.stop()
+        if self._reaper is not None:
+            self._reaper.kill()
 
     def stats(self) -> dict:
-        return {"connections": self.connections, "requests": self.requests, **self.caller.stats()}
+        return {
+            "connections": self.connections,
+            "requests": self.requests,
+            "timeouts": self.timeouts,
+            **self.caller.stats(),
+        }
 
     # -- one connection ---------------------------------------------------------------------------
 
@@ -128,65 +152,74 @@ class ConsumerSidecar:
             pass
         config = self.config
         conn = http1.ServerConnection(max_head=config.max_head, max_body=config.max_body)
+        watch = [_IDLE, time.monotonic() + config.idle_timeout]  # what the reaper checks
+        self._clients[sock] = watch
         try:
-            self._serve(sock, conn)
+            self._serve(sock, conn, watch)
         except (ConnectionError, TimeoutError, OSError) as e:
             log.debug("connection from %s ended: %s", address, e)
         finally:
+            del self._clients[sock]
             sock.close()
 
-    def _serve(self, sock: socket.socket, conn: http1.ServerConnection) -> None:
+    def _serve(self, sock: socket.socket, conn: http1.ServerConnection, watch: list) -> None:
         config = self.config
-        idle, header_timeout = config.idle_timeout, config.header_timeout
-        head_deadline = None
+        recv, receive_data, next_event = sock.recv, conn.receive_data, conn.next_event
         request = None
         body = []
         while True:
             try:
-                event = conn.next_event()
+                event = next_event()
             except ProtocolError as e:
                 self._send_error(sock, conn, e.status_hint, e.reason)
                 return
             kind = type(event)
             if event is http1.NEED_DATA:
-                if conn.their_state is http1.IDLE and conn.buffered and head_deadline is None:
-                    head_deadline = time.monotonic() + header_timeout
-                if head_deadline is not None:
-                    timeout = head_deadline - time.monotonic()
-                    if timeout <= 0:
-                        self._send_error(sock, conn, 408, "the request head did not arrive in time")
-                        return
-                else:
-                    timeout = idle
-                sock.settimeout(timeout)
-                try:
-                    data = sock.recv(RECV_SIZE)
-                except TimeoutError:
-                    if head_deadline is not None or request is not None:
-                        self._send_error(sock, conn, 408, "the request did not arrive in time")
-                    return
-                conn.receive_data(data)
-                if not data:
-                    continue
-                if head_deadline is None and conn.their_state is http1.IDLE:
-                    head_deadline = time.monotonic() + header_timeout
+                data = recv(RECV_SIZE)
+                receive_data(data)
+                if data and watch[0] is _IDLE:  # the first bytes of a head: it must end in time
+                    watch[0], watch[1] = _HEAD, time.monotonic() + config.header_timeout
                 continue
             if kind is http1.Request:
-                request, body, head_deadline = event, [], None
+                request, body = event, []
+                watch[0], watch[1] = _BODY, time.monotonic() + config.idle_timeout
                 if (http1.get_header(event.headers, "expect") or "").lower() == "100-continue":
-                    sock.sendall(conn.send(http1.InformationalResponse(100)))
+                    send_all(sock, conn.send(http1.InformationalResponse(100)))
             elif kind is http1.Data:
                 body.append(event.data)
+                watch[1] = time.monotonic() + config.idle_timeout
             elif kind is http1.EndOfMessage:
+                watch[0] = _BUSY
                 self.requests += 1
                 response = self._respond(request, b"".join(body))
-                sock.sendall(conn.send(response))
+                send_all(sock, conn.send(response))
                 if conn.our_state is not http1.DONE or not conn.keep_alive:
                     return
                 conn.start_next_cycle()
                 request = None
+                watch[0], watch[1] = _IDLE, time.monotonic() + config.idle_timeout
             elif kind is http1.ConnectionClosed or event is http1.PAUSED:
                 return
+
+    def _reap(self) -> None:
+        """Every ``REAP_INTERVAL``: close the connections idle past ``idle_timeout``; answer 408 to
+        those whose request head or body is late, and close them. Shutting a socket down wakes its
+        greenlet with end of file, so no greenlet is ever killed mid-call, and no read needs a timer
+        of its own."""
+        while True:
+            gevent.sleep(self.REAP_INTERVAL)
+            now = time.monotonic()
+            late = [
+                (sock, watch[0]) for sock, watch in self._clients.items() if watch[0] is not _BUSY and watch[1] < now
+            ]
+            for sock, state in late:
+                try:
+                    if state is not _IDLE:
+                        sock.send(_canned(408, "the request did not arrive in time"))
+                    sock.shutdown(_socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                self.timeouts += 1
 
     def _respond(self, request: http1.Request, body: bytes) -> http1.Response:
         form = True
@@ -214,15 +247,21 @@ class ConsumerSidecar:
         return http1.Response(reply.status, headers, reply.body)
 
     def _send_error(self, sock: socket.socket, conn: http1.ServerConnection, status: int, reason: str) -> None:
-        reply = calls.error_reply(status, reason)
         try:
             if conn.our_state is http1.SEND_RESPONSE:
+                reply = calls.error_reply(status, reason)
                 data = conn.send(http1.Response(reply.status, list(reply.headers), reply.body))
             elif conn.our_state is http1.IDLE:  # no request to answer yet (a head that never ended)
-                headers = [*reply.headers, ("Content-Length", str(len(reply.body))), ("Connection", "close")]
-                data = encode_head(status_line(reply.status, "", True), headers) + reply.body
+                data = _canned(status, reason)
             else:
                 return  # a reply is partly out: closing is all we can do
-            sock.sendall(data)
+            send_all(sock, data)
         except (ProtocolError, OSError) as e:
             log.debug("could not send %d: %s", status, e)
+
+
+def _canned(status: int, reason: str) -> bytes:
+    """A complete error response that closes the connection, for when there is no request to answer."""
+    reply = calls.error_reply(status, reason)
+    headers = [*reply.headers, ("Content-Length", str(len(reply.body))), ("Connection", "close")]
+    return encode_head(status_line(reply.status, "", True), headers) + reply.body
