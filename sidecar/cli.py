@@ -160,13 +160,20 @@ def demo(scenario, duration, connections, workers, hold, progress):
 def bench(scenarios, duration, levels, workers, nginx, as_json):
     """Drive the topology with wrk and compare with nginx proxying the same load."""
     from sidecar import bench as bench_lib
+    from sidecar.nginx_baseline import NginxError
+    from sidecar.topology import TopologyError
+    from sidecar.wrk_run import WrkError
 
-    for line in bench_lib.run(
+    lines = bench_lib.run(
         scenarios or ("latency-bound", "capacity-bound"),
         duration=duration,
         levels=levels,
         workers=workers,
         nginx=nginx,
         as_json=as_json,
-    ):
-        click.echo(line)
+    )
+    try:
+        for line in lines:
+            click.echo(line)
+    except (bench_lib.BenchError, WrkError, NginxError, TopologyError) as e:
+        raise click.ClickException(" ".join(str(e).split())) from None

@@ -1,0 +1,47 @@
+"""``sidecar bench`` end to end, short: the real topology and nginx under real wrk, every answer checked.
+Figures are printed, never asserted (a benchmark, not a test); what is asserted is that both targets
+ran, every answer was the right hash, and the capacity-bound overload queued instead of failing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sidecar.nginx_baseline import find_nginx
+from sidecar.wrk_run import find_wrk
+from tests.integrations.dubbo_peer import ROOT
+
+pytestmark = pytest.mark.skipif(
+    find_wrk() is None or find_nginx() is None, reason="wrk and nginx are needed (.ci/run installs them)"
+)
+
+
+def test_bench_measures_sidecar_and_nginx_with_checked_answers():
+    command = [sys.executable, "-m", "sidecar", "bench", "--scenario", "capacity-bound", "--duration", "1",
+               "--connections", "480", "--json"]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    levels = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [level["target"] for level in levels] == ["sidecar", "nginx"]
+    sidecar, nginx = levels
+    for level in levels:
+        assert level["requests"] > 0 and level["mismatches"] == 0
+        assert level["wrk"]["checked"]
+    # 480 connections on 384 slots: the sidecar's wait queue absorbs the overload
+    assert sidecar["errors"] == 0
+    assert set(sidecar["cpu_us_per_call"]) == {"consumer", "provider_sidecars", "services"}
+    assert set(nginx["cpu_us_per_call"]) == {"nginx", "services"}
+
+
+def test_bench_table_has_ratios():
+    command = [sys.executable, "-m", "sidecar", "bench", "--scenario", "latency-bound", "--duration", "1",
+               "--connections", "32"]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("latency-bound: capacities 200/400/600")
+    assert any(line.startswith("sidecar") for line in lines) and any(line.startswith("nginx") for line in lines)
+    assert any(line.startswith("ratio       32 QPS") for line in lines)
