@@ -214,7 +214,9 @@ class Topology:
         return {f"{p.address[0]}:{p.address[1]}": name for name, p in zip(SERVICE_NAMES, self.providers, strict=False)}
 
     def describe(self) -> dict:
-        return {"consumer": self.consumer_url, "latency_ms": self.scenario.latency_ms, "pids": self.pids()}
+        latency = self.scenario.latency_ms
+        latency = int(latency) if float(latency).is_integer() else latency
+        return {"consumer": self.consumer_url, "latency_ms": latency, "pids": self.pids()}
 
     def summary(self) -> str:
         caps = "/".join(str(c) for c in self.scenario.capacities)
