@@ -197,9 +197,9 @@ class HelloService:
         path = attachments.get("path")
         path = path if isinstance(path, str) else request.service_path
         version = attachments.get("version", request.service_version)
-        exported = self.service_key(SERVICE, self.version)
         if path == SERVICE and (self.version is None or _bare_version(version) == _bare_version(self.version)):
             return
+        exported = self.service_key(SERVICE, self.version)
         raise _Failed(
             "com.alibaba.dubbo.remoting.RemotingException: Not found exported service: "
             f"{self.service_key(path, version)} in [{exported}], may be version or group mismatch, "

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 from urllib.parse import unquote
 
@@ -252,15 +253,61 @@ def encode_call(call: Call, request_id: int, *, serialization: int = Serializati
     """The Dubbo request frame of ``call``, with the attachments a Dubbo 2 consumer sends (``path``,
     ``interface``, ``version``, ``group`` when set). Raises :class:`LocalProtocolError` (413 when the
     body exceeds Dubbo's 8 MiB payload, 400 when the arguments do not fit the descriptor)."""
+    template = _template(call, serialization)
+    if template is not None:
+        return template.encode(request_id, call.arguments)
+    # A call no frame can carry whatever its arguments: encode() says why, with the request id.
+    request = Request(request_id, call.interface, call.method, call.parameter_types, call.arguments)
+    request.attachments, request.service_version = _attachments(call), call.version or "0.0.0"
+    request.serialization = serialization
+    return dubbo.encode(request)
+
+
+def _attachments(call: Call) -> dict[str, str]:
     version = call.version or "0.0.0"
     attachments = {"path": call.interface, "interface": call.interface, "version": version}
     if call.group:
         attachments["group"] = call.group
     if call.attachments:
         attachments = {**call.attachments, **attachments}
-    request = Request(request_id, call.interface, call.method, call.parameter_types, call.arguments, attachments)
-    request.service_version, request.serialization = version, serialization
-    return dubbo.encode(request)
+    return attachments
+
+
+# The request templates of the calls seen lately, by everything of a call but its arguments: a
+# consumer sees few distinct methods, so the cache is cleared whole when it fills up.
+_TEMPLATES: dict[tuple, dubbo.RequestTemplate] = {}
+_MAX_TEMPLATES = 1024
+_KEY_TYPES = frozenset([str, type(None)])
+
+
+def _template(call: Call, serialization: int) -> dubbo.RequestTemplate | None:
+    """The template of ``call``'s method; None for a call that cannot be encoded at all. It is cached
+    only when every field of the key is a string or None: values that are equal but encode
+    differently (``1`` and ``True``) must not share a template."""
+    fields = (call.interface, call.method, call.parameter_types, call.version, call.group)
+    if call.attachments:
+        fields += tuple(chain.from_iterable(call.attachments.items()))
+    cached = set(map(type, fields)) <= _KEY_TYPES
+    if cached:
+        template = _TEMPLATES.get((serialization, fields))
+        if template is not None:
+            return template
+    try:
+        template = dubbo.RequestTemplate(
+            call.interface,
+            call.method,
+            call.parameter_types,
+            _attachments(call),
+            service_version=call.version or "0.0.0",
+            serialization=serialization,
+        )
+    except LocalProtocolError:
+        return None
+    if cached:
+        if len(_TEMPLATES) >= _MAX_TEMPLATES:
+            _TEMPLATES.clear()
+        _TEMPLATES[serialization, fields] = template
+    return template
 
 
 # -- Dubbo response -> HTTP reply ----------------------------------------------------------------

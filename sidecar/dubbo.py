@@ -7,6 +7,8 @@
   ``next_event`` until it returns :data:`NEED_DATA`.
 * :func:`parse` turns a :class:`Frame` (header plus raw body) into a request, response or event, for
   callers that route frames by request id and only look inside some of them.
+* :class:`RequestTemplate` encodes many calls of one method: the parts of the body that do not change
+  from call to call are encoded once, so each call encodes only its arguments.
 
 The byte layout, with a worked example, is in ``sidecar/PROTOCOLS.md``.
 """
@@ -64,6 +66,7 @@ __all__ = [
     "encode",
     "parse",
     "DubboDecoder",
+    "RequestTemplate",
     "parse_descriptor",
     "to_descriptor",
     "heartbeat",
@@ -168,12 +171,101 @@ def _request_body(request: Request) -> bytes:
     writer.write(_text(request.service_version, "service_version"))
     writer.write(request.method)
     writer.write(request.parameter_types)
-    for kind, argument in zip(types, request.arguments, strict=True):
+    _write_arguments(writer, types, request.arguments)
+    writer.write(request.attachments if request.attachments is not None else {})
+    return writer.getvalue()
+
+
+def _write_arguments(writer: Any, types: tuple[str, ...], arguments: Any) -> None:
+    for kind, argument in zip(types, arguments, strict=True):
         if type(argument) is int:  # a Python int for a long or double parameter: send that type
             argument = Long(argument) if kind in _LONGS else float(argument) if kind in _DOUBLES else argument
         writer.write(argument)
-    writer.write(request.attachments if request.attachments is not None else {})
-    return writer.getvalue()
+
+
+class RequestTemplate:
+    """The request frames of one method called again and again: ``encode(request_id, arguments)``
+    gives the same bytes as ``encode(Request(request_id, ..., arguments, ...))`` with the fields given
+    here, but encodes only the arguments; the body's head (Dubbo version, path, version, method,
+    descriptor) and, when it can, its tail (the attachments) are encoded once, here.
+
+    Why the pieces can be encoded apart: a Hessian 2 stream shares class definitions, type names and
+    back-references between its values, so a value's bytes can depend on what was written before it.
+    The head is five strings (or nulls), which define and use none of these, so the arguments come
+    out the same after it as in a fresh stream. The tail is encoded once only when the attachments
+    are a plain ``dict`` of string keys and string or null values: then it is ``H``, strings, ``Z``
+    whatever came before (the map's own reference number is never written, as nothing follows it).
+    Other attachments (a ``TypedMap``, whose type name may be a reference to an argument's; nested
+    values, which may be back-references) are written after the arguments in the same stream, as
+    :func:`encode` does. fastjson has no state between values at all. One difference remains: an
+    argument that is the very attachments dict is a back-reference for :func:`encode` and a second
+    copy of the map here (the peer reads the same value). Attachments written per call are not
+    copied: do not change them while the template is in use.
+
+    The constructor raises :class:`LocalProtocolError` for a request that :func:`encode` refuses
+    whatever its arguments (a bad descriptor, no method name, a field that is not a string), without
+    a request id; ``encode`` raises what :func:`encode` raises for the arguments and the request id.
+    """
+
+    __slots__ = ("serialization", "flags", "_descriptor", "_types", "_writer", "_head", "_tail", "_attachments")
+
+    def __init__(
+        self,
+        service_path: str | None,
+        method: str,
+        parameter_types: str = "",
+        attachments: dict[str, Any] | None = None,
+        *,
+        service_version: str | None = "0.0.0",
+        dubbo_version: str | None = DUBBO_VERSION,
+        two_way: bool = True,
+        serialization: int = Serialization.HESSIAN2,
+    ):
+        try:
+            self._types = parse_descriptor(_text(parameter_types, "parameter_types") or "")
+        except ValueError as exc:
+            raise LocalProtocolError(str(exc)) from None
+        if not method or not isinstance(method, str):
+            raise LocalProtocolError("a request needs a method name")
+        self.serialization = serialization
+        self._descriptor = parameter_types
+        self.flags = FLAG_REQUEST | (FLAG_TWOWAY if two_way else 0) | serialization
+        self._writer = _WRITERS.get(serialization)
+        head = _writer(serialization)
+        head.write(_text(dubbo_version, "dubbo_version"))
+        head.write(_text(service_path, "service_path"))
+        head.write(_text(service_version, "service_version"))
+        head.write(method)
+        head.write(parameter_types)
+        self._head = head.getvalue()
+        attachments = attachments if attachments is not None else {}
+        self._tail: bytes | None = None
+        self._attachments: dict[str, Any] | None = attachments  # written per call when _tail is None
+        if serialization != Serialization.HESSIAN2 or (
+            type(attachments) is dict
+            and all(type(key) is str and (value is None or type(value) is str) for key, value in attachments.items())
+        ):
+            tail = _writer(serialization)
+            tail.write(attachments)
+            self._tail, self._attachments = tail.getvalue(), None
+
+    def encode(self, request_id: int, arguments: Any, *, max_payload: int | None = DEFAULT_PAYLOAD) -> bytes:
+        """The bytes of the request frame ``request_id`` with ``arguments`` (see :func:`encode`)."""
+        types = self._types
+        if len(types) != len(arguments):
+            count = f"{len(arguments)} arguments for {len(types)} parameter types"
+            raise LocalProtocolError(f"{count} {self._descriptor!r}", request_id=request_id)
+        writer = self._writer()
+        _write_arguments(writer, types, arguments)
+        if self._tail is None:
+            writer.write(self._attachments)
+            body = self._head + writer.getvalue()
+        else:
+            body = b"".join((self._head, writer.getvalue(), self._tail))
+        if not 0 <= request_id < 1 << 64:
+            raise LocalProtocolError(f"header field out of range: id {request_id}, flags {self.flags}, status 0")
+        _check_length(len(body), max_payload, request_id, LocalProtocolError)
+        return HEADER.pack(MAGIC, self.flags, 0, request_id, len(body)) + body
 
 
 def _response_body(response: Response) -> bytes:
@@ -191,12 +283,20 @@ def _response_body(response: Response) -> bytes:
         raise LocalProtocolError(f"unknown result flag {flag}", request_id=response.request_id) from None
     writer.write_int(flag)
     base = flag % 3
+    written = None
     if base == ResultFlag.RESPONSE_WITH_EXCEPTION:
-        writer.write(response.exception)
+        written = response.exception
     elif base == ResultFlag.RESPONSE_VALUE:
-        writer.write(response.value)
-    if flag >= 3:
-        writer.write(response.attachments if response.attachments is not None else {})
+        written = response.value
+    if base != ResultFlag.RESPONSE_NULL_VALUE:
+        writer.write(written)
+    if flag < 3:
+        return writer.getvalue()
+    attachments = response.attachments if response.attachments is not None else {}
+    if type(written) in _SCALARS and type(attachments) is dict and attachments == _DUBBO_ATTACHMENTS:
+        # What nearly every reply carries, after a value that cannot be (or hold) a reference to it.
+        return writer.getvalue() + _PROVIDER_ATTACHMENTS[response.serialization]
+    writer.write(attachments)
     return writer.getvalue()
 
 
@@ -297,8 +397,27 @@ def _parse_response(frame: Frame, reader: Any) -> Response:
     elif base == ResultFlag.RESPONSE_VALUE:
         response.value = reader.read()
     if flag >= 3:
-        response.attachments = _attachments(reader)
+        tail = _PROVIDER_ATTACHMENTS[serialization]
+        body = frame.body
+        if reader.position + len(tail) == len(body) and body.endswith(tail):
+            response.attachments = {"dubbo": DUBBO_VERSION}  # what nearly every reply carries
+        else:
+            response.attachments = _attachments(reader)
     return response
+
+
+def _encoded(serialization: int, value: Any) -> bytes:
+    writer = _writer(serialization)
+    writer.write(value)
+    return writer.getvalue()
+
+
+# The attachments a Dubbo 2.0.2 provider puts after every result, as each serialization writes them:
+# a reply whose body ends with exactly these bytes after its value needs no map decoded, and a
+# reply with a scalar value (no stream state to share) gets them without encoding the map.
+_DUBBO_ATTACHMENTS = {"dubbo": DUBBO_VERSION}
+_PROVIDER_ATTACHMENTS = {kind: _encoded(kind, _DUBBO_ATTACHMENTS) for kind in Serialization}
+_SCALARS = frozenset([type(None), bool, int, Long, float, str])
 
 
 class DubboDecoder:

@@ -175,6 +175,12 @@ def supports_response_attachments(dubbo_version: str | None) -> bool:
     """
     if not dubbo_version:
         return False
+    if type(dubbo_version) is str and len(dubbo_version) <= 64:  # a handful of versions, asked per call
+        return _supports_response_attachments_cached(dubbo_version)
+    return _supports_response_attachments(dubbo_version)
+
+
+def _supports_response_attachments(dubbo_version: str) -> bool:
     parts = dubbo_version.split(".")
     number = 0
     for index, part in enumerate(parts):
@@ -186,6 +192,9 @@ def supports_response_attachments(dubbo_version: str | None) -> bool:
     if 2001000 <= number < 2060300 or 2080000 <= number < 2090000:
         return False
     return number >= 2000200
+
+
+_supports_response_attachments_cached = functools.lru_cache(maxsize=64)(_supports_response_attachments)
 
 
 _PRIMITIVES = {

@@ -217,6 +217,20 @@ class Hessian2Decoder:
         parts.append(raw)
 
     def _string(self, tag: int) -> str:
+        if tag < 0x34 and (tag < 0x20 or tag >= 0x30):  # one chunk: try it as ASCII first
+            pos = self._pos
+            if tag < 0x20:
+                units = tag
+            elif pos < self._end:
+                units, pos = ((tag - 0x30) << 8) + self._data[pos], pos + 1
+            else:
+                raise self._truncated(1)
+            end = pos + units
+            if end <= self._end:
+                raw = self._data[pos:end]
+                if raw.isascii():  # one byte per unit
+                    self._pos = end
+                    return raw.decode("ascii")
         start = self._pos - 1
         parts: list[bytes] = []
         while True:

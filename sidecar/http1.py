@@ -253,7 +253,10 @@ class ServerConnection(_Connection):
         lines = head.split(b"\r\n")
         method, target, version = parse_request_line(lines[0])
         headers = parse_fields(lines[1:], self._limits.max_headers, "request head")
-        hosts = sum(1 for name, _ in headers if name == "host")
+        hosts = 0
+        for name, _ in headers:
+            if name == "host":
+                hosts += 1
         if hosts > 1:
             raise RemoteProtocolError("more than one Host header")
         if not hosts and version == "1.1":

@@ -209,12 +209,28 @@ class ConnectionState:
         self.states[CLIENT] = self.states[SERVER] = IDLE
 
     def _fire_state_triggered(self) -> None:
-        while True:
-            before = dict(self.states)
-            if not self.keep_alive:
-                for role in (CLIENT, SERVER):
-                    if self.states[role] is DONE:
-                        self.states[role] = MUST_CLOSE
-            self.states.update(STATE_TRIGGERED.get((self.states[CLIENT], self.states[SERVER]), {}))
-            if self.states == before:
-                return
+        states = self.states
+        key = (states[CLIENT], states[SERVER], self.keep_alive)
+        settled = _SETTLED.get(key)
+        if settled is None:
+            settled = _SETTLED[key] = _settle(*key)
+        states[CLIENT], states[SERVER] = settled
+
+
+def _settle(client: Sentinel, server: Sentinel, keep_alive: bool) -> tuple[Sentinel, Sentinel]:
+    """Where the two states come to rest: the keep-alive rule and :data:`STATE_TRIGGERED` applied
+    until nothing changes."""
+    states = {CLIENT: client, SERVER: server}
+    while True:
+        before = dict(states)
+        if not keep_alive:
+            for role in (CLIENT, SERVER):
+                if states[role] is DONE:
+                    states[role] = MUST_CLOSE
+        states.update(STATE_TRIGGERED.get((states[CLIENT], states[SERVER]), {}))
+        if states == before:
+            return states[CLIENT], states[SERVER]
+
+
+# _settle() of each (client state, server state, keep_alive) met so far: at most 7 * 7 * 2 entries.
+_SETTLED: dict[tuple[Sentinel, Sentinel, bool], tuple[Sentinel, Sentinel]] = {}

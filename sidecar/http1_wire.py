@@ -119,12 +119,27 @@ def parse_fields(lines: list[bytes], max_headers: int, where: str) -> Headers:
     if len(lines) > max_headers:
         raise RemoteProtocolError(f"more than {max_headers} header fields in the {where}", status_hint=431)
     fields = []
+    parsed = _PARSED_FIELDS
     for line in lines:
-        match = _FIELD_RE.fullmatch(line)
-        if match is None or _CTL_RE.search(match.group(2)):
-            raise RemoteProtocolError(_field_problem(line))
-        fields.append((match.group(1).decode("ascii").lower(), match.group(2).decode("latin-1")))
+        field = parsed.get(line)
+        if field is None:
+            match = _FIELD_RE.fullmatch(line)
+            if match is None or _CTL_RE.search(match.group(2)):
+                raise RemoteProtocolError(_field_problem(line))
+            field = (match.group(1).decode("ascii").lower(), match.group(2).decode("latin-1"))
+            if len(line) <= _PARSED_FIELDS_MAX_LENGTH:
+                if len(parsed) >= _PARSED_FIELDS_MAX_ITEMS:
+                    parsed.clear()
+                parsed[line] = field
+        fields.append(field)
     return fields
+
+
+# Header lines parsed lately: most come again and again (Host, Content-Type, User-Agent, many a
+# Content-Length), and a dict lookup is cheaper than the regular expressions; cleared whole when full.
+_PARSED_FIELDS: dict[bytes, tuple[str, str]] = {}
+_PARSED_FIELDS_MAX_ITEMS = 4096
+_PARSED_FIELDS_MAX_LENGTH = 256
 
 
 def _field_problem(line: bytes) -> str:
@@ -141,6 +156,21 @@ def _field_problem(line: bytes) -> str:
 
 
 def parse_request_line(line: bytes) -> tuple[str, str, str]:
+    parsed = _PARSED_LINES.get(line)
+    if parsed is not None:
+        return parsed
+    parsed = _parse_request_line(line)
+    if len(line) <= _PARSED_FIELDS_MAX_LENGTH:
+        if len(_PARSED_LINES) >= _PARSED_FIELDS_MAX_ITEMS:
+            _PARSED_LINES.clear()
+        _PARSED_LINES[line] = parsed
+    return parsed
+
+
+_PARSED_LINES: dict[bytes, tuple[str, str, str]] = {}  # request lines parsed lately, as _PARSED_FIELDS
+
+
+def _parse_request_line(line: bytes) -> tuple[str, str, str]:
     parts = line.split(b" ")
     if len(parts) != 3 or not _TOKEN_RE.fullmatch(parts[0]) or not TARGET_RE.fullmatch(parts[1]):
         raise RemoteProtocolError(f"bad request line {show(line)}")
@@ -160,8 +190,14 @@ def wants_keep_alive(headers: Headers, version: str) -> bool:
 
 def body_reader(headers: Headers, version: str, limits: Limits, until_close: bool = False):
     """The reader of the body that ``headers`` announce (RFC 9112 §6.3)."""
-    codings = [v for name, value in headers if name == "transfer-encoding" for v in value.split(",")]
-    lengths = {v.strip() for name, value in headers if name == "content-length" for v in value.split(",")}
+    codings: list[str] = []
+    lengths: set[str] = set()
+    for name, value in headers:
+        if name == "content-length":
+            for length in value.split(","):
+                lengths.add(length.strip())
+        elif name == "transfer-encoding":
+            codings += value.split(",")
     if codings:
         if lengths:
             raise RemoteProtocolError("both Content-Length and Transfer-Encoding in one message")
@@ -178,7 +214,9 @@ def body_reader(headers: Headers, version: str, limits: Limits, until_close: boo
         if lengths or not (value.isascii() and value.isdigit()):
             raise RemoteProtocolError(f"bad Content-Length {get_header(headers, 'content-length')!r}")
         if len(value) > 18 or int(value) > limits.max_body:
-            message = f"Content-Length {int(value)} is over the limit of {limits.max_body} bytes"
+            shown = value.lstrip("0") or "0"
+            shown = shown if len(shown) <= 40 else f"of {len(shown)} digits"
+            message = f"Content-Length {shown} is over the limit of {limits.max_body} bytes"
             raise RemoteProtocolError(message, status_hint=413)
         return LengthReader(int(value))
     return UntilCloseReader(limits.max_body) if until_close else LengthReader(0)
@@ -304,12 +342,18 @@ def checked_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str, 
     """(name, lower-case name, value) of headers to send; raises LocalProtocolError on a bad one."""
     checked = []
     for name, value in headers:
-        if not isinstance(name, str) or not TOKEN_STR.fullmatch(name):
-            raise LocalProtocolError(f"invalid header name {name!r}")
+        if type(name) is not str or name not in _TOKEN_NAMES:
+            if not isinstance(name, str) or not TOKEN_STR.fullmatch(name):
+                raise LocalProtocolError(f"invalid header name {name!r}")
+            if len(_TOKEN_NAMES) < 1024:
+                _TOKEN_NAMES.add(name)
         if not isinstance(value, str) or _CTL_STR.search(value):
             raise LocalProtocolError(f"invalid value for header {name}: {value!r}")
         checked.append((name, name.lower(), value))
     return checked
+
+
+_TOKEN_NAMES: set[str] = set()  # header names found valid so far (at most 1024, then checked each time)
 
 
 def encode_head(first_line: str, headers: Iterable[tuple[str, str]]) -> bytes:
@@ -325,13 +369,13 @@ def status_line(status: object, reason: str, final: bool) -> str:
     if not isinstance(status, int) or not low <= status <= high or status == 101:
         raise LocalProtocolError(f"status {status!r} is not allowed here (expected {low}..{high}, not 101)")
     if not reason:
-        try:
-            reason = HTTPStatus(status).phrase
-        except ValueError:
-            reason = ""
+        return f"HTTP/1.1 {status} {_PHRASES.get(status, '')}"
     if not isinstance(reason, str) or _CTL_STR.search(reason):
         raise LocalProtocolError(f"invalid reason phrase {reason!r}")
     return f"HTTP/1.1 {status} {reason}"
+
+
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -354,20 +398,40 @@ def parse_form(body: bytes) -> dict[str, str]:
     ``parameter`` fields wins. Raises :class:`RemoteProtocolError` (status hint 400).
     """
     form: dict[str, str] = {}
+    decoded = _DECODED
     for piece in bytes(body).split(b"&"):
         if not piece:
             continue
         raw_name, _, raw_value = piece.partition(b"=")
-        name = _form_decode(raw_name)
+        name = decoded.get(raw_name)
+        if name is None:
+            name = _form_decode(raw_name)
         if not name:
             raise RemoteProtocolError(f"form field without a name: {show(piece)}")
         if name in form:
             raise RemoteProtocolError(f"form field {name[:60]!r} appears more than once")
-        form[name] = _form_decode(raw_value)
+        value = decoded.get(raw_value) if len(raw_value) <= _DECODED_MAX_LENGTH else None
+        form[name] = _form_decode(raw_value) if value is None else value
     return form
 
 
+# Short pieces decoded lately (the field names, and values such as the interface and the method,
+# come again with every call); cleared whole when full.
+_DECODED: dict[bytes, str] = {}
+_DECODED_MAX_ITEMS = 1024
+_DECODED_MAX_LENGTH = 128
+
+
 def _form_decode(raw: bytes) -> str:
+    text = _decode_piece(raw)
+    if len(raw) <= _DECODED_MAX_LENGTH:
+        if len(_DECODED) >= _DECODED_MAX_ITEMS:
+            _DECODED.clear()
+        _DECODED[raw] = text
+    return text
+
+
+def _decode_piece(raw: bytes) -> str:
     if b"%" in raw:
         bad = _BAD_ESCAPE.search(raw)
         if bad:

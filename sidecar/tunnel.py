@@ -417,22 +417,23 @@ def _decode_batch(datagram: bytes, flags: int) -> ReplyBatch:
 def _check_frame(
     data: bytes, start: int, end: int, request: bool, request_id: int, error: type, status_hint: int
 ) -> None:
-    """Check that ``data[start:end]`` is exactly one Dubbo frame, a request or a response."""
+    """Check that ``data[start:end]`` is exactly one Dubbo frame, a request or a response (the
+    error's text is formatted only when there is one: this runs for every call)."""
     what = "request" if request else "response"
-    where = f"Dubbo {what} frame of call {request_id:#018x}"
     length = end - start
     if length < HEADER_LENGTH:
-        problem = f"{where}: {length} bytes, shorter than the {HEADER_LENGTH}-byte Dubbo header"
+        problem = f"{length} bytes, shorter than the {HEADER_LENGTH}-byte Dubbo header"
     else:
         magic, dubbo_flags, _, _, body_length = DUBBO_HEADER.unpack_from(data, start)
         if magic != DUBBO_MAGIC:
-            problem = f"{where}: bad Dubbo magic 0x{magic:04x}"
+            problem = f"bad Dubbo magic 0x{magic:04x}"
         elif body_length != length - HEADER_LENGTH:
-            problem = f"{where}: Dubbo header declares a body of {body_length} bytes, {length - HEADER_LENGTH} present"
+            problem = f"Dubbo header declares a body of {body_length} bytes, {length - HEADER_LENGTH} present"
         elif bool(dubbo_flags & FLAG_REQUEST) != request:
-            problem = f"{where}: Dubbo flags 0x{dubbo_flags:02x} are not those of a {what}"
+            problem = f"Dubbo flags 0x{dubbo_flags:02x} are not those of a {what}"
         else:
             return
+    problem = f"Dubbo {what} frame of call {request_id:#018x}: {problem}"
     if error is RemoteProtocolError:
         raise _error(problem, status_hint=status_hint, request_id=request_id)
     raise error(problem, status_hint=status_hint, request_id=request_id)

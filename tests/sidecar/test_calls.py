@@ -275,6 +275,34 @@ def test_encode_call_refuses_what_dubbo_cannot_carry():
         encode_call(Call(SERVICE, "hash", "II", [1]), 1)
     assert caught.value.status_hint == 400
 
+    with pytest.raises(LocalProtocolError, match="method") as caught:
+        encode_call(Call(SERVICE, "", STRING, ["x"]), 3)
+    assert caught.value.request_id == 3  # no template for a call no frame can carry: encode() says why
+
+
+def test_encode_call_caches_one_template_per_method_and_keeps_calls_apart():
+    calls._TEMPLATES.clear()
+    first = Call(SERVICE, "m", "Ljava/lang/Object;", ["x"], {"trace": "1"}, "1.0", "g", False)
+    for call in (
+        first,
+        Call(SERVICE, "m", "Ljava/lang/Object;", ["y"], {"trace": "1"}, "1.0", "g", False),
+        Call(SERVICE, "m", "Ljava/lang/Object;", ["x"], {"trace": "2"}, "1.0", "g", False),
+        Call(SERVICE, "m", "Ljava/lang/Object;", ["x"], {"trace": 1}, "1.0", "g", False),  # not cached
+        Call(SERVICE, "m", "Ljava/lang/Object;", ["x"], {"trace": True}, "1.0", "g", False),
+        Call(SERVICE, "m", "Ljava/lang/Object;", ["x"], {"trace": "1"}, "1.0", None, False),
+    ):
+        for serialization in (Serialization.HESSIAN2, Serialization.FASTJSON):
+            attachments = {**call.attachments, "path": SERVICE, "interface": SERVICE, "version": "1.0"}
+            if call.group:
+                attachments["group"] = call.group
+            request = Request(5, SERVICE, "m", call.parameter_types, call.arguments, attachments, "1.0")
+            request.serialization = serialization
+            assert encode_call(call, 5, serialization=serialization) == dubbo.encode(request)
+    assert len(calls._TEMPLATES) == 6  # 3 string-only keys x 2 serializations
+    calls._TEMPLATES.update(dict.fromkeys(range(calls._MAX_TEMPLATES)))
+    encode_call(Call(SERVICE, "other", "", []), 1)
+    assert len(calls._TEMPLATES) == 1  # a full cache starts over
+
 
 # -- replies ---------------------------------------------------------------------------------------
 

@@ -30,7 +30,9 @@ from sidecar.dubbo import (
     to_descriptor,
 )
 from sidecar.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from sidecar.javatypes import JavaObject, Long, describe_exception, java_exception
+from sidecar.fastjson import FastjsonEncoder
+from sidecar.hessian2 import Hessian2Encoder
+from sidecar.javatypes import Date, JavaObject, Long, TypedList, TypedMap, describe_exception, java_exception
 
 SERVICE = "com.alibaba.dubbo.performance.demo.provider.IHelloService"
 PROTOCOLS = Path(__file__).resolve().parents[2] / "sidecar" / "PROTOCOLS.md"
@@ -292,6 +294,131 @@ def test_request_encoding_checks_the_call():
         encode(Request(1, 42, "m"))  # type: ignore[arg-type]
     with pytest.raises(LocalProtocolError):
         encode("not a message")  # type: ignore[arg-type]
+
+
+_SHARED = {"k": [1, 2]}  # one object twice in a call: the second is a back-reference
+_POINT = JavaObject("com.example.Point", {"x": 1, "y": 2})
+TEMPLATE_CALLS = [
+    ("", []),
+    ("Ljava/lang/String;", ["hello"]),
+    ("Ljava/lang/String;", ["héllo 😀" * 40]),
+    ("Ljava/lang/String;", [None]),
+    ("IJDZ", [7, 7, 7, True]),
+    ("JD", [-(2**40), 2.5]),
+    ("Ljava/lang/Object;", [b"\x00\xff" * 30]),
+    ("Ljava/util/Date;", [Date(1_500_000_000_000)]),
+    ("Ljava/util/List;", [["a", 1, None, [2.0]]]),
+    ("Ljava/util/Map;Ljava/util/Map;", [_SHARED, _SHARED]),
+    (
+        "Ljava/util/List;Ljava/util/List;",
+        [TypedList("java.util.ArrayList", [1]), TypedList("java.util.ArrayList", [2])],
+    ),
+    ("Ljava/util/Map;", [TypedMap("java.util.HashMap", {"a": 1})]),
+    ("Lcom/example/Point;Lcom/example/Point;", [_POINT, JavaObject("com.example.Point", {"x": 3, "y": 4})]),
+    ("Ljava/lang/Object;Ljava/lang/Object;", [(1, 2), [_POINT, _POINT]]),
+]
+TEMPLATE_ATTACHMENTS = [
+    None,
+    {},
+    {"path": SERVICE, "interface": SERVICE, "version": "0.0.0"},
+    {"k": None, "ü": "😀"},
+    {"nested": {"a": 1}, "list": [1]},  # not strings: written per call, after the arguments
+    {"object": _POINT},  # may refer to an argument's class definition
+    TypedMap("java.util.HashMap", {"a": "b"}),  # its type name may refer to an argument's
+]
+
+
+@pytest.mark.parametrize("attachments", TEMPLATE_ATTACHMENTS)
+@pytest.mark.parametrize("descriptor, arguments", TEMPLATE_CALLS)
+@pytest.mark.parametrize("serialization", SERIALIZATIONS)
+def test_request_template_writes_what_encode_writes(serialization, descriptor, arguments, attachments):
+    options = {"service_version": "1.0", "dubbo_version": "2.0.2", "serialization": serialization}
+    for two_way in (True, False):
+        template = dubbo.RequestTemplate(SERVICE, "m", descriptor, attachments, two_way=two_way, **options)
+        for request_id in (0, 1, 2**64 - 1):
+            request = Request(request_id, SERVICE, "m", descriptor, arguments, attachments, two_way=two_way, **options)
+            assert template.encode(request_id, arguments) == encode(request)
+
+
+def test_request_template_reuses_nothing_between_calls():
+    template = dubbo.RequestTemplate(SERVICE, "m", "Ljava/lang/Object;", {"a": "b"})
+    first = template.encode(1, [_POINT])
+    assert template.encode(1, [_POINT]) == first  # a second call defines the class again
+    assert first == encode(Request(1, SERVICE, "m", "Ljava/lang/Object;", [_POINT], {"a": "b"}))
+
+
+def test_request_template_refuses_what_encode_refuses():
+    for bad in (
+        dict(method=""),
+        dict(parameter_types="Lbroken"),
+        dict(serialization=3),
+        dict(service_path=42),
+        dict(service_version=1),
+    ):
+        fields = {"service_path": SERVICE, "method": "m", "parameter_types": "I", **bad}
+        path, method, types = fields.pop("service_path"), fields.pop("method"), fields.pop("parameter_types")
+        with pytest.raises(LocalProtocolError) as caught:
+            dubbo.RequestTemplate(path, method, types, **fields)
+        assert caught.value.request_id is None
+    template = dubbo.RequestTemplate(SERVICE, "m", "I")
+    for arguments in ([], [1, 2]):
+        with pytest.raises(LocalProtocolError, match="arguments for 1 parameter types 'I'") as caught:
+            template.encode(7, arguments)
+        assert caught.value.request_id == 7
+    with pytest.raises(LocalProtocolError, match="out of range"):
+        template.encode(2**64, [1])
+    with pytest.raises(LocalProtocolError, match="payload") as caught:
+        dubbo.RequestTemplate(SERVICE, "m", "Ljava/lang/String;").encode(5, ["x" * 100], max_payload=50)
+    assert caught.value.status_hint == 413 and caught.value.request_id == 5
+
+
+def _written(serialization: int, *values) -> bytes:
+    writer = (Hessian2Encoder if serialization == Serialization.HESSIAN2 else FastjsonEncoder)()
+    for value in values:
+        writer.write(value)
+    return writer.getvalue()
+
+
+_ATTACHED = {"dubbo": "2.0.2"}
+_LIST = [1, 2]
+
+
+@pytest.mark.parametrize(
+    "fields, written",
+    [
+        ({"value": 99162322}, (4, 99162322)),
+        ({"value": None}, (5,)),
+        ({"value": "x"}, (4, "x")),
+        ({"value": Long(5)}, (4, Long(5))),
+        ({"value": 2.5}, (4, 2.5)),
+        ({"value": [1, "a"]}, (4, [1, "a"])),
+        ({"value": _POINT}, (4, _POINT)),
+        ({"value": _ATTACHED}, (4, _ATTACHED)),  # the map again: a back-reference in Hessian 2
+        ({"exception": java_exception("java.lang.Error", "m")}, (3, java_exception("java.lang.Error", "m"))),
+        ({"value": 1, "flag": 5}, (5,)),
+    ],
+)
+@pytest.mark.parametrize("serialization", SERIALIZATIONS)
+def test_replies_with_the_usual_attachments_are_written_and_read_as_any_other(serialization, fields, written):
+    # encode() and parse() take shortcuts for the attachments {"dubbo": "2.0.2"}; the bytes and the
+    # values must be those of the general path.
+    response = Response(7, attachments=_ATTACHED, serialization=serialization, **fields)
+    body = encode(response)[16:]
+    assert body == _written(serialization, *written, _ATTACHED)
+    (decoded,) = decode_all(encode(response))
+    general = parse(Frame(serialization, Status.OK, 7, body + b"N"))  # trailing bytes: no shortcut
+    assert decoded == general and decoded.attachments == _ATTACHED
+    assert decoded.attachments is not general.attachments
+
+
+def test_reply_attachments_that_only_look_usual_are_decoded():
+    tail = _written(Serialization.HESSIAN2, _ATTACHED)
+    body = _written(Serialization.HESSIAN2, 4, "x") + tail
+    assert parse(Frame(2, 20, 1, body)).attachments == _ATTACHED
+    other = _written(Serialization.HESSIAN2, 4, "x", {"dubbo": "2.0.3"})
+    assert parse(Frame(2, 20, 1, other)).attachments == {"dubbo": "2.0.3"}
+    two = _written(Serialization.HESSIAN2, 4, _LIST, {"a": _LIST, "dubbo": "2.0.2"})
+    assert parse(Frame(2, 20, 1, two)).attachments == {"a": [1, 2], "dubbo": "2.0.2"}
 
 
 def test_body_without_attachments_and_null_attachments():
