@@ -25,11 +25,12 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from typing import Any
 
 import gevent
 import gevent.event
-from gevent.pool import Group, Pool
+from gevent.pool import Pool
 from gevent.queue import Full, Queue
 from gevent.server import StreamServer
 
@@ -59,7 +60,7 @@ class DemoProvider:
     STOP_TIMEOUT = 5.0  # seconds stop() waits for calls in progress
     MAX_CONNECTIONS = 1000  # a full pool stops accepting
     RECV_SIZE = 64 * 1024
-    OUTBOX = 1024  # frames queued per connection before the callers that queue them wait
+    OUTBOX = 4096  # replies queued per connection; a caller that leaves more unread is cut off
 
     def __init__(
         self,
@@ -79,7 +80,12 @@ class DemoProvider:
         self.in_progress = 0
         self.service = HelloService(version=version, serialization=serialization)
         self._server = StreamServer(listener, self._handle, spawn=Pool(self.MAX_CONNECTIONS))
-        self._calls = Group()
+        # The delay line: calls in the order they arrived, each due ``latency`` after its arrival. All
+        # calls take the same time, so the due times are in order and one greenlet with one timer at a
+        # time serves them all (a greenlet and a timer per call cost more CPU than the call itself).
+        self._due: deque[tuple[float, _Connection, Request]] = deque()
+        self._arrived = gevent.event.Event()
+        self._line: gevent.Greenlet | None = None
         self._connections: set[_Connection] = set()
 
     @property
@@ -89,6 +95,7 @@ class DemoProvider:
 
     def start(self) -> None:
         self._server.start()
+        self._line = gevent.spawn(self._delay_line)
         host, port = self.address
         self.service = dataclasses.replace(self.service, host=host, port=port)
 
@@ -96,11 +103,14 @@ class DemoProvider:
         """Stop accepting, let the calls in progress finish, then close every connection."""
         timeout = self.STOP_TIMEOUT if timeout is None else timeout
         self._server.close()
-        self._calls.join(timeout=timeout)
+        end = time.monotonic() + timeout
+        while self.in_progress and time.monotonic() < end:
+            gevent.sleep(0.01)
         for connection in list(self._connections):
             connection.close()
-        self._server.stop(timeout=timeout)
-        self._calls.kill(block=False)
+        self._server.stop(timeout=max(0.0, end - time.monotonic()))
+        if self._line is not None:
+            self._line.kill(block=False)
 
     # -- per connection ----------------------------------------------------------------------------
     def _handle(self, sock: Any, address: Any) -> None:
@@ -131,13 +141,32 @@ class DemoProvider:
                     connection.send(self.service.refuse(message, self.in_progress, self.capacity))
                 return
             self.in_progress += 1
-            self._calls.spawn(self._serve, connection, message)
+            if self.latency:
+                self._due.append((time.monotonic() + self.latency, connection, message))
+                if len(self._due) == 1:
+                    self._arrived.set()
+            else:
+                self._serve(connection, message)
         # a Response from a caller answers nothing we sent: ignored
+
+    def _delay_line(self) -> None:
+        due = self._due
+        while True:
+            if not due:
+                self._arrived.clear()
+                self._arrived.wait()
+                continue
+            wait = due[0][0] - time.monotonic()
+            if wait > 0:
+                gevent.sleep(wait)
+                continue
+            now = time.monotonic()
+            while due and due[0][0] <= now:
+                _, connection, request = due.popleft()
+                self._serve(connection, request)
 
     def _serve(self, connection: _Connection, request: Request) -> None:
         try:
-            if self.latency:
-                gevent.sleep(self.latency)
             response = self.service.answer(request)
         except Exception as exc:  # a bug here: logged, and the caller gets SERVER_ERROR
             log.exception("call %d failed", request.request_id)
@@ -218,7 +247,11 @@ class _Connection:
                     serialization=message.serialization,
                 )
             )
-        self.outbox.put(data)
+        try:
+            self.outbox.put_nowait(data)
+        except Full:  # the caller has stopped reading: waiting would stall every other caller's replies
+            log.warning("closing the connection from %s: %d replies not read", self.peer, self.outbox.qsize())
+            self._shutdown()
 
     def close(self) -> None:
         """Send what is queued, then close (the reader sees the end of the stream)."""
