@@ -6,7 +6,9 @@ service through a :class:`~sidecar.upstream.DubboPool` with those 8 header bytes
 :class:`CallTable` remembers ``upstream id -> (consumer address, tunnel request id, start)``. A reply
 gets the tunnel id written back into its header and goes, by datagram, to the address its call came
 from; the replies that become ready in one turn of the event loop are packed per consumer with
-:class:`~sidecar.tunnel.ReplyBatcher` and sent by one callback at the end of that turn.
+:class:`~sidecar.tunnel.ReplyBatcher` and sent by one callback of the event loop at the end of that
+turn (no greenlet of its own: a datagram the socket does not take at once waits in a backlog for a
+greenlet that waits until it can be sent).
 
 Nothing waits for a deadline that need not: a call the service cannot get (no connection up) or
 whose connection dies is answered at once with a Dubbo error response (status ``SERVICE_ERROR``)
@@ -27,7 +29,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import gevent
-from gevent import socket
+import gevent.socket
 
 from sidecar import tunnel
 from sidecar.dubbo import encode
@@ -176,11 +178,14 @@ class ProviderSidecar:
         )
         self.counters: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
-        self._sock: socket.socket | None = None
+        self._sock: _socket.socket | None = None  # non-blocking; the read loop waits with the hub
         self._reader: gevent.Greenlet | None = None
         self._sweeper: gevent.Greenlet | None = None
+        self._loop = gevent.get_hub().loop
         self._outgoing: dict[tuple[tuple[str, int], int], tunnel.ReplyBatcher] = {}
         self._flush_scheduled = False
+        self._backlog: list[tuple[bytes, tuple[str, int]]] = []  # datagrams the socket did not take at once
+        self._sender: gevent.Greenlet | None = None  # sends the backlog as the socket takes it
         self._stopped = False
 
     def __repr__(self) -> str:
@@ -199,7 +204,8 @@ class ProviderSidecar:
     def start(self) -> None:
         """Bind the UDP socket, start connecting to the service, start serving; returns at once."""
         family = _socket.AF_INET6 if ":" in self.listen[0] else _socket.AF_INET
-        sock = socket.socket(family, _socket.SOCK_DGRAM)
+        sock = _socket.socket(family, _socket.SOCK_DGRAM)
+        sock.setblocking(False)
         for option in (_socket.SO_RCVBUF, _socket.SO_SNDBUF):
             try:
                 sock.setsockopt(_socket.SOL_SOCKET, option, self.SOCKET_BUFFER)
@@ -240,16 +246,29 @@ class ProviderSidecar:
             self._answer_error(call, Status.SERVICE_ERROR, "the provider sidecar stopped before the service answered")
         self.pool.close()
         self._flush()
+        sender = self._sender
+        if sender is not None:  # datagrams the socket did not take at once: give them the time left
+            sender.join(max(0.0, end - time.monotonic()))
+            sender.kill()
         self._sock.close()
 
     # -- requests -------------------------------------------------------------------------------
 
     def _read_loop(self) -> None:
+        """Read datagrams until the socket has none, then wait for it to be readable; after
+        ``BURST`` in a row, let the other greenlets run."""
         recvfrom, burst = self._sock.recvfrom, self.BURST
-        while True:
-            for _ in range(burst):
+        hub = gevent.get_hub()
+        readable = hub.loop.io(self._sock.fileno(), 1)
+        in_a_row = 0
+        try:
+            while True:
                 try:
                     datagram, source = recvfrom(65535)
+                except BlockingIOError:
+                    in_a_row = 0
+                    hub.wait(readable)
+                    continue
                 except OSError as exc:
                     log.warning("tunnel receive failed: %s", exc)
                     gevent.sleep(self.SWEEP)
@@ -259,7 +278,12 @@ class ProviderSidecar:
                 except Exception:  # a bug: logged, and the sidecar keeps serving
                     self.dropped["internal error"] += 1
                     log.exception("handling a datagram from %s", source)
-            gevent.sleep(0)
+                in_a_row += 1
+                if in_a_row == burst:
+                    in_a_row = 0
+                    gevent.sleep(0)
+        finally:
+            readable.close()
 
     def _on_datagram(self, datagram: bytes, source: tuple) -> None:
         self.counters["datagrams_in"] += 1
@@ -340,21 +364,56 @@ class ProviderSidecar:
             batcher.add(tunnel_id, error_reply(tunnel_id, call[3], Status.BAD_RESPONSE, exc.reason))
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            gevent.spawn(self._flush)  # starts once this turn of the loop has run what was ready
+            self._loop.run_callback(self._flush)  # runs once this turn of the loop has run what was ready
 
     def _flush(self) -> None:
-        """Send every queued reply: one datagram per consumer unless they do not fit in one."""
+        """Send every queued reply: one datagram per consumer unless they do not fit in one. Runs in
+        the event loop's own greenlet (or in :meth:`stop`): never blocks."""
         self._flush_scheduled = False
         outgoing, self._outgoing = self._outgoing, {}
-        sendto = self._sock.sendto
-        for (address, _), batcher in outgoing.items():
-            for datagram in batcher.flush():
+        try:
+            for (address, _), batcher in outgoing.items():
+                for datagram in batcher.flush():
+                    self._send(datagram, address)
+        except Exception:  # a bug: logged, not raised into the event loop
+            self.dropped["internal error"] += 1
+            log.exception("sending replies")
+
+    def _send(self, datagram: bytes, address: tuple[str, int]) -> None:
+        if not self._backlog:
+            try:
+                self._sock.sendto(datagram, address)
+                self.counters["datagrams_out"] += 1
+                return
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                self._send_failed(address, exc)
+                return
+        self._backlog.append((datagram, address))
+        if self._sender is None:
+            self._sender = gevent.spawn(self._send_backlog)
+
+    def _send_backlog(self) -> None:
+        backlog, fileno = self._backlog, self._sock.fileno()
+        try:
+            while backlog:
+                gevent.socket.wait_write(fileno)
+                datagram, address = backlog[0]
                 try:
-                    sendto(datagram, address)
+                    self._sock.sendto(datagram, address)
                     self.counters["datagrams_out"] += 1
+                except BlockingIOError:
+                    continue
                 except OSError as exc:
-                    self.dropped["send failed"] += 1
-                    log.warning("sending replies to %s failed: %s", address, exc)
+                    self._send_failed(address, exc)
+                del backlog[0]
+        finally:
+            self._sender = None
+
+    def _send_failed(self, address: tuple[str, int], error: OSError) -> None:
+        self.dropped["send failed"] += 1
+        log.warning("sending replies to %s failed: %s", address, error)
 
     def _sweep_loop(self) -> None:
         while True:

@@ -8,8 +8,11 @@ frame)``. Whoever calls :meth:`~DubboPool.send` owns the request ids and must ke
 calls in flight.
 
 Each connection has three parts: a keeper greenlet that connects (with backoff) and then reads; an
-outbox that :meth:`~DubboPool.send` appends to without blocking; and a writer greenlet that sends
-everything queued since its last write in one ``sendall``, so a burst of calls costs one system call.
+outbox that :meth:`~DubboPool.send` appends to without blocking; and a writer greenlet for what the
+socket does not take at once. Frames queued in one turn of the event loop are written at the end of
+that turn, by a callback of the loop, in one non-blocking ``send`` per connection: a burst of calls
+costs one system call and a lone call no switch to another greenlet. Only what that ``send`` leaves
+(the kernel's buffer is full) goes to the writer greenlet, which owns the outbox until it is empty.
 
 Heartbeats go both ways: a heartbeat request from the service is answered at once; a connection
 that has read nothing for ``heartbeat`` seconds sends one, and one silent for three times as long
@@ -56,7 +59,9 @@ _unpack_header = HEADER.unpack_from
 class _Connection:
     """One live TCP connection: its socket, the ids of the calls it carries, and its outbox."""
 
-    __slots__ = ("sock", "slot", "in_flight", "outbox", "queued", "wake", "writer", "last_read", "last_beat", "why")
+    __slots__ = (
+        "sock", "slot", "in_flight", "outbox", "queued", "wake", "writer", "writing", "last_read", "last_beat", "why",
+    )  # fmt: skip
 
     def __init__(self, sock: socket.socket, slot: int):
         self.sock = sock
@@ -66,6 +71,7 @@ class _Connection:
         self.queued = 0  # bytes in the outbox
         self.wake = gevent.event.Event()
         self.writer: gevent.Greenlet | None = None
+        self.writing = False  # the writer greenlet owns the outbox (a write is in progress or due)
         self.last_read = self.last_beat = time.monotonic()
         self.why: str | None = None  # why we closed it ourselves
 
@@ -134,6 +140,9 @@ class DubboPool:
         self._greenlets: list[gevent.Greenlet] = []
         self._beats = 0
         self._up = gevent.event.Event()  # set while at least one connection is up
+        self._loop = gevent.get_hub().loop
+        self._unflushed: list[_Connection] = []  # connections given frames since the last flush
+        self._flush_scheduled = False
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self._live)}/{self.size} up"
@@ -197,12 +206,44 @@ class DubboPool:
         host, port = self.address
         return f"Dubbo service {host}:{port} unavailable: {what} (last error: {self.last_error})"
 
-    @staticmethod
-    def _queue(connection: _Connection, frame: bytes) -> None:
-        connection.outbox.append(frame)
+    def _queue(self, connection: _Connection, frame: bytes) -> None:
+        outbox = connection.outbox
+        outbox.append(frame)
         connection.queued += len(frame)
-        if len(connection.outbox) == 1:
-            connection.wake.set()
+        if len(outbox) == 1 and not connection.writing:
+            self._unflushed.append(connection)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.run_callback(self._flush)  # at the end of this turn of the loop
+
+    def _flush(self) -> None:
+        """Write each connection's outbox in one non-blocking ``send``; hand what is left to its
+        writer greenlet. Runs in the event loop's own greenlet: must neither block nor raise."""
+        self._flush_scheduled = False
+        unflushed, self._unflushed = self._unflushed, []
+        for connection in unflushed:
+            outbox = connection.outbox
+            if not outbox or connection.writing:
+                continue
+            data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+            connection.outbox, connection.queued = [], 0
+            try:
+                sent = connection.sock.send(data, 0, 0.0)  # timeout 0: raises instead of waiting
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                connection.shutdown(f"writing to the service: {_describe(exc)}")
+                continue
+            except Exception:
+                log.exception("writing to %s:%d", *self.address)
+                connection.shutdown("writing to the service failed")
+                continue
+            self.counters["writes"] += 1
+            if sent < len(data):  # the kernel's buffer is full: the writer waits until it takes the rest
+                rest = data[sent:]
+                connection.outbox, connection.queued = [rest], len(rest)
+                connection.writing = True
+                connection.wake.set()
 
     # -- per connection -------------------------------------------------------------------------
 
@@ -341,12 +382,14 @@ class DubboPool:
             self.counters["ignored_requests"] += 1
 
     def _write_loop(self, connection: _Connection) -> None:
-        """Send what the outbox holds, all of it in one ``sendall``, and wait for more. Measured
-        against writing each frame at once from :meth:`send` (buffering only while a write is in
-        progress): equal with few calls in flight, about 1.4x the calls per second under load."""
+        """While :meth:`_flush` has handed it the outbox: send all it holds (waiting for the socket as
+        needed), again until it is empty, then give the outbox back. Measured against writing each
+        frame at once from :meth:`send` (buffering only while a write is in progress): equal with few
+        calls in flight, about 1.4x the calls per second under load."""
         sock, wake = connection.sock, connection.wake
         while True:
-            if not connection.outbox:
+            if not connection.outbox or not connection.writing:
+                connection.writing = False
                 wake.clear()
                 wake.wait()
                 continue
@@ -354,7 +397,9 @@ class DubboPool:
             connection.outbox, connection.queued = [], 0
             data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
             try:
-                sock.sendall(data)
+                sent = sock.send(data)  # gevent's sendall asks the kernel for SO_SNDBUF on every call
+                if sent < len(data):
+                    sock.sendall(memoryview(data)[sent:])
             except OSError as exc:
                 connection.shutdown(f"writing to the service: {_describe(exc)}")
                 return

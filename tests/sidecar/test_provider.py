@@ -292,3 +292,35 @@ def test_docstring_examples():
     from sidecar import provider
 
     assert doctest.testmod(provider).failed == 0
+
+
+class _FullOnce:
+    """A UDP socket whose first ``sendto`` finds the kernel's buffer full."""
+
+    def __init__(self, sock):
+        self.sock, self.full = sock, True
+
+    def sendto(self, data, address):
+        if self.full:
+            self.full = False
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return self.sock.sendto(data, address)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def test_a_reply_the_socket_does_not_take_at_once_waits_and_is_sent(sidecar, consumers):
+    consumer = consumers(sidecar.address)
+    real = sidecar._sock
+    sidecar._sock = _FullOnce(real)
+    try:
+        ids = [consumer.new_id() for _ in range(3)]
+        for request_id in ids:
+            consumer.send_call(request_id, f"wait {request_id}")
+        replies = consumer.receive(len(ids))
+        assert not sidecar._sock.full  # the first reply did wait in the backlog
+    finally:
+        sidecar._sock = real
+    assert {rid: r.value for rid, r in replies.items()} == {rid: java_hash(f"wait {rid}") for rid in ids}
+    assert sidecar.stats()["datagrams_out"] == len(consumer.batch_sizes) and sidecar.stats()["dropped"] == {}

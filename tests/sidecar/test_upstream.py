@@ -301,3 +301,38 @@ def test_bad_arguments():
         DubboPool(("127.0.0.1", 1), size=0)
     with pytest.raises(ValueError):
         DubboPool(("127.0.0.1", 1), backoff=1.0, max_backoff=0.5)
+
+
+def test_a_full_socket_buffer_hands_the_rest_to_the_writer_in_order(pool_for):
+    """Frames queued in one turn go out in one non-blocking send; what the kernel does not take
+    waits for the writer greenlet, and frames queued meanwhile go after it, in order."""
+    release, seen = gevent.event.Event(), []
+
+    def behave(sock, decoder):
+        release.wait()
+        while (event := receive_one(sock, decoder)) is not None:
+            seen.append(event.request_id)
+            sock.sendall(encode(Response(event.request_id, value=event.request_id)))
+
+    server = TinyServer(behave)
+    try:
+        pool, collector = pool_for(server.port, size=1)
+        assert pool.wait_connected(WAIT)
+        big = "x" * 60_000
+        for request_id in range(1, 101):  # 6 MB: more than the socket buffers on both sides
+            pool.send(encode(hash_call(request_id, big)))
+        gevent.sleep(0.05)
+        connection = pool._live[0]
+        assert connection.writing and connection.writer is not None  # the writer owns what is left
+        for request_id in range(101, 111):  # queued behind it, not written ahead of it
+            pool.send(encode(hash_call(request_id, "small")))
+        gevent.sleep(0.01)
+        release.set()
+        collector.wait(110)
+        assert seen == list(range(1, 111)) and collector.lost == {}
+        wait_until(lambda: not connection.writing, "the writer to give the outbox back")
+        pool.send(encode(hash_call(111, "after")))
+        collector.wait(111)
+        assert seen[-1] == 111
+    finally:
+        server.close()
