@@ -94,6 +94,7 @@ class ConsumerSidecar:
         self._serialization = _SERIALIZATIONS[config.serialization]
         self._clients: dict[socket.socket, list] = {}  # connection -> [state, deadline]
         self._reaper: gevent.Greenlet | None = None
+        self._stopping = False
         self.connections = 0
         self.requests = 0
         self.timeouts = 0
@@ -121,13 +122,17 @@ class ConsumerSidecar:
         self._server.serve_forever()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting, give the calls in flight up to ``timeout`` seconds, then close."""
+        """Stop accepting, give the calls in flight up to ``timeout`` seconds, then close. Connections
+        waiting for a request are closed at once; the others after the reply they are busy with."""
         if self._server is None:
             return
+        self._stopping = True
         self._server.close()
         end = time.monotonic() + timeout
+        self._close_idle()
         while self.caller.pending and time.monotonic() < end:
             gevent.sleep(0.01)
+        self._close_idle()
         self._server.stop(timeout=max(0.0, end - time.monotonic()))
         self.registry.stop()
         self.caller.stop()
@@ -193,13 +198,21 @@ class ConsumerSidecar:
                 self.requests += 1
                 response = self._respond(request, b"".join(body))
                 send_all(sock, conn.send(response))
-                if conn.our_state is not http1.DONE or not conn.keep_alive:
+                if conn.our_state is not http1.DONE or not conn.keep_alive or self._stopping:
                     return
                 conn.start_next_cycle()
                 request = None
                 watch[0], watch[1] = _IDLE, time.monotonic() + config.idle_timeout
             elif kind is http1.ConnectionClosed or event is http1.PAUSED:
                 return
+
+    def _close_idle(self) -> None:
+        for sock, watch in list(self._clients.items()):
+            if watch[0] is _IDLE:
+                try:
+                    sock.shutdown(_socket.SHUT_RDWR)  # its greenlet reads end of file and ends
+                except OSError:
+                    pass
 
     def _reap(self) -> None:
         """Every ``REAP_INTERVAL``: close the connections idle past ``idle_timeout``; answer 408 to

@@ -342,3 +342,23 @@ def test_calls_share_by_weight_when_they_pile_up(start):
     finally:
         small.close()
         large.close()
+
+
+def test_stop_closes_idle_connections_at_once_and_lets_a_call_in_flight_finish(provider):
+    slow = FakeProvider(delay=0.3)
+    try:
+        config = ConsumerConfig(listen=("127.0.0.1", 0), providers=(slow.entry(),))
+        sidecar = ConsumerSidecar(config, consumer_id=9)
+        sidecar.start()
+        idle = Client(sidecar.address)
+        assert idle.request(form("warm"), headers=FORM_HEADERS).status == 200
+        busy = gevent.spawn(Client(sidecar.address).request, form("in flight"), "/", FORM_HEADERS)
+        gevent.sleep(0.1)
+        stopper = gevent.spawn(sidecar.stop, 10)
+        assert idle.sock.recv(100) == b""  # closed before the call in flight ends
+        assert not busy.ready()
+        reply = busy.get(timeout=10)
+        assert reply.status == 200 and reply.body == str(java_hash("in flight")).encode()
+        stopper.get(timeout=10)
+    finally:
+        slow.close()
