@@ -7,6 +7,11 @@ it with free ports and wait for that line.
 ``--workers N`` (N > 1) makes the consumer a small supervisor: it reserves the port, forks N worker
 processes that each bind it with ``SO_REUSEPORT`` and run their own gevent hub, prints the ready line
 once every worker accepts, forwards SIGTERM to them, and starts a new worker if one dies.
+
+Under systemd (``Type=notify``, :mod:`integrations.systemd`) the process that prints the ready line
+also sends ``READY=1`` right after it, ``STOPPING=1`` when a signal starts the drain, and
+``WATCHDOG=1`` while it serves if ``WatchdogSec=`` is set: a single sidecar from a greenlet on its hub,
+the supervisor from its own loop. Workers of a supervisor send nothing (``NotifyAccess=main``).
 """
 
 from __future__ import annotations
@@ -34,19 +39,29 @@ READY_TIMEOUT = 30.0  # seconds the supervisor waits for its workers to bind
 def _announce(address: tuple[str, int], out=None) -> None:
     out = out or sys.stdout
     print(f"listening {format_address(*address)}", file=out, flush=True)
+    from integrations import systemd
+
+    systemd.ready(f"listening {format_address(*address)}")
 
 
-def _serve_until_signal(start: Callable[[], object], stop: Callable[[], object]) -> int:
+def _serve_until_signal(start: Callable[[], object], stop: Callable[[], object], notify: bool = True) -> int:
     import gevent
     import gevent.event
+
+    from integrations import systemd
 
     stopping = gevent.event.Event()
     handlers = [gevent.signal_handler(sig, stopping.set) for sig in (signal.SIGTERM, signal.SIGINT)]
     start()
+    pinger = systemd.start_watchdog() if notify else None
     stopping.wait()
+    if notify:
+        systemd.stopping("draining")
     for handler in handlers:
         handler.cancel()
     stop()
+    if pinger is not None:
+        pinger.kill()
     return 0
 
 
@@ -92,7 +107,7 @@ def _run_worker(config: ConsumerConfig, listener, consumer_id: int | None, ready
             os.close(ready_fd)
         log.info("consumer sidecar on %s, tunnel %s", format_address(*sidecar.address), sidecar.caller.address)
 
-    return _serve_until_signal(start, lambda: sidecar.stop(DRAIN_TIMEOUT))
+    return _serve_until_signal(start, lambda: sidecar.stop(DRAIN_TIMEOUT), notify=ready_fd is None)
 
 
 class _Supervisor:
@@ -103,6 +118,9 @@ class _Supervisor:
         self.children: dict[int, int] = {}  # pid -> worker index
         self.stopping = False
         self.base_id = int.from_bytes(os.urandom(2), "big")
+        from integrations import systemd
+
+        self.watchdog = systemd.WatchdogPinger(systemd.watchdog_interval())
 
     def run(self) -> int:
         family = socket.AF_INET6 if ":" in self.config.listen[0] else socket.AF_INET
@@ -153,6 +171,7 @@ class _Supervisor:
             if left <= 0 or self.stopping:
                 print("error: consumer workers did not start in time", file=sys.stderr)
                 return False
+            self.watchdog.poll()
             readable, _, _ = select.select([read_fd], [], [], min(left, 0.2))
             if readable:
                 data = os.read(read_fd, 64)
@@ -168,6 +187,7 @@ class _Supervisor:
     def _supervise(self) -> int:
         last_restart = 0.0
         while self.children:
+            self.watchdog.poll()
             if self.stopping:
                 return self._stop_children()
             try:
@@ -189,6 +209,9 @@ class _Supervisor:
         return 0
 
     def _stop_children(self) -> int:
+        from integrations import systemd
+
+        systemd.stopping("draining")
         for pid in list(self.children):
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -197,6 +220,7 @@ class _Supervisor:
         end = time.monotonic() + DRAIN_TIMEOUT + 5.0
         code = 0
         while self.children and time.monotonic() < end:
+            self.watchdog.poll()
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
