@@ -45,11 +45,14 @@ RECV_BUFFER = 4 * 1024 * 1024  # asked of the kernel for the UDP socket; bursts 
 
 class CallError(Exception):
     """A call that ends without a reply: ``status`` is the HTTP status, ``reason`` one line saying
-    why, ``headers`` any extra reply headers (``Retry-After``)."""
+    why, ``headers`` any extra reply headers (``Retry-After``); ``request_id`` (the tunnel request id)
+    and ``provider`` (the provider it went to, if any) once the call waited (None when rejected at once)."""
 
     def __init__(self, status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()):
         super().__init__(reason)
         self.status, self.reason, self.headers = status, reason, headers
+        self.request_id: int | None = None
+        self.provider: str | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -213,6 +216,7 @@ class TunnelCaller:
     def _fail(self, request_id: int, error: CallError) -> None:
         pending = self._pending.pop(request_id, None)
         if pending is not None:
+            error.request_id, error.provider = request_id, pending.provider
             self._wake(pending, error)
 
     # -- greenlets ------------------------------------------------------------------------------

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
-import os
 import sys
 
 import click
 
-from sidecar import app, config, registry
+from sidecar import app, config, logs, registry
 
 __all__ = ["main"]
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_LEVELS = logs.LEVELS
 
 
 def _errors(fn):
@@ -49,17 +47,16 @@ def _providers(ctx, param, values):
     return list(values)
 
 
-def _logging(level: str | None) -> None:
-    level = (level or os.environ.get("SIDECAR_LOG_LEVEL") or "warning").upper()
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 config_option = click.option(
     "--config", "config_file", type=click.Path(dir_okay=False, exists=True), help="TOML file (see sidecar.config)."
 )
 log_option = click.option(
-    "--log-level", type=click.Choice(LOG_LEVELS), default=None, help="Default: $SIDECAR_LOG_LEVEL or warning."
+    "--log-level", type=click.Choice(LOG_LEVELS), default=None, help="Default: $SIDECAR_LOG_LEVEL or info."
 )
+log_format_option = click.option(
+    "--log-format", type=click.Choice(logs.FORMATS), default=None,
+    help="Lines on stderr: plain text or one JSON object each. Default: $SIDECAR_LOG_FORMAT or plain.",
+)  # fmt: skip
 
 
 @click.group()
@@ -76,10 +73,11 @@ def main():
 @click.option("--allow-remote", is_flag=True, default=None, help="Accept tunnel datagrams from other hosts.")
 @config_option
 @log_option
+@log_format_option
 @_errors
-def provider(listen, dubbo, weight, pool_size, allow_remote, config_file, log_level):
+def provider(listen, dubbo, weight, pool_size, allow_remote, config_file, log_level, log_format):
     """Run a provider sidecar: tunnel datagrams in, Dubbo over pooled TCP to the service."""
-    _logging(log_level)
+    logs.configure(log_level, log_format)
     flags = {"listen": listen, "dubbo": dubbo, "weight": weight, "pool_size": pool_size, "allow_remote": allow_remote}
     sys.exit(app.run_provider(config.provider_config(config_file, flags)))
 
@@ -94,12 +92,16 @@ def provider(listen, dubbo, weight, pool_size, allow_remote, config_file, log_le
 @click.option("--threshold", type=click.IntRange(1), help="Calls in flight per provider before calls queue [200].")
 @click.option("--call-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds before a 504 [3].")
 @click.option("--provider-header", is_flag=True, default=None, help="Name the provider in an X-Provider header.")
+@click.option("--access-log/--no-access-log", default=None, help="One INFO line per call on sidecar.access [on].")
 @config_option
 @log_option
+@log_format_option
 @_errors
-def consumer(listen, providers, workers, threshold, call_timeout, provider_header, config_file, log_level):
+def consumer(
+    listen, providers, workers, threshold, call_timeout, provider_header, access_log, config_file, log_level, log_format
+):
     """Run a consumer sidecar: HTTP calls in, tunnel datagrams to the providers."""
-    _logging(log_level)
+    logs.configure(log_level, log_format)
     flags = {
         "listen": listen,
         "providers": providers,
@@ -107,6 +109,7 @@ def consumer(listen, providers, workers, threshold, call_timeout, provider_heade
         "threshold": threshold,
         "call_timeout": call_timeout,
         "provider_header": provider_header,
+        "access_log": access_log,
     }
     settings = config.consumer_config(config_file, flags)
     if not settings.providers:
@@ -177,3 +180,25 @@ def bench(scenarios, duration, levels, workers, nginx, as_json):
             click.echo(line)
     except (bench_lib.BenchError, WrkError, NginxError, TopologyError) as e:
         raise click.ClickException(" ".join(str(e).split())) from None
+
+
+@main.group("config")
+def config_group():
+    """Configuration files (see sidecar.config and packaging/config/)."""
+
+
+@config_group.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@_errors
+def config_check(file):
+    """Check a configuration file: every mistake with its key and line.
+
+    Prints each mistake of FILE's [consumer] and [provider] tables as FILE:LINE: key KEY: what is wrong
+    (exit code 1), or one line saying the file is valid (exit code 0)."""
+    from sidecar import config_check as checker
+
+    report = checker.check_file(file)
+    for line in report.lines(file):
+        click.echo(line)
+    if report.problems:
+        sys.exit(1)

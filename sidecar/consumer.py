@@ -30,11 +30,13 @@ from sidecar.config import ConsumerConfig
 from sidecar.dubbo_messages import Serialization
 from sidecar.errors import ProtocolError
 from sidecar.http1_wire import encode_head, status_line
-from sidecar.registry import StaticRegistry
+from sidecar.logs import ACCESS, hex_id
+from sidecar.registry import StaticRegistry, format_address
 
 __all__ = ["ConsumerSidecar", "listening_socket", "send_all"]
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger(ACCESS)
 
 RECV_SIZE = 64 * 1024
 # What the reaper checks a connection for: waiting for a request (idle timeout), inside a request head
@@ -159,18 +161,20 @@ class ConsumerSidecar:
         conn = http1.ServerConnection(max_head=config.max_head, max_body=config.max_body)
         watch = [_IDLE, time.monotonic() + config.idle_timeout]  # what the reaper checks
         self._clients[sock] = watch
+        client = format_address(*address[:2]) if config.access_log else None  # None: no access log
         try:
-            self._serve(sock, conn, watch)
+            self._serve(sock, conn, watch, client)
         except (ConnectionError, TimeoutError, OSError) as e:
             log.debug("connection from %s ended: %s", address, e)
         finally:
             del self._clients[sock]
             sock.close()
 
-    def _serve(self, sock: socket.socket, conn: http1.ServerConnection, watch: list) -> None:
+    def _serve(self, sock: socket.socket, conn: http1.ServerConnection, watch: list, client: str | None) -> None:
         config = self.config
         recv, receive_data, next_event = sock.recv, conn.receive_data, conn.next_event
         request = None
+        started = 0.0  # when the request head was read
         body = []
         while True:
             try:
@@ -186,8 +190,8 @@ class ConsumerSidecar:
                     watch[0], watch[1] = _HEAD, time.monotonic() + config.header_timeout
                 continue
             if kind is http1.Request:
-                request, body = event, []
-                watch[0], watch[1] = _BODY, time.monotonic() + config.idle_timeout
+                request, body, started = event, [], time.monotonic()
+                watch[0], watch[1] = _BODY, started + config.idle_timeout
                 if (http1.get_header(event.headers, "expect") or "").lower() == "100-continue":
                     send_all(sock, conn.send(http1.InformationalResponse(100)))
             elif kind is http1.Data:
@@ -196,7 +200,7 @@ class ConsumerSidecar:
             elif kind is http1.EndOfMessage:
                 watch[0] = _BUSY
                 self.requests += 1
-                response = self._respond(request, b"".join(body))
+                response = self._respond(request, b"".join(body), client, started)
                 send_all(sock, conn.send(response))
                 if conn.our_state is not http1.DONE or not conn.keep_alive or self._stopping:
                     return
@@ -234,8 +238,13 @@ class ConsumerSidecar:
                     pass
                 self.timeouts += 1
 
-    def _respond(self, request: http1.Request, body: bytes) -> http1.Response:
+    def _respond(
+        self, request: http1.Request, body: bytes, client: str | None = None, started: float = 0.0
+    ) -> http1.Response:
+        """The reply to one call. With ``client`` (the access log is on) the call is logged too,
+        timed from ``started``; without it, the access log costs this method one ``is None`` check."""
         form = True
+        frame = provider = tunnel_id = None
         try:
             call = calls.parse_call(request.method, request.target, request.headers, body)
             form = call.form
@@ -247,6 +256,9 @@ class ConsumerSidecar:
             if self.config.provider_header:
                 reply.headers.append(("X-Provider", provider))
         except CallError as e:
+            tunnel_id, provider = e.request_id, e.provider
+            if e.status == 504:
+                log.warning("%s", e.reason, extra={"request_id": hex_id(tunnel_id), "provider": provider})
             reply = calls.error_reply(e.status, e.reason, form=form, headers=e.headers)
         except ProtocolError as e:
             reply = calls.error_reply(e.status_hint, e.reason, form=form, headers=getattr(e, "headers", ()))
@@ -257,6 +269,8 @@ class ConsumerSidecar:
         request_id = http1.get_header(request.headers, "x-request-id")
         if request_id is not None:
             headers = [*headers, ("X-Request-Id", request_id)]
+        if client is not None:
+            _log_access(request, reply.status, client, started, frame, tunnel_id, provider, request_id)
         return http1.Response(reply.status, headers, reply.body)
 
     def _send_error(self, sock: socket.socket, conn: http1.ServerConnection, status: int, reason: str) -> None:
@@ -271,6 +285,31 @@ class ConsumerSidecar:
             send_all(sock, data)
         except (ProtocolError, OSError) as e:
             log.debug("could not send %d: %s", status, e)
+
+
+def _log_access(request, status, client, started, frame, tunnel_id, provider, client_request_id) -> None:
+    """One line on the access log for a call answered ``status``. The tunnel request id comes from
+    the Dubbo response ``frame`` (header bytes 4 to 12) or, for a call that ended without one, from
+    its :class:`CallError` (``tunnel_id``)."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    fields = {}
+    if frame is not None and len(frame) >= 12:
+        tunnel_id = int.from_bytes(frame[4:12], "big")
+    if tunnel_id is not None:
+        fields["request_id"] = hex_id(tunnel_id)
+    if client_request_id is not None:
+        fields["client_request_id"] = client_request_id
+    fields.update(
+        client=client,
+        method=request.method,
+        path=request.target,
+        status=status,
+        ms=round((time.monotonic() - started) * 1000, 3),
+    )
+    if provider is not None:
+        fields["provider"] = provider
+    access_log.info("%s %s %d", request.method, request.target, status, extra=fields)
 
 
 def _canned(status: int, reason: str) -> bytes:

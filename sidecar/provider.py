@@ -35,6 +35,7 @@ from sidecar import tunnel
 from sidecar.dubbo import encode
 from sidecar.dubbo_messages import FLAG_EVENT, FLAG_TWOWAY, SERIALIZATION_MASK, Response, Serialization, Status
 from sidecar.errors import LocalProtocolError, RemoteProtocolError, UpstreamUnavailable
+from sidecar.logs import hex_id
 from sidecar.upstream import DubboPool
 
 __all__ = ["ProviderSidecar", "CallTable", "Call", "rewrite_id"]
@@ -349,6 +350,7 @@ class ProviderSidecar:
         if call is None:
             return
         self.counters["upstream_errors" if status == Status.SERVICE_ERROR else "rejected"] += 1
+        log.info("answered %s: %s", Status(status).name, message, extra={"request_id": hex_id(call[1])})
         self._queue_reply(call, error_reply(call[1], call[3], status, message))
 
     def _queue_reply(self, call: Call, frame: bytes) -> None:

@@ -61,6 +61,8 @@ class Process:
 
     def __init__(self, name: str, command: list[str], *, env: dict | None = None):
         self.name, self.command = name, command
+        if env is None:  # the sidecars log warnings and errors only, unless told otherwise
+            env = {**os.environ, "SIDECAR_LOG_LEVEL": os.environ.get("SIDECAR_LOG_LEVEL", "warning")}
         self.popen = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -170,7 +172,7 @@ class Topology:
                         ],
                     )  # fmt: skip
                 )
-            command = [python, "-m", "sidecar", "consumer", "--listen", "127.0.0.1:0"]
+            command = [python, "-m", "sidecar", "consumer", "--listen", "127.0.0.1:0", "--no-access-log"]
             command += ["--workers", str(consumer_workers)]
             for capacity, provider in zip(scenario.capacities, topo.providers, strict=True):
                 command += ["--provider", f"{provider.address[0]}:{provider.address[1]}={capacity}/{capacity}"]
