@@ -96,7 +96,7 @@ class Progress:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(mqdb.__version__, prog_name="mqdb")
+@click.version_option(package_name="dubbomesh", prog_name="mqdb")
 def main():
     """mqdb: an embeddable store for a million append-only queues."""
 
