@@ -113,14 +113,15 @@ def test_consumer_sidecar_beside_the_application(manifests, tmp_path):
     sidecar = containers(pod)["sidecar"]
     assert sidecar["image"].startswith("dubbomesh:")
     assert "args" not in sidecar and "command" not in sidecar  # the image's CMD: consumer --config ...
-    assert sidecar["ports"] == [{"name": "http", "containerPort": 20000, "protocol": "TCP"}]
-    assert sidecar["readinessProbe"]["tcpSocket"] == {"port": 20000}  # httpGet /healthz with the admin port
+    assert sidecar["ports"] == [{"name": "admin", "containerPort": 9000, "protocol": "TCP"}]
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
     assert sidecar["securityContext"]["runAsNonRoot"] is True
     app_env = {e["name"]: e["value"] for e in containers(pod)["app"]["env"]}
     assert "http://127.0.0.1:20000/" in app_env.values()
 
     settings = config.consumer_config(config_file(manifests, pod, tmp_path, "consumer.toml"))
-    assert settings.listen == ("0.0.0.0", 20000)  # the kubelet probes the pod IP
+    assert settings.listen == ("127.0.0.1", 20000)  # only the application in the pod calls it
+    assert settings.admin == "0.0.0.0:9000"  # the kubelet probes the pod IP
     assert settings.tunnel_bind[0] == "0.0.0.0"  # the providers are on other pods
     assert [(p.host, p.port) for p in settings.providers] == [
         (f"hello-service-{i}.hello-service", 30000) for i in range(2)
@@ -134,9 +135,14 @@ def test_provider_sidecar_beside_the_dubbo_service(manifests, tmp_path):
     assert service["spec"]["serviceName"] == "hello-service"
     sidecar = containers(service)["sidecar"]
     assert sidecar["args"] == ["provider", "--config", "/etc/dubbomesh/provider.toml"]
-    assert sidecar["ports"] == [{"name": "tunnel", "containerPort": 30000, "protocol": "UDP"}]
+    assert sidecar["ports"] == [
+        {"name": "tunnel", "containerPort": 30000, "protocol": "UDP"},
+        {"name": "admin", "containerPort": 9000, "protocol": "TCP"},
+    ]
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
     assert "dubbo" in containers(service)
 
     settings = config.provider_config(config_file(manifests, service, tmp_path, "provider.toml"))
     assert settings.listen == ("0.0.0.0", 30000) and settings.allow_remote
     assert settings.dubbo == ("127.0.0.1", 20880)
+    assert settings.admin == "0.0.0.0:9000"
