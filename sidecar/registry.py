@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-__all__ = ["ProviderEntry", "StaticRegistry", "parse_address", "parse_provider", "format_address"]
+__all__ = ["ProviderEntry", "StaticRegistry", "parse_address", "parse_etcd_url", "parse_provider", "format_address"]
 
 
 class ProviderEntry(NamedTuple):
@@ -48,6 +48,14 @@ def parse_address(text: str) -> tuple[str, int]:
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{text!r}: the port must be a number from 0 to 65535")
     return host, int(port)
+
+
+def parse_etcd_url(text: str) -> tuple[str, int]:
+    """The ``registry`` setting ``etcd://HOST:PORT`` as ``(host, port)``; ValueError saying what is wrong."""
+    scheme, sep, rest = text.strip().partition("://")
+    if not sep or scheme not in ("etcd", "http"):
+        raise ValueError(f"{text!r} is not etcd://HOST:PORT")
+    return parse_address(rest.rstrip("/"))
 
 
 def parse_provider(text: str) -> ProviderEntry:
