@@ -2,11 +2,14 @@
 
 Each sidecar prints one line on stdout once its sockets are bound, ``listening HOST:PORT`` (port 0
 in the configuration picks a free port; the line gives the real one), so scripts and tests can start
-it with free ports and wait for that line.
+it with free ports and wait for that line. With an admin endpoint (``--admin HOST:PORT``,
+:mod:`sidecar.admin`) a second line follows, ``admin HOST:PORT``, with its real port.
 
 ``--workers N`` (N > 1) makes the consumer a small supervisor: it reserves the port, forks N worker
 processes that each bind it with ``SO_REUSEPORT`` and run their own gevent hub, prints the ready line
-once every worker accepts, forwards SIGTERM to them, and starts a new worker if one dies.
+once every worker accepts, forwards SIGTERM to them, and starts a new worker if one dies. It also
+serves the admin port, for all the workers (:mod:`sidecar.admin_supervisor`): each worker shows its
+stats on a Unix socket in a private directory of the supervisor's, which merges them per request.
 
 Under systemd (``Type=notify``, :mod:`integrations.systemd`) the process that prints the ready line
 also sends ``READY=1`` right after it, ``STOPPING=1`` when a signal starts the drain, and
@@ -26,7 +29,7 @@ import time
 from collections.abc import Callable
 
 from sidecar.config import ConsumerConfig, ProviderConfig
-from sidecar.registry import format_address
+from sidecar.registry import format_address, parse_address
 
 __all__ = ["run_consumer", "run_provider", "DRAIN_TIMEOUT"]
 
@@ -36,9 +39,11 @@ DRAIN_TIMEOUT = 5.0  # seconds a stopping sidecar gives the calls in flight
 READY_TIMEOUT = 30.0  # seconds the supervisor waits for its workers to bind
 
 
-def _announce(address: tuple[str, int], out=None) -> None:
+def _announce(address: tuple[str, int], out=None, admin: tuple[str, int] | None = None) -> None:
     out = out or sys.stdout
     print(f"listening {format_address(*address)}", file=out, flush=True)
+    if admin is not None:
+        print(f"admin {format_address(*admin)}", file=out, flush=True)
     from integrations import systemd
 
     systemd.ready(f"listening {format_address(*address)}")
@@ -78,12 +83,60 @@ def run_provider(config: ProviderConfig) -> int:
         heartbeat=config.heartbeat,
     )
 
-    def start():
-        sidecar.start()
-        _announce(sidecar.address)
-        log.info("provider sidecar on %s forwarding to %s", format_address(*sidecar.address), config.dubbo)
+    from sidecar import admin as admin_lib
 
-    return _serve_until_signal(start, lambda: sidecar.stop(DRAIN_TIMEOUT))
+    registration = None
+    admin = _admin(config.admin, lambda listen: admin_lib.for_provider(sidecar, listen))
+
+    def start():
+        nonlocal registration
+        sidecar.start()
+        if admin is not None:
+            admin.start()
+        _announce(sidecar.address, admin=admin and admin.address)
+        log.info("provider sidecar on %s forwarding to %s", format_address(*sidecar.address), config.dubbo)
+        registration = _registration(config, sidecar.address)
+
+    def stop():
+        if registration is not None:  # first, so that consumers stop sending while the calls drain
+            registration.stop()
+        sidecar.stop(DRAIN_TIMEOUT)
+        if admin is not None:  # last: /healthz says "draining" while the calls drain
+            admin.stop()
+
+    return _serve_until_signal(start, stop)
+
+
+def _admin(listen: str, make):
+    """``make(address)`` when ``listen`` (the admin key) is set, else None."""
+    return make(parse_address(listen)) if listen else None
+
+
+def _registration(config: ProviderConfig, bound: tuple[str, int]):
+    """With a registry configured, this provider's etcd registration, started; else None."""
+    if not config.registry:
+        return None
+    from integrations.etcd_registry import EtcdRegistration
+    from sidecar.registry import parse_address
+
+    address = parse_address(config.advertise) if config.advertise else bound
+    if address[0] in ("0.0.0.0", "::"):
+        log.warning("registering %s, which consumers cannot reach: set advertise to this host's address",
+                    format_address(*address))  # fmt: skip
+    registration = EtcdRegistration(
+        config.registry, address, config.weight, interface=config.interface, lease_ttl=config.lease_ttl
+    )
+    registration.start()
+    return registration
+
+
+def _registry(config: ConsumerConfig):
+    """The consumer's registry: etcd when configured, else None (the static list of the config)."""
+    if not config.registry:
+        return None
+    from integrations.etcd_registry import EtcdRegistry
+
+    return EtcdRegistry(config.registry, config.interface)
 
 
 def run_consumer(config: ConsumerConfig) -> int:
@@ -93,21 +146,38 @@ def run_consumer(config: ConsumerConfig) -> int:
     return _Supervisor(config).run()
 
 
-def _run_worker(config: ConsumerConfig, listener, consumer_id: int | None, ready_fd: int | None) -> int:
+def _run_worker(
+    config: ConsumerConfig, listener, consumer_id: int | None, ready_fd: int | None, admin_path: str | None = None
+) -> int:
+    """One consumer on this process's hub: alone (``ready_fd`` None), or a supervisor's worker that
+    shows its raw stats on the Unix socket ``admin_path`` (None: the supervisor has no admin port)."""
+    from sidecar import admin as admin_lib
     from sidecar.consumer import ConsumerSidecar
 
-    sidecar = ConsumerSidecar(config, listener=listener, consumer_id=consumer_id)
+    sidecar = ConsumerSidecar(config, listener=listener, registry=_registry(config), consumer_id=consumer_id)
+
+    if admin_path is not None:
+        admin = admin_lib.for_consumer(sidecar, admin_path, raw=True)
+    else:
+        admin = _admin(config.admin if ready_fd is None else "", lambda a: admin_lib.for_consumer(sidecar, a))
 
     def start():
         sidecar.start()
+        if admin is not None:
+            admin.start()
         if ready_fd is None:
-            _announce(sidecar.address)
+            _announce(sidecar.address, admin=admin and admin.address)
         elif ready_fd >= 0:  # a worker tells its supervisor; a replacement worker (-1) says nothing
             os.write(ready_fd, b"1")
             os.close(ready_fd)
         log.info("consumer sidecar on %s, tunnel %s", format_address(*sidecar.address), sidecar.caller.address)
 
-    return _serve_until_signal(start, lambda: sidecar.stop(DRAIN_TIMEOUT), notify=ready_fd is None)
+    def stop():
+        sidecar.stop(DRAIN_TIMEOUT)
+        if admin is not None:
+            admin.stop()
+
+    return _serve_until_signal(start, stop, notify=ready_fd is None)
 
 
 class _Supervisor:
@@ -118,6 +188,7 @@ class _Supervisor:
         self.children: dict[int, int] = {}  # pid -> worker index
         self.stopping = False
         self.base_id = int.from_bytes(os.urandom(2), "big")
+        self.admin = None  # the SupervisorAdmin of the admin port, when there is one
         from integrations import systemd
 
         self.watchdog = systemd.WatchdogPinger(systemd.watchdog_interval())
@@ -129,6 +200,19 @@ class _Supervisor:
         reserve.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         reserve.bind(self.config.listen)
         self.address = reserve.getsockname()[:2]
+        if self.config.admin:
+            from sidecar.admin_supervisor import SupervisorAdmin
+
+            self.admin = SupervisorAdmin(parse_address(self.config.admin), self.config.workers, lambda: self.stopping)
+        try:
+            return self._run(reserve)
+        finally:
+            if self.admin is not None:
+                self.admin.close()
+
+    def _run(self, reserve: socket.socket) -> int:
+        if self.admin is not None:
+            self.admin.bind()  # before the workers: a port in use fails at once
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         read_fd, write_fd = os.pipe()
@@ -140,7 +224,9 @@ class _Supervisor:
             return 1
         os.close(read_fd)
         reserve.close()
-        _announce(self.address)
+        if self.admin is not None:
+            self.admin.start()
+        _announce(self.address, admin=self.admin and self.admin.address)
         return self._supervise()
 
     def _fork(self, index: int, ready_fd: int) -> None:
@@ -157,8 +243,12 @@ class _Supervisor:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             from sidecar.consumer import listening_socket
 
+            admin_path = None
+            if self.admin is not None:
+                self.admin.close_in_child()
+                admin_path = self.admin.socket_path(index)
             listener = listening_socket(self.address, reuse_port=True)
-            code = _run_worker(self.config, listener, (self.base_id + index) & 0xFFFF, ready_fd)
+            code = _run_worker(self.config, listener, (self.base_id + index) & 0xFFFF, ready_fd, admin_path)
         except BaseException:
             log.exception("consumer worker %d failed", index)
         finally:

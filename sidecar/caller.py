@@ -34,6 +34,7 @@ from sidecar import tunnel
 from sidecar.balancer import ALL_EJECTED, NO_PROVIDER, QUEUE_FULL, Balancer
 from sidecar.dubbo_messages import Status
 from sidecar.errors import RemoteProtocolError
+from sidecar.histogram import Histogram
 from sidecar.registry import ProviderEntry
 
 __all__ = ["CallError", "TunnelCaller"]
@@ -98,6 +99,7 @@ class TunnelCaller:
         self._loop = get_hub().loop
         self.counters: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
+        self.latency: dict[str, Histogram] = {}  # provider key -> seconds from send to reply
 
     def __repr__(self) -> str:
         return f"TunnelCaller(consumer_id={self.consumer_id}, pending={len(self._pending)}, {self.balancer!r})"
@@ -225,7 +227,7 @@ class TunnelCaller:
         recvfrom = self._sock.recvfrom
         pending_calls = self._pending
         complete = self.balancer.complete
-        counters, dropped = self.counters, self.dropped
+        counters, dropped, latency = self.counters, self.dropped, self.latency
         while True:
             try:
                 datagram, source = recvfrom(65535)
@@ -258,6 +260,10 @@ class TunnelCaller:
                 outcome = "ok" if frame[3] == Status.OK else "error"
                 released += complete(reply.request_id, pending.provider, now, outcome)
                 counters["answered"] += 1
+                histogram = latency.get(pending.provider)
+                if histogram is None:
+                    histogram = latency[pending.provider] = Histogram()
+                histogram.observe(now - pending.sent)
                 self._wake(pending, (frame, pending.provider))
             if released:
                 self._dispatch(released)
@@ -304,11 +310,17 @@ class TunnelCaller:
         )
 
     def stats(self) -> dict:
+        """Counts of this caller; per provider the balancer's :class:`~sidecar.balancer.ProviderStats`
+        and ``latency``, the :class:`~sidecar.histogram.Histogram` of its replies as a dict."""
+        providers = {key: dataclasses.asdict(s) for key, s in self.balancer.stats().items()}
+        for key, stats in providers.items():
+            histogram = self.latency.get(key)
+            stats["latency"] = (histogram or Histogram()).to_dict()
         return {
             "consumer_id": self.consumer_id,
             "pending": len(self._pending),
             "queued": self.balancer.queued,
             "counters": dict(self.counters),
             "dropped": dict(self.dropped),
-            "providers": {key: dataclasses.asdict(s) for key, s in self.balancer.stats().items()},
+            "providers": providers,
         }

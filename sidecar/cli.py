@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 
 import click
 
@@ -38,6 +39,15 @@ def _address(ctx, param, value):
     return value
 
 
+def _registry(ctx, param, value):
+    if value:
+        try:
+            registry.parse_etcd_url(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+    return value
+
+
 def _providers(ctx, param, values):
     for value in values:
         try:
@@ -57,6 +67,12 @@ log_format_option = click.option(
     "--log-format", type=click.Choice(logs.FORMATS), default=None,
     help="Lines on stderr: plain text or one JSON object each. Default: $SIDECAR_LOG_FORMAT or plain.",
 )  # fmt: skip
+registry_option = click.option(
+    "--registry", callback=_registry, help="etcd://HOST:PORT of an etcd v3 registry [none: the static list]."
+)
+admin_option = click.option(
+    "--admin", callback=_address, help="HOST:PORT of the admin endpoint: /healthz, /metrics, /stats [none]."
+)
 
 
 @click.group()
@@ -71,14 +87,18 @@ def main():
 @click.option("--weight", type=click.FloatRange(min=0, min_open=True), help="This provider's share [100].")
 @click.option("--pool-size", type=click.IntRange(1), help="TCP connections to the service [4].")
 @click.option("--allow-remote", is_flag=True, default=None, help="Accept tunnel datagrams from other hosts.")
+@registry_option
+@admin_option
 @config_option
 @log_option
 @log_format_option
 @_errors
-def provider(listen, dubbo, weight, pool_size, allow_remote, config_file, log_level, log_format):
+def provider(listen, dubbo, weight, pool_size, allow_remote, registry, admin, config_file, log_level, log_format):
     """Run a provider sidecar: tunnel datagrams in, Dubbo over pooled TCP to the service."""
     logs.configure(log_level, log_format)
     flags = {"listen": listen, "dubbo": dubbo, "weight": weight, "pool_size": pool_size, "allow_remote": allow_remote}
+    flags["registry"] = registry
+    flags["admin"] = admin
     sys.exit(app.run_provider(config.provider_config(config_file, flags)))
 
 
@@ -93,13 +113,18 @@ def provider(listen, dubbo, weight, pool_size, allow_remote, config_file, log_le
 @click.option("--call-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds before a 504 [3].")
 @click.option("--provider-header", is_flag=True, default=None, help="Name the provider in an X-Provider header.")
 @click.option("--access-log/--no-access-log", default=None, help="One INFO line per call on sidecar.access [on].")
+@click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds idle before a close [60].")
+@click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds for a request head [10].")
+@registry_option
+@admin_option
 @config_option
 @log_option
 @log_format_option
 @_errors
 def consumer(
-    listen, providers, workers, threshold, call_timeout, provider_header, access_log, config_file, log_level, log_format
-):
+    listen, providers, workers, threshold, call_timeout, provider_header, access_log, idle_timeout, header_timeout,
+    registry, admin, config_file, log_level, log_format,
+):  # fmt: skip
     """Run a consumer sidecar: HTTP calls in, tunnel datagrams to the providers."""
     logs.configure(log_level, log_format)
     flags = {
@@ -110,10 +135,16 @@ def consumer(
         "call_timeout": call_timeout,
         "provider_header": provider_header,
         "access_log": access_log,
+        "idle_timeout": idle_timeout,
+        "header_timeout": header_timeout,
+        "registry": registry,
+        "admin": admin,
     }
     settings = config.consumer_config(config_file, flags)
-    if not settings.providers:
-        raise click.UsageError("no providers: give --provider HOST:PORT=WEIGHT or a config file that lists them")
+    if not settings.providers and not settings.registry:
+        raise click.UsageError(
+            "no providers: give --provider HOST:PORT=WEIGHT, --registry etcd://HOST:PORT or a config file"
+        )
     sys.exit(app.run_consumer(settings))
 
 
@@ -180,6 +211,50 @@ def bench(scenarios, duration, levels, workers, nginx, as_json):
             click.echo(line)
     except (bench_lib.BenchError, WrkError, NginxError, TopologyError) as e:
         raise click.ClickException(" ".join(str(e).split())) from None
+
+
+@main.command()
+@click.argument("url")
+@click.option("--watch", type=click.FloatRange(min=0.1), is_flag=False, flag_value=2.0, default=None,
+              metavar="[SECONDS]", help="Refresh every SECONDS (2 when not given) until Ctrl-C.")  # fmt: skip
+def stats(url, watch):
+    """Show a sidecar's admin /stats as a table: per provider in flight, answered, errors, timeouts and
+    latency percentiles, then the tunnel and HTTP counters. URL is its --admin, as http://HOST:PORT."""
+    from sidecar.stats_table import format_stats
+
+    if "://" not in url:
+        url = "http://" + url
+    if not url.rstrip("/").endswith("/stats"):
+        url = url.rstrip("/") + "/stats"
+    if watch is None:
+        click.echo(format_stats(_fetch_stats(url)))
+        return
+    try:
+        while True:
+            try:
+                text = format_stats(_fetch_stats(url))
+            except click.ClickException as e:
+                text = f"Error: {e.message}"
+            click.clear()
+            click.echo(f"{url}  every {watch:g} s, Ctrl-C to stop\n\n{text}")
+            time.sleep(watch)
+    except KeyboardInterrupt:
+        pass
+
+
+def _fetch_stats(url: str) -> dict:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        raise click.ClickException(f"{url} answered {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise click.ClickException(f"cannot fetch {url}: {getattr(e, 'reason', None) or e}") from None
+    except ValueError as e:
+        raise click.ClickException(f"{url} did not answer JSON: {e}") from None
 
 
 @main.group("config")

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar.registry import ProviderEntry, parse_address, parse_provider
+from sidecar.registry import ProviderEntry, parse_address, parse_etcd_url, parse_provider
 
 __all__ = [
     "ConfigError",
@@ -100,6 +100,9 @@ class ConsumerConfig:
     serialization: str = "hessian2"  # of the Dubbo requests: hessian2 or fastjson
     provider_header: bool = False  # answer with X-Provider naming the provider (demo, debugging)
     access_log: bool = True  # one INFO line per call on the sidecar.access logger; off saves its cost
+    registry: str = ""  # "" for the static list above, or etcd://HOST:PORT to watch etcd for providers
+    interface: str = "com.alibaba.dubbo.performance.demo.provider.IHelloService"  # whose providers etcd lists
+    admin: str = ""  # HOST:PORT of the admin endpoint (/healthz, /metrics, /stats); "" for none
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,11 @@ class ProviderConfig:
     call_timeout: float = 10.0  # calls the service never answers are forgotten after this
     heartbeat: float = 60.0  # seconds of silence before a heartbeat; 3x closes the connection
     allow_remote: bool = False  # accept tunnel datagrams from outside loopback
+    registry: str = ""  # "" for none (consumers list this provider statically), or etcd://HOST:PORT to register
+    interface: str = "com.alibaba.dubbo.performance.demo.provider.IHelloService"  # the service registered
+    lease_ttl: int = 10  # seconds the etcd key outlives this sidecar if it dies; refreshed every third of it
+    advertise: str = ""  # HOST:PORT consumers send to, as registered; "" = the bound listen address
+    admin: str = ""  # HOST:PORT of the admin endpoint (/healthz, /metrics, /stats); "" for none
 
 
 SECTIONS: dict[str, type] = {"consumer": ConsumerConfig, "provider": ProviderConfig}
@@ -123,6 +131,7 @@ _PROVIDER_FIELDS: dict[str, Any] = {"address": ("", 0), "weight": 1.0, "threshol
 _AT_LEAST_1 = {
     "consumer.workers", "consumer.threshold", "consumer.max_head", "consumer.max_body",
     "consumer.max_connections", "consumer.datagram_limit", "consumer.providers.threshold", "provider.pool_size",
+    "provider.lease_ttl",
 }  # fmt: skip
 _POSITIVE = {
     "consumer.call_timeout", "consumer.idle_timeout", "consumer.header_timeout", "consumer.providers.weight",
@@ -130,6 +139,11 @@ _POSITIVE = {
 }  # fmt: skip
 _NOT_NEGATIVE = {"consumer.queue_size", "consumer.retry_after"}
 _CHOICES = {"consumer.serialization": ("hessian2", "fastjson")}
+# String keys whose value, unless "", must parse: the key and its parser.
+_PARSED = {
+    "consumer.registry": parse_etcd_url, "provider.registry": parse_etcd_url, "provider.advertise": parse_address,
+    "consumer.admin": parse_address, "provider.admin": parse_address,
+}  # fmt: skip
 
 
 def spell_key(path: tuple[str | int, ...]) -> str:
@@ -283,6 +297,11 @@ def _convert(path: tuple[str | int, ...], default: Any, value: Any) -> Any:
         raise _error(path, f"must not be negative, not {value!r}")
     if key in _CHOICES and value not in _CHOICES[key]:
         raise _error(path, f"must be one of {', '.join(_CHOICES[key])}, not {value!r}")
+    if key in _PARSED and value:
+        try:
+            _PARSED[key](value)
+        except ValueError as e:
+            raise _error(path, f"must be empty or {'etcd://' if 'registry' in key else ''}HOST:PORT: {e}") from None
     return value
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import socket as _socket
 import time
 
@@ -141,6 +142,16 @@ class ConsumerSidecar:
         if self._reaper is not None:
             self._reaper.kill()
 
+    def health(self) -> tuple[bool, str]:
+        """``(True, "ok")`` while serving: listening, with at least one provider known; else False and why."""
+        if self._stopping:
+            return False, "draining"
+        if self._server is None or self._server.closed:
+            return False, "not listening"
+        if not self.caller.balancer.providers:
+            return False, "no provider known"
+        return True, "ok"
+
     def stats(self) -> dict:
         return {
             "connections": self.connections,
@@ -211,8 +222,10 @@ class ConsumerSidecar:
                 return
 
     def _close_idle(self) -> None:
-        for sock, watch in list(self._clients.items()):
-            if watch[0] is _IDLE:
+        idle = [sock for sock, watch in self._clients.items() if watch[0] is _IDLE]
+        waiting = _readable(idle)  # a request already in a socket's buffer came before the stop: served
+        for sock in idle:
+            if sock.fileno() not in waiting:
                 try:
                     sock.shutdown(_socket.SHUT_RDWR)  # its greenlet reads end of file and ends
                 except OSError:
@@ -310,6 +323,14 @@ def _log_access(request, status, client, started, frame, tunnel_id, provider, cl
     if provider is not None:
         fields["provider"] = provider
     access_log.info("%s %s %d", request.method, request.target, status, extra=fields)
+
+
+def _readable(socks: list[socket.socket]) -> set[int]:
+    """The file descriptors of ``socks`` with bytes (or an end of file) to read, without waiting."""
+    poller = select.poll()
+    for sock in socks:
+        poller.register(sock.fileno(), select.POLLIN)
+    return {fd for fd, _ in poller.poll(0)}
 
 
 def _canned(status: int, reason: str) -> bytes:

@@ -142,6 +142,7 @@ class ProviderSidecar:
 
     SWEEP = 0.1  # seconds between looks for calls past call_timeout
     BURST = 64  # datagrams read in a row before letting other greenlets run
+    STOP_READ = 16384  # datagrams already received that stop() still reads, at most
     SOCKET_BUFFER = 4 * 1024 * 1024  # asked of the kernel for the UDP socket, both ways
 
     def __init__(
@@ -238,6 +239,7 @@ class ProviderSidecar:
             return
         self._stopped = True
         self._reader.kill()
+        self._read_buffered()  # requests that arrived before the stop are served like the others
         end = time.monotonic() + timeout
         while len(self.table) and time.monotonic() < end and self.pool.connections:
             gevent.sleep(0.01)
@@ -285,6 +287,19 @@ class ProviderSidecar:
                     gevent.sleep(0)
         finally:
             readable.close()
+
+    def _read_buffered(self) -> None:
+        """Handle the datagrams already in the socket's buffer (at most ``STOP_READ``), waiting for none."""
+        for _ in range(self.STOP_READ):
+            try:
+                datagram, source = self._sock.recvfrom(65535)
+            except OSError:  # BlockingIOError: the buffer is empty
+                return
+            try:
+                self._on_datagram(datagram, source)
+            except Exception:
+                self.dropped["internal error"] += 1
+                log.exception("handling a datagram from %s", source)
 
     def _on_datagram(self, datagram: bytes, source: tuple) -> None:
         self.counters["datagrams_in"] += 1
@@ -426,6 +441,18 @@ class ProviderSidecar:
                 self.counters["timeouts"] += len(expired)
 
     # -- observing ------------------------------------------------------------------------------
+
+    def health(self) -> tuple[bool, str]:
+        """``(True, "ok")`` while serving: the tunnel socket bound and at least one connection to the
+        service up; else False and why (``draining`` once :meth:`stop` began)."""
+        if self._stopped:
+            return False, "draining"
+        if self._sock is None:
+            return False, "the tunnel socket is not bound"
+        if not self.pool.connections:
+            why = f": {self.pool.last_error}" if self.pool.last_error else ""
+            return False, f"no connection to the Dubbo service {self.dubbo[0]}:{self.dubbo[1]} is up{why}"
+        return True, "ok"
 
     def stats(self) -> dict:
         """Counts: datagrams in and out, calls forwarded and answered, errors, timeouts, the calls in

@@ -44,7 +44,8 @@ def lines(text: str) -> list[str]:
         (
             "[provider]\nzzz = 2\n",
             "F:2: key provider.zzz: not a known key; "
-            "known: allow_remote, call_timeout, dubbo, heartbeat, listen, pool_size, weight",
+            "known: admin, advertise, allow_remote, call_timeout, dubbo, heartbeat, interface, lease_ttl, listen, "
+            "pool_size, registry, weight",
         ),
         ("[proxy]\n[consumer]\n", "F:1: key proxy: not a known table; known: consumer, provider"),
         ("[providers]\n[consumer]\n", "F:1: key providers: not a known table; did you mean 'provider'?"),

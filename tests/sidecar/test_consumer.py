@@ -7,6 +7,7 @@ import json
 import urllib.parse
 
 import gevent
+import gevent.event
 import pytest
 from gevent import socket
 
@@ -333,12 +334,24 @@ def test_idle_connection_is_closed_and_slow_head_gets_408(start, provider):
 
 
 def test_calls_share_by_weight_when_they_pile_up(start):
-    small, large = FakeProvider(delay=0.1), FakeProvider(delay=0.1)
+    # The providers hold every answer until all 40 calls are in flight, so the split depends on the
+    # balancer alone, not on how fast this machine runs the clients.
+    release = gevent.event.Event()
+
+    def held(request):
+        release.wait()
+        return Response(request.request_id, value=java_hash(request.arguments[0]))
+
+    small, large = FakeProvider(behave=held), FakeProvider(behave=held)
     try:
         sidecar = start([small.entry(weight=1), large.entry(weight=3)])
         clients = [gevent.spawn(Client(sidecar.address).request, form(str(i)), "/", FORM_HEADERS) for i in range(40)]
-        assert all(g.get(timeout=5).status == 200 for g in clients)
+        with gevent.Timeout(10):
+            while len(small.received) + len(large.received) < 40:
+                gevent.sleep(0.01)
         assert (len(small.received), len(large.received)) == (10, 30)
+        release.set()
+        assert all(g.get(timeout=5).status == 200 for g in clients)
     finally:
         small.close()
         large.close()
@@ -362,3 +375,18 @@ def test_stop_closes_idle_connections_at_once_and_lets_a_call_in_flight_finish(p
         stopper.get(timeout=10)
     finally:
         slow.close()
+
+
+def test_regression_stop_cut_off_a_request_already_sent_on_an_idle_connection(provider):
+    # stop() shut down every connection waiting for a request, also one whose next request had
+    # already arrived (unread in the socket's buffer): a call sent before the stop got no reply
+    config = ConsumerConfig(listen=("127.0.0.1", 0), providers=(provider.entry(),))
+    sidecar = ConsumerSidecar(config, consumer_id=9)
+    sidecar.start()
+    client = Client(sidecar.address)
+    assert client.request(form("first"), headers=FORM_HEADERS).status == 200
+    client.sock.sendall(client.conn.send(http1.ClientRequest("POST", "/", FORM_HEADERS, form("second"))))
+    sidecar.stop(10)  # at once: the connection's greenlet has not read the request yet
+    reply = client.response()
+    assert reply.status == 200 and reply.body == str(java_hash("second")).encode()
+    assert client.sock.recv(100) == b""  # closed after that reply

@@ -324,3 +324,17 @@ def test_a_reply_the_socket_does_not_take_at_once_waits_and_is_sent(sidecar, con
         sidecar._sock = real
     assert {rid: r.value for rid, r in replies.items()} == {rid: java_hash(f"wait {rid}") for rid in ids}
     assert sidecar.stats()["datagrams_out"] == len(consumer.batch_sizes) and sidecar.stats()["dropped"] == {}
+
+
+def test_regression_stop_left_requests_already_received_unanswered(service, make_sidecar, consumers):
+    # stop() killed the reader and closed the socket: requests that had arrived before the stop but
+    # were still in the socket's buffer never got an answer, and their consumers answered 504
+    sidecar = make_sidecar(service, pool_size=1)
+    assert sidecar.pool.wait_connected(WAIT)
+    consumer = consumers(sidecar.address)
+    ids = [consumer.new_id() for _ in range(3)]
+    for request_id in ids:
+        consumer.send_call(request_id, "just in time")  # no switch to the reader before the stop
+    sidecar.stop(timeout=WAIT)
+    replies = consumer.receive(len(ids))
+    assert all(reply.value == java_hash("just in time") for reply in replies.values())
