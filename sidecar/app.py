@@ -73,6 +73,7 @@ def _serve_until_signal(start: Callable[[], object], stop: Callable[[], object],
 def run_provider(config: ProviderConfig) -> int:
     """Run the provider sidecar in this process until a signal stops it."""
     from sidecar.provider import ProviderSidecar
+    from sidecar.tunnel_keys import load_keys
 
     sidecar = ProviderSidecar(
         config.listen,
@@ -81,6 +82,9 @@ def run_provider(config: ProviderConfig) -> int:
         pool_size=config.pool_size,
         call_timeout=config.call_timeout,
         heartbeat=config.heartbeat,
+        keys=load_keys(config.tunnel_key_files),
+        replay_window=config.replay_window,
+        allow_sources=config.allow_sources,
     )
 
     from sidecar import admin as admin_lib
@@ -141,20 +145,30 @@ def _registry(config: ConsumerConfig):
 
 def run_consumer(config: ConsumerConfig) -> int:
     """Run the consumer sidecar until a signal stops it: in this process, or as N workers."""
+    from sidecar.tunnel_keys import load_keys
+
+    keys = load_keys(config.tunnel_key_files)  # before any fork: a bad key file stops the start
     if config.workers == 1:
-        return _run_worker(config, None, None, None)
-    return _Supervisor(config).run()
+        return _run_worker(config, None, None, None, keys=keys)
+    return _Supervisor(config, keys).run()
 
 
 def _run_worker(
-    config: ConsumerConfig, listener, consumer_id: int | None, ready_fd: int | None, admin_path: str | None = None
+    config: ConsumerConfig,
+    listener,
+    consumer_id: int | None,
+    ready_fd: int | None,
+    admin_path: str | None = None,
+    keys: list[bytes] | None = None,
 ) -> int:
     """One consumer on this process's hub: alone (``ready_fd`` None), or a supervisor's worker that
     shows its raw stats on the Unix socket ``admin_path`` (None: the supervisor has no admin port)."""
     from sidecar import admin as admin_lib
     from sidecar.consumer import ConsumerSidecar
 
-    sidecar = ConsumerSidecar(config, listener=listener, registry=_registry(config), consumer_id=consumer_id)
+    sidecar = ConsumerSidecar(
+        config, listener=listener, registry=_registry(config), consumer_id=consumer_id, keys=keys or ()
+    )
 
     if admin_path is not None:
         admin = admin_lib.for_consumer(sidecar, admin_path, raw=True)
@@ -183,8 +197,9 @@ def _run_worker(
 class _Supervisor:
     RESTART_DELAY = 1.0  # seconds between starting replacements for workers that died
 
-    def __init__(self, config: ConsumerConfig):
+    def __init__(self, config: ConsumerConfig, keys: list[bytes] | None = None):
         self.config = config
+        self.keys = keys or []
         self.children: dict[int, int] = {}  # pid -> worker index
         self.stopping = False
         self.base_id = int.from_bytes(os.urandom(2), "big")
@@ -248,7 +263,8 @@ class _Supervisor:
                 self.admin.close_in_child()
                 admin_path = self.admin.socket_path(index)
             listener = listening_socket(self.address, reuse_port=True)
-            code = _run_worker(self.config, listener, (self.base_id + index) & 0xFFFF, ready_fd, admin_path)
+            worker_id = (self.base_id + index) & 0xFFFF
+            code = _run_worker(self.config, listener, worker_id, ready_fd, admin_path, keys=self.keys)
         except BaseException:
             log.exception("consumer worker %d failed", index)
         finally:

@@ -7,7 +7,9 @@ it. Two greenlets do the rest:
 
 * the reader takes REPLY_BATCH datagrams off the socket and wakes each waiting call; a reply whose
   call is unknown (late, after its 504; duplicate; or never ours) or that comes from another address
-  than the call went to is dropped and counted, never delivered;
+  than the call went to is dropped and counted, never delivered; with tunnel ``keys`` so is a datagram
+  whose tag or timestamp does not check out (:class:`~sidecar.tunnel_auth.TunnelAuth`; a replayed
+  reply finds its call gone, so no replay cache is needed here), and every REQUEST is tagged;
 * the sweeper, every ``tick``, ends the calls whose deadline passed: 504 for a call that went out,
   503 with ``Retry-After`` for one that never got a provider slot; and lets the balancer release
   queued calls when an ejection ends.
@@ -23,7 +25,7 @@ import logging
 import socket as _socket
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import gevent
@@ -36,6 +38,7 @@ from sidecar.dubbo_messages import Status
 from sidecar.errors import RemoteProtocolError
 from sidecar.histogram import Histogram
 from sidecar.registry import ProviderEntry
+from sidecar.tunnel_auth import TRAILER_SIZE, AuthError, TunnelAuth
 
 __all__ = ["CallError", "TunnelCaller"]
 
@@ -81,8 +84,15 @@ class TunnelCaller:
         retry_after: int = 1,
         datagram_limit: int = tunnel.DEFAULT_LIMIT,
         clock: Callable[[], float] = time.monotonic,
+        keys: Sequence[bytes] = (),
+        replay_window: float = 30.0,
+        wall_clock: Callable[[], float] = time.time,
     ):
         self.consumer_id = consumer_id
+        self.auth = TunnelAuth(keys, window_ms=int(replay_window * 1000)) if keys else None
+        self.wall_clock = wall_clock
+        self._request_limit = datagram_limit - (TRAILER_SIZE if keys else 0)  # room for the trailer
+        tunnel.max_request_frame(self._request_limit)  # ValueError when out of range
         self.bind = bind
         self.threshold = threshold
         self.call_timeout = call_timeout
@@ -159,7 +169,9 @@ class TunnelCaller:
         provider, saturated, timeout) or the codec's error (status hint 413 for a call too large)."""
         now = self.clock()
         request_id = self._ids.next(int(now * 1000) & tunnel.STAMP_MASK)
-        datagram = tunnel.encode_request(request_id, encode(request_id), limit=self.datagram_limit)
+        datagram = tunnel.encode_request(request_id, encode(request_id), limit=self._request_limit)
+        if self.auth is not None:
+            datagram = self.auth.seal(datagram, int(self.wall_clock() * 1000))
         deadline = now + self.call_timeout
         decision = self.balancer.submit(request_id, deadline, now)
         verdict = decision[0]
@@ -236,6 +248,13 @@ class TunnelCaller:
                 gevent.sleep(self.TICK)
                 continue
             counters["datagrams_in"] += 1
+            if self.auth is not None:
+                try:
+                    datagram = self.auth.open(datagram, int(self.wall_clock() * 1000))[0]
+                except AuthError as e:
+                    dropped[e.drop] += 1
+                    log.debug("dropped a datagram from %s: %s", source, e.reason)
+                    continue
             try:
                 batch = tunnel.decode(datagram)
             except RemoteProtocolError as e:

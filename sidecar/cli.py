@@ -73,6 +73,10 @@ registry_option = click.option(
 admin_option = click.option(
     "--admin", callback=_address, help="HOST:PORT of the admin endpoint: /healthz, /metrics, /stats [none]."
 )
+tunnel_key_option = click.option(
+    "--tunnel-key-file", "tunnel_key_files", multiple=True, type=click.Path(dir_okay=False),
+    help="File with a tunnel key as hex text (repeatable, at most 2: the first signs) [none, or $SIDECAR_TUNNEL_KEY].",
+)  # fmt: skip
 
 
 @click.group()
@@ -86,17 +90,25 @@ def main():
 @click.option("--dubbo", callback=_address, help="HOST:PORT of the local Dubbo service [127.0.0.1:20880].")
 @click.option("--weight", type=click.FloatRange(min=0, min_open=True), help="This provider's share [100].")
 @click.option("--pool-size", type=click.IntRange(1), help="TCP connections to the service [4].")
-@click.option("--allow-remote", is_flag=True, default=None, help="Accept tunnel datagrams from other hosts.")
+@click.option("--allow-remote", is_flag=True, default=None, help="Allow listening beyond loopback.")
+@click.option("--allow-source", "allow_sources", multiple=True, metavar="CIDR",
+              help="Accept tunnel datagrams only from these (repeatable) [keyed: any; else loopback].")  # fmt: skip
+@tunnel_key_option
 @registry_option
 @admin_option
 @config_option
 @log_option
 @log_format_option
 @_errors
-def provider(listen, dubbo, weight, pool_size, allow_remote, registry, admin, config_file, log_level, log_format):
+def provider(
+    listen, dubbo, weight, pool_size, allow_remote, allow_sources, tunnel_key_files, registry, admin, config_file,
+    log_level, log_format,
+):  # fmt: skip
     """Run a provider sidecar: tunnel datagrams in, Dubbo over pooled TCP to the service."""
     logs.configure(log_level, log_format)
     flags = {"listen": listen, "dubbo": dubbo, "weight": weight, "pool_size": pool_size, "allow_remote": allow_remote}
+    flags["allow_sources"] = list(allow_sources)
+    flags["tunnel_key_files"] = list(tunnel_key_files)
     flags["registry"] = registry
     flags["admin"] = admin
     sys.exit(app.run_provider(config.provider_config(config_file, flags)))
@@ -115,6 +127,7 @@ def provider(listen, dubbo, weight, pool_size, allow_remote, registry, admin, co
 @click.option("--access-log/--no-access-log", default=None, help="One INFO line per call on sidecar.access [on].")
 @click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds idle before a close [60].")
 @click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds for a request head [10].")
+@tunnel_key_option
 @registry_option
 @admin_option
 @config_option
@@ -123,7 +136,7 @@ def provider(listen, dubbo, weight, pool_size, allow_remote, registry, admin, co
 @_errors
 def consumer(
     listen, providers, workers, threshold, call_timeout, provider_header, access_log, idle_timeout, header_timeout,
-    registry, admin, config_file, log_level, log_format,
+    tunnel_key_files, registry, admin, config_file, log_level, log_format,
 ):  # fmt: skip
     """Run a consumer sidecar: HTTP calls in, tunnel datagrams to the providers."""
     logs.configure(log_level, log_format)
@@ -137,6 +150,7 @@ def consumer(
         "access_log": access_log,
         "idle_timeout": idle_timeout,
         "header_timeout": header_timeout,
+        "tunnel_key_files": list(tunnel_key_files),
         "registry": registry,
         "admin": admin,
     }
@@ -190,22 +204,37 @@ def demo(scenario, duration, connections, workers, hold, progress):
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Consumer workers.")
 @click.option("--nginx/--no-nginx", default=True, show_default=True, help="Measure the nginx baseline too.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per level instead of the table.")
+@click.option("--soak", type=click.FloatRange(min=0, min_open=True), metavar="MINUTES",
+              help="Instead: steady load on the sidecar topology for MINUTES; RSS and fds per process.")  # fmt: skip
 @_errors
-def bench(scenarios, duration, levels, workers, nginx, as_json):
+def bench(scenarios, duration, levels, workers, nginx, as_json, soak):
     """Drive the topology with wrk and compare with nginx proxying the same load."""
     from sidecar import bench as bench_lib
     from sidecar.nginx_baseline import NginxError
     from sidecar.topology import TopologyError
     from sidecar.wrk_run import WrkError
 
-    lines = bench_lib.run(
-        scenarios or ("latency-bound", "capacity-bound"),
-        duration=duration,
-        levels=levels,
-        workers=workers,
-        nginx=nginx,
-        as_json=as_json,
-    )
+    if soak is not None:
+        from sidecar import soak as soak_lib
+
+        if len(scenarios) > 1 or len(levels) > 1:
+            raise click.UsageError("--soak takes one --scenario and one --connections")
+        lines = soak_lib.run(
+            scenarios[0] if scenarios else "latency-bound",
+            soak,
+            connections=levels[0] if levels else None,
+            workers=workers,
+            as_json=as_json,
+        )
+    else:
+        lines = bench_lib.run(
+            scenarios or ("latency-bound", "capacity-bound"),
+            duration=duration,
+            levels=levels,
+            workers=workers,
+            nginx=nginx,
+            as_json=as_json,
+        )
     try:
         for line in lines:
             click.echo(line)

@@ -103,6 +103,8 @@ class ConsumerConfig:
     registry: str = ""  # "" for the static list above, or etcd://HOST:PORT to watch etcd for providers
     interface: str = "com.alibaba.dubbo.performance.demo.provider.IHelloService"  # whose providers etcd lists
     admin: str = ""  # HOST:PORT of the admin endpoint (/healthz, /metrics, /stats); "" for none
+    tunnel_key_files: tuple[str, ...] = ()  # hex key files (at most 2, the first signs); or $SIDECAR_TUNNEL_KEY
+    replay_window: float = 30.0  # seconds a tagged datagram's timestamp may differ from this host's clock
 
 
 @dataclass(frozen=True)
@@ -115,12 +117,15 @@ class ProviderConfig:
     pool_size: int = 4  # persistent TCP connections to the service
     call_timeout: float = 10.0  # calls the service never answers are forgotten after this
     heartbeat: float = 60.0  # seconds of silence before a heartbeat; 3x closes the connection
-    allow_remote: bool = False  # accept tunnel datagrams from outside loopback
+    allow_remote: bool = False  # may listen beyond loopback (who may send: a key, or allow_sources)
     registry: str = ""  # "" for none (consumers list this provider statically), or etcd://HOST:PORT to register
     interface: str = "com.alibaba.dubbo.performance.demo.provider.IHelloService"  # the service registered
     lease_ttl: int = 10  # seconds the etcd key outlives this sidecar if it dies; refreshed every third of it
     advertise: str = ""  # HOST:PORT consumers send to, as registered; "" = the bound listen address
     admin: str = ""  # HOST:PORT of the admin endpoint (/healthz, /metrics, /stats); "" for none
+    tunnel_key_files: tuple[str, ...] = ()  # hex key files (at most 2, the first signs); or $SIDECAR_TUNNEL_KEY
+    replay_window: float = 30.0  # seconds a tagged datagram's timestamp may differ from this host's clock
+    allow_sources: tuple[str, ...] = ()  # CIDRs that may send; () = any when keyed, else loopback only
 
 
 SECTIONS: dict[str, type] = {"consumer": ConsumerConfig, "provider": ProviderConfig}
@@ -135,9 +140,15 @@ _AT_LEAST_1 = {
 }  # fmt: skip
 _POSITIVE = {
     "consumer.call_timeout", "consumer.idle_timeout", "consumer.header_timeout", "consumer.providers.weight",
-    "provider.weight", "provider.call_timeout", "provider.heartbeat",
+    "provider.weight", "provider.call_timeout", "provider.heartbeat", "consumer.replay_window",
+    "provider.replay_window",
 }  # fmt: skip
 _NOT_NEGATIVE = {"consumer.queue_size", "consumer.retry_after"}
+# Keys whose value is an array of strings, with the most entries each may have and a check of one entry.
+_LISTS = {
+    "consumer.tunnel_key_files": (2, None), "provider.tunnel_key_files": (2, None),
+    "provider.allow_sources": (None, lambda value: ipaddress.ip_network(value, strict=False)),
+}  # fmt: skip
 _CHOICES = {"consumer.serialization": ("hessian2", "fastjson")}
 # String keys whose value, unless "", must parse: the key and its parser.
 _PARSED = {
@@ -267,6 +278,8 @@ def _shown(value: Any) -> str:
 def _convert(path: tuple[str | int, ...], default: Any, value: Any) -> Any:
     """``value`` as the type of ``default``, within the key's limits, or a ConfigError naming it."""
     key = ".".join(part for part in path if isinstance(part, str))
+    if key in _LISTS:
+        return _string_list(path, key, value)
     if isinstance(default, tuple):
         if not isinstance(value, str):
             raise _error(path, f"must be a string HOST:PORT, not {_shown(value)}")
@@ -303,6 +316,21 @@ def _convert(path: tuple[str | int, ...], default: Any, value: Any) -> Any:
         except ValueError as e:
             raise _error(path, f"must be empty or {'etcd://' if 'registry' in key else ''}HOST:PORT: {e}") from None
     return value
+
+
+def _string_list(path: tuple[str | int, ...], key: str, value: Any) -> tuple[str, ...]:
+    most, check = _LISTS[key]
+    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+        raise _error(path, f"must be an array of strings, not {_shown(value)}")
+    if most is not None and len(value) > most:
+        raise _error(path, f"must have at most {most} entries, not {len(value)}")
+    for item in value:
+        try:
+            if check is not None:
+                check(item)
+        except ValueError as e:
+            raise _error(path, f"must be CIDRs like 10.0.0.0/8: {e}") from None
+    return tuple(value)
 
 
 def _providers(path: tuple[str | int, ...], value: Any, errors: list[ConfigError]) -> tuple[ProviderEntry, ...]:

@@ -71,12 +71,15 @@ class ConsumerSidecar:
     """One consumer process (one worker of ``--workers N``).
 
     ``listener`` is an already-listening socket (the workers' shared port) or None to bind
-    ``config.listen``. ``registry`` defaults to the static list in ``config.providers``.
+    ``config.listen``. ``registry`` defaults to the static list in ``config.providers``. ``keys``
+    are the tunnel keys (:func:`sidecar.tunnel_keys.load_keys`); none: datagrams are not tagged.
     """
 
     REAP_INTERVAL = 0.1  # seconds between the reaper's rounds: the resolution of idle and header timeouts
 
-    def __init__(self, config: ConsumerConfig, *, listener=None, registry=None, consumer_id: int | None = None):
+    def __init__(
+        self, config: ConsumerConfig, *, listener=None, registry=None, consumer_id: int | None = None, keys=()
+    ):
         self.config = config
         self.registry = registry if registry is not None else StaticRegistry(config.providers)
         if consumer_id is None:
@@ -90,6 +93,8 @@ class ConsumerSidecar:
             call_timeout=config.call_timeout,
             retry_after=config.retry_after,
             datagram_limit=config.datagram_limit,
+            keys=keys,
+            replay_window=config.replay_window,
         )
         self._workers = config.workers
         self._listener = listener

@@ -16,16 +16,23 @@ that says why, so the consumer answers 502 instead of 504. A call the service ne
 forgotten after ``call_timeout`` (the consumer has given up by then), so the table stays bounded.
 Datagrams that are not requests, or not well formed, are dropped and counted by reason; a request
 whose frame is broken but whose id is readable is answered with ``BAD_REQUEST``.
+
+Who may send (:class:`~sidecar.tunnel_auth.SourcePolicy`): the sources in ``allow_sources`` when
+given; else anyone when the tunnel is keyed, and loopback only when it is not. With ``keys``, every
+datagram must carry a valid tag and a timestamp within ``replay_window`` seconds of this host's
+clock, a REQUEST whose id was already seen in that time is a replay, and every reply is tagged
+(:class:`~sidecar.tunnel_auth.TunnelAuth`); what fails is dropped and counted, never forwarded.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket as _socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 import gevent
@@ -36,6 +43,7 @@ from sidecar.dubbo import encode
 from sidecar.dubbo_messages import FLAG_EVENT, FLAG_TWOWAY, SERIALIZATION_MASK, Response, Serialization, Status
 from sidecar.errors import LocalProtocolError, RemoteProtocolError, UpstreamUnavailable
 from sidecar.logs import hex_id
+from sidecar.tunnel_auth import TRAILER_SIZE, AuthError, ReplayCache, SourcePolicy, TunnelAuth
 from sidecar.upstream import DubboPool
 
 __all__ = ["ProviderSidecar", "CallTable", "Call", "rewrite_id"]
@@ -137,7 +145,10 @@ class ProviderSidecar:
         weight: this provider's share, for whoever registers it (the sidecar itself does not use it).
         pool_size, heartbeat: the :class:`DubboPool`'s connections and heartbeat interval.
         call_timeout: seconds after which a call the service has not answered is forgotten.
-        datagram_limit: the largest reply datagram sent.
+        datagram_limit: the largest reply datagram sent (a tag included).
+        keys: tunnel keys (at most 2, the first signs replies); none: datagrams are not tagged.
+        replay_window: seconds a tagged datagram's timestamp may differ from ``wall_clock``.
+        allow_sources: CIDRs that may send; empty: anyone when keyed, loopback only when not.
     """
 
     SWEEP = 0.1  # seconds between looks for calls past call_timeout
@@ -158,6 +169,10 @@ class ProviderSidecar:
         backoff: float = 0.1,
         max_backoff: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        keys: Sequence[bytes] = (),
+        replay_window: float = 30.0,
+        allow_sources: Iterable[str] = (),
+        wall_clock: Callable[[], float] = time.time,
     ):
         if call_timeout <= 0:
             raise ValueError(f"call_timeout must be positive, not {call_timeout}")
@@ -165,7 +180,14 @@ class ProviderSidecar:
         self.dubbo = dubbo
         self.weight = weight
         self.call_timeout = call_timeout
-        tunnel.max_reply_frame(datagram_limit)  # ValueError when out of range
+        window_ms = int(replay_window * 1000)
+        self.auth = TunnelAuth(keys, window_ms=window_ms) if keys else None
+        self.replays = ReplayCache(window_ms=window_ms) if keys else None
+        self.sources = SourcePolicy(allow_sources, keyed=bool(keys))
+        self._check_source = not self.sources.open_to_all
+        self.wall_clock = wall_clock
+        self._batch_limit = datagram_limit - (TRAILER_SIZE if keys else 0)  # room for the trailer
+        tunnel.max_reply_frame(self._batch_limit)  # ValueError when out of range
         self.datagram_limit = datagram_limit
         self.clock = clock
         self.table = CallTable(timeout=call_timeout)
@@ -219,6 +241,9 @@ class ProviderSidecar:
             sock.close()
             raise
         self._sock = sock
+        remote = not ipaddress.ip_address(sock.getsockname()[0].split("%")[0]).is_loopback
+        level = logging.WARNING if remote and not self.sources.keyed and not self.sources.networks else logging.INFO
+        log.log(level, "tunnel on %s: %s", self.listen[0], self.sources.describe())
         self.pool.start()
         self._reader = gevent.spawn(self._read_loop)
         self._sweeper = gevent.spawn(self._sweep_loop)
@@ -303,6 +328,13 @@ class ProviderSidecar:
 
     def _on_datagram(self, datagram: bytes, source: tuple) -> None:
         self.counters["datagrams_in"] += 1
+        if self._check_source and not self.sources.allows(source[0]):
+            self.dropped["source not allowed"] += 1
+            return
+        if self.auth is not None:
+            datagram = self._open(datagram, source)
+            if datagram is None:
+                return
         try:
             message = tunnel.decode(datagram)
         except RemoteProtocolError as exc:
@@ -331,6 +363,22 @@ class ProviderSidecar:
             self._answer_error(self.table.pop(upstream_id), Status.SERVICE_ERROR, exc.reason)
             return
         self.counters["forwarded"] += 1
+
+    def _open(self, datagram: bytes, source: tuple) -> bytes | None:
+        """The plain datagram once its tag, its timestamp and (for a REQUEST) its freshness check out;
+        else None, counted."""
+        now_ms = int(self.wall_clock() * 1000)
+        try:
+            plain, _ = self.auth.open(datagram, now_ms)
+        except AuthError as exc:
+            self.dropped[exc.drop] += 1
+            log.debug("dropped a datagram from %s: %s", source, exc.reason)
+            return None
+        if plain[3] == tunnel.Kind.REQUEST and len(plain) >= tunnel.REQUEST_OVERHEAD:
+            if self.replays.check(_ID.unpack_from(plain, tunnel.HEADER_SIZE)[0], tunnel.Kind.REQUEST, now_ms):
+                self.dropped["replayed"] += 1
+                return None
+        return plain
 
     def _on_malformed(self, error: RemoteProtocolError, datagram: bytes, source: tuple) -> None:
         is_request = len(datagram) > 3 and datagram[3] == tunnel.Kind.REQUEST and error.status_hint == 400
@@ -373,7 +421,7 @@ class ProviderSidecar:
         key = (call[0], tunnel_id >> tunnel.CONSUMER_SHIFT)
         batcher = self._outgoing.get(key)
         if batcher is None:
-            batcher = self._outgoing[key] = tunnel.ReplyBatcher(key[1], limit=self.datagram_limit)
+            batcher = self._outgoing[key] = tunnel.ReplyBatcher(key[1], limit=self._batch_limit)
         try:
             batcher.add(tunnel_id, frame)
         except LocalProtocolError as exc:  # too large for a datagram: a small error reply instead
@@ -388,10 +436,12 @@ class ProviderSidecar:
         the event loop's own greenlet (or in :meth:`stop`): never blocks."""
         self._flush_scheduled = False
         outgoing, self._outgoing = self._outgoing, {}
+        auth = self.auth
         try:
+            now_ms = int(self.wall_clock() * 1000) if auth is not None else 0
             for (address, _), batcher in outgoing.items():
                 for datagram in batcher.flush():
-                    self._send(datagram, address)
+                    self._send(datagram if auth is None else auth.seal(datagram, now_ms), address)
         except Exception:  # a bug: logged, not raised into the event loop
             self.dropped["internal error"] += 1
             log.exception("sending replies")

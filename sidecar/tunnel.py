@@ -42,6 +42,7 @@ from sidecar.errors import LocalProtocolError, RemoteProtocolError
 __all__ = [
     "MAGIC",
     "VERSION",
+    "FLAG_TAGGED",
     "Kind",
     "MAX_UDP_PAYLOAD",
     "DEFAULT_LIMIT",
@@ -69,6 +70,7 @@ __all__ = [
 
 MAGIC = 0x4454  # "DT", dubbomesh tunnel
 VERSION = 1
+FLAG_TAGGED = 0x01  # an authentication trailer ends the datagram (sidecar.tunnel_auth); decode() wants it removed
 
 
 class Kind(IntEnum):
@@ -360,8 +362,10 @@ def _error(reason: str, *, status_hint: int = 400, request_id: int | None = None
 
 
 def _check_flags(flags: int, status_hint: int) -> None:
+    if flags == FLAG_TAGGED:
+        raise _error("tagged (flag 0x01), but this side has no tunnel key to check it", status_hint=status_hint)
     if flags:
-        raise _error(f"unknown flag bits 0x{flags:02x} (version {VERSION} defines none)", status_hint=status_hint)
+        raise _error(f"unknown flag bits 0x{flags:02x} (version {VERSION} defines only 0x01)", status_hint=status_hint)
 
 
 def _decode_request(datagram: bytes, flags: int) -> Request:

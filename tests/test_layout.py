@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("mqdb", "sidecar", "integrations")
 PURE_MODULES = (
     "hessian2.py", "hessian2_decoder.py", "dubbo.py", "dubbo_messages.py", "fastjson.py", "javatypes.py",
-    "http1.py", "http1_states.py", "http1_wire.py", "tunnel.py", "balancer.py", "calls.py", "wrk.py",
+    "http1.py", "http1_states.py", "http1_wire.py", "tunnel.py", "tunnel_auth.py", "balancer.py", "calls.py", "wrk.py",
     "histogram.py", "metrics.py", "stats_table.py",
 )  # fmt: skip
 IMPURE_IMPORTS = {"gevent", "socket", "selectors", "asyncio", "time"}

@@ -146,3 +146,11 @@ def test_provider_sidecar_beside_the_dubbo_service(manifests, tmp_path):
     assert settings.listen == ("0.0.0.0", 30000) and settings.allow_remote
     assert settings.dubbo == ("127.0.0.1", 20880)
     assert settings.admin == "0.0.0.0:9000"
+
+
+def test_both_sidecars_take_the_tunnel_key_from_one_secret(manifests):
+    """Consumers and providers on different pods: without a shared key the provider accepts loopback only."""
+    for doc in (manifests["Pod", "hello-app"], manifests["StatefulSet", "hello-service"]):
+        env = {e["name"]: e for e in containers(doc)["sidecar"]["env"]}
+        ref = env["SIDECAR_TUNNEL_KEY"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "dubbomesh-tunnel-key", "key": "key"}

@@ -116,3 +116,43 @@ def test_bad_flags_are_named(flag):
     process = _sidecar("consumer", flag)
     out, err = process.communicate(timeout=WAIT)
     assert process.returncode == 2 and "HOST:PORT" in err
+
+
+def _http_status(address: str, text: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{address}/", demo.form_body(text), timeout=WAIT) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_tunnel_key_files_authenticate_real_processes(tmp_path):
+    from tests.integrations.dubbo_peer import Process, java_hash, start_provider
+
+    key = tmp_path / "tunnel.key"
+    key.write_text(os.urandom(32).hex() + "\n")
+    key.chmod(0o600)
+    service, port = start_provider()
+    started = [service]
+    try:
+        provider = Process([sys.executable, "-m", "sidecar", "provider", "--listen", "127.0.0.1:0",
+                            "--dubbo", f"127.0.0.1:{port}", "--tunnel-key-file", str(key)])  # fmt: skip
+        started.append(provider)
+        tunnel_address = provider.wait_for_line(r"^listening (\S+)$").group(1)
+        addresses = []
+        for keyed in (True, False):
+            args = ["consumer", "--listen", "127.0.0.1:0", "--provider", f"{tunnel_address}=100", "--call-timeout", "1"]
+            consumer = Process([sys.executable, "-m", "sidecar", *args, *(["--tunnel-key-file", str(key)] * keyed)])
+            started.append(consumer)
+            addresses.append(consumer.wait_for_line(r"^listening (\S+)$").group(1))
+        keyed_address, plain_address = addresses
+        assert _http_status(keyed_address, "hello") == (200, str(java_hash("hello")))
+        assert _http_status(plain_address, "hello")[0] == 504  # dropped at the provider: no tag
+        assert _http_status(keyed_address, "again ✓") == (200, str(java_hash("again ✓")))
+    finally:
+        codes = [process.stop() for process in reversed(started)]
+    assert codes == [0, 0, 0, 0], [process.stderr for process in started]
+    assert any("accepting tagged tunnel datagrams from any source" in line for line in provider.stderr)

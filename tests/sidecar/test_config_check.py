@@ -44,8 +44,8 @@ def lines(text: str) -> list[str]:
         (
             "[provider]\nzzz = 2\n",
             "F:2: key provider.zzz: not a known key; "
-            "known: admin, advertise, allow_remote, call_timeout, dubbo, heartbeat, interface, lease_ttl, listen, "
-            "pool_size, registry, weight",
+            "known: admin, advertise, allow_remote, allow_sources, call_timeout, dubbo, heartbeat, interface, "
+            "lease_ttl, listen, pool_size, registry, replay_window, tunnel_key_files, weight",
         ),
         ("[proxy]\n[consumer]\n", "F:1: key proxy: not a known table; known: consumer, provider"),
         ("[providers]\n[consumer]\n", "F:1: key providers: not a known table; did you mean 'provider'?"),

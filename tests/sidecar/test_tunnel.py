@@ -399,7 +399,8 @@ def batch(count: int, *entries: bytes) -> bytes:
     ("datagram", "reason"),
     [
         (b"DT\x01\x02\x00\x00", "ends inside its 7-byte header"),
-        (b"DT\x01\x02\x01" + GOOD_BATCH[5:], "unknown flag bits 0x01"),
+        (b"DT\x01\x02\x01" + GOOD_BATCH[5:], "tagged (flag 0x01), but this side has no tunnel key"),
+        (b"DT\x01\x02\x03" + GOOD_BATCH[5:], "unknown flag bits 0x03"),
         (batch(0), "no replies"),
         (batch(0, entry(1, response_frame(1))), "no replies"),
         (batch(1), "ends inside the header of entry 0 of 1"),
