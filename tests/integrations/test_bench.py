@@ -45,3 +45,23 @@ def test_bench_table_has_ratios():
     assert lines[0].startswith("latency-bound: capacities 200/400/600")
     assert any(line.startswith("sidecar") for line in lines) and any(line.startswith("nginx") for line in lines)
     assert any(line.startswith("ratio       32 QPS") for line in lines)
+
+
+def test_soak_reports_rss_and_fds_of_every_process():
+    command = [sys.executable, "-m", "sidecar", "bench", "--soak", "0.25", "--connections", "32", "--json"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "soak" and set(kinds[1:-1]) == {"sample"}
+    report = events[-1]
+    roles = ("provider sidecar", "service")
+    names = {"consumer"} | {f"{size} {role}" for size in ("small", "medium", "large") for role in roles}
+    assert set(report["processes"]) == names == set(events[0]["pids"])
+    for process in report["processes"].values():
+        for key in ("rss_start", "rss_end", "fds_start", "fds_end"):
+            assert process[key] > 0, (key, process)
+        assert process["verdict"] != "gone"
+    totals = report["totals"]
+    assert totals["requests"] > 0 and totals["mismatches"] == 0 and totals["checked"]
+    assert len(report["samples"]) == len(events) - 1  # the start and one per wrk run
