@@ -52,8 +52,10 @@ _JSON_KEYS = frozenset(["types", "args", "attachments", "version", "group"])
 _FORM_KEYS = frozenset(["interface", "method", "parameterTypesString", "parameter", "version", "group"])
 _RESERVED = ("path", "interface", "version", "group")
 _INTEGER = re.compile(r"[+-]?[0-9]+")
-_DECIMAL = re.compile(r"[+-]?(?:NaN|Infinity|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)")
-_LINE_BREAK = re.compile(r"\s*[\r\n]\s*")
+# Each digit belongs to one repetition only: ``[0-9]+\.?[0-9]*`` split a run of digits every way
+# before failing on what follows it (quadratic in the length of the parameter).
+_DECIMAL = re.compile(r"[+-]?(?:NaN|Infinity|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)")
+_LINE_BREAK = re.compile(r"[\r\n]")
 
 
 @dataclass(slots=True)
@@ -380,7 +382,12 @@ def error_reply(status: int, reason: str, *, form: bool = True, headers=()) -> R
 
 
 def _one_line(text: str) -> str:
-    return _LINE_BREAK.sub(" ", text).strip() if "\n" in text or "\r" in text else text
+    """``text`` with each run of whitespace that holds a line break made one space, stripped. Split
+    at the breaks rather than matching ``\\s*[\\r\\n]\\s*``, which retries a long run of blanks
+    without a break from each of its characters (quadratic in a provider's error message)."""
+    if "\n" not in text and "\r" not in text:
+        return text
+    return " ".join(piece for piece in (part.strip() for part in _LINE_BREAK.split(text)) if piece)
 
 
 def _show(text: str, limit: int = 80) -> str:

@@ -4,6 +4,7 @@ outcome, the canned errors, and a round trip through the demo service's logic.""
 from __future__ import annotations
 
 import json
+import time
 import urllib.parse
 
 import pytest
@@ -118,6 +119,16 @@ def test_form_parameter_converted_per_type(types, text, argument):
     assert call.arguments == [argument] and type(call.arguments[0]) is type(argument)
     request = decode_request(encode_call(call, 1))
     assert request.arguments == [argument]
+
+
+def test_regression_decimal_parameter_regex_was_quadratic_in_a_run_of_digits():
+    """A ``double`` parameter of 100 000 digits and then a letter took minutes to refuse: the digits
+    could be split between ``[0-9]+`` and ``[0-9]*`` every way. Found by test_fuzz."""
+    started = time.perf_counter()
+    with pytest.raises(BadCall, match="does not fit type D"):
+        form_call("1" * 100_000 + "x", parameterTypesString="D")
+    assert time.perf_counter() - started < 0.5
+    assert form_call("1" * 100_000 + ".5", parameterTypesString="D").arguments == [float("1" * 100_000 + ".5")]
 
 
 def test_form_long_is_a_java_long_and_no_parameter_types_means_no_argument():
@@ -370,6 +381,17 @@ def test_every_status_other_than_ok_is_502_naming_it(status):
     assert reply_for(FORM_CALL, frame) == Reply(502, TEXT, (line + "\n").encode())
     reply = reply_for(JSON_CALL, frame)
     assert (reply.status, json.loads(reply.body)) == (502, {"error": line, "dubbo_status": status.name})
+
+
+def test_regression_one_line_was_quadratic_in_a_run_of_blanks():
+    """A provider's error message with a long run of blanks and a line break after it took seconds to
+    put on one line (``\\s*[\\r\\n]\\s*`` retried the run from each blank). Found by test_fuzz."""
+    message = "a" + " " * 200_000 + "b \r\n\t c\n"
+    frame = response_frame(status=Status.SERVICE_ERROR, error_message=message)
+    started = time.perf_counter()
+    reply = reply_for(FORM_CALL, frame)
+    assert time.perf_counter() - started < 0.5
+    assert reply.body == ("Dubbo status SERVICE_ERROR: a" + " " * 200_000 + "b c\n").encode()
 
 
 def test_unknown_status_and_no_message():

@@ -4,6 +4,7 @@ limits, and hostile input."""
 from __future__ import annotations
 
 import re
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -661,3 +662,20 @@ def test_docstring_examples():
     from sidecar import dubbo_messages
 
     assert doctest.testmod(dubbo_messages).failed == 0
+
+
+def test_regression_descriptor_regex_kept_backtracking_state_per_parameter():
+    """A request whose descriptor is 50 000 ``I`` (the peer's to choose, up to the payload limit) made
+    the descriptor regex stack about 200 bytes of backtracking state per parameter: 10 MB here, 1.6 GiB
+    for an 8 MiB body. Found by test_fuzz."""
+    descriptor = b"I" * 50_000
+    body = b"\x052.0.2\x01a\x050.0.0\x01m\x53" + len(descriptor).to_bytes(2, "big") + descriptor
+    tracemalloc.start()
+    try:
+        with pytest.raises(RemoteProtocolError, match="truncated"):  # the 50 000 arguments are missing
+            parse(Frame(0xC2, 0, 1, body))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000
+    assert parse_descriptor("[[ILjava/lang/String;" * 3) == ("[[I", "Ljava/lang/String;") * 3

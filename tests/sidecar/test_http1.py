@@ -4,6 +4,8 @@ pipelining and keep-alive, a client and a server joined in memory, and hostile o
 from __future__ import annotations
 
 import doctest
+import time
+import tracemalloc
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -1095,3 +1097,32 @@ def test_client_server_round_trip(method, path, body, chunked, status, reply):
     assert response.body == (b"" if method == "HEAD" else reply)
     assert client.states == {CLIENT: IDLE, SERVER: IDLE}  # the client starts its next cycle by itself
     assert server.states == {CLIENT: DONE, SERVER: DONE}
+
+
+def test_regression_header_value_regex_was_quadratic_in_a_run_of_blanks():
+    """A header value with a long run of blanks inside (``a`` 60 000 spaces ``b``) took seconds:
+    the lazy ``(.*?)[ \\t]*`` of the field regex retried the tail from every byte. Found by test_fuzz."""
+    blanks = b" \t" * 30_000
+    server = ServerConnection(max_head=1 << 20)
+    server.receive_data(b"GET / HTTP/1.1\r\nHost: h\r\nX: a" + blanks + b"b" + blanks + b"\r\n\r\n")
+    started = time.perf_counter()
+    request = server.next_event()
+    assert time.perf_counter() - started < 0.5
+    assert get_header(request.headers, "x") == "a" + blanks.decode() + "b"  # blanks inside kept, at the end dropped
+
+
+def test_regression_chunk_line_regex_kept_backtracking_state_per_extension():
+    """A chunk-size line of 100 000 bytes of extensions made the chunk-line regex stack about 160 bytes
+    of backtracking state per byte (16 MB here, 2.6 MB within the default 16 KiB limit). Found by
+    test_fuzz."""
+    extensions = b';a=b;c="d\\"e"' * 7_000
+    server = ServerConnection(max_head=1 << 20)
+    server.receive_data(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3" + extensions + b"\r\nabc")
+    assert isinstance(server.next_event(), Request)
+    tracemalloc.start()
+    try:
+        assert server.next_event() == Data(b"abc")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000
