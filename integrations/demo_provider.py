@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import signal
 import socket
 import sys
 import time
@@ -35,6 +34,7 @@ from gevent.queue import Full, Queue
 from gevent.server import StreamServer
 
 from integrations.hello_service import HelloService
+from integrations.serving import serve
 from sidecar.dubbo import CLOSED, NEED_DATA, DubboDecoder, encode, parse
 from sidecar.dubbo_messages import Event, Frame, Request, Response, Serialization, Status
 from sidecar.errors import LocalProtocolError, RemoteProtocolError
@@ -342,27 +342,17 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        provider = DemoProvider(
+    return serve(
+        "demo_provider",
+        lambda: DemoProvider(
             (args.host, args.port),
             latency=args.latency_ms / 1000,
             capacity=args.capacity,
             serialization=_SERIALIZATIONS[args.serialization],
             version=args.service_version,
             heartbeat=args.heartbeat_s,
-        )
-        provider.start()
-    except (ValueError, OSError) as exc:
-        print(f"demo_provider: {exc}", file=sys.stderr)
-        return 2
-    stopping = gevent.event.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        gevent.signal_handler(signum, stopping.set)
-    host, port = provider.address
-    print(f"listening {host}:{port}", flush=True)
-    stopping.wait()
-    provider.stop()
-    return 0
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import socket as _socket
 import sys
 import time
@@ -34,6 +33,7 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from integrations.hello_service import SERVICE, java_string_hash
+from integrations.serving import serve
 from sidecar import http1
 from sidecar.errors import ProtocolError
 
@@ -189,20 +189,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        backend = HttpBackend((args.host, args.port), latency=args.latency_ms / 1000, capacity=args.capacity)
-        backend.start()
-    except (ValueError, OSError) as exc:
-        print(f"http_backend: {exc}", file=sys.stderr)
-        return 2
-    stopping = gevent.event.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        gevent.signal_handler(signum, stopping.set)
-    host, port = backend.address
-    print(f"listening {host}:{port}", flush=True)
-    stopping.wait()
-    backend.stop()
-    return 0
+    return serve(
+        "http_backend",
+        lambda: HttpBackend((args.host, args.port), latency=args.latency_ms / 1000, capacity=args.capacity),
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from gevent import socket
 from integrations.hello_service import java_string_hash
 from sidecar import http1
 
-__all__ = ["DriveResult", "drive", "report", "form_body", "percentile", "SERVICE"]
+__all__ = ["DriveResult", "drive", "report", "form_body", "percentile", "read_response", "SERVICE"]
 
 SERVICE = "com.alibaba.dubbo.performance.demo.provider.IHelloService"
 ALPHABET = string.ascii_letters + string.digits
@@ -115,7 +115,7 @@ def _client(address: tuple[str, int], end: float, result: DriveResult, rng: rand
         started = time.monotonic()
         try:
             sock.sendall(conn.send(request))
-            response = _read_response(sock, conn)
+            response = read_response(sock, conn)
         except (OSError, http1.RemoteProtocolError, http1.LocalProtocolError):
             response = None
         if response is None:
@@ -139,7 +139,8 @@ def _client(address: tuple[str, int], end: float, result: DriveResult, rng: rand
         sock.close()
 
 
-def _read_response(sock, conn: http1.ClientConnection) -> http1.Response | None:
+def read_response(sock, conn: http1.ClientConnection) -> http1.Response | None:
+    """Read one whole response from ``sock`` through ``conn``; None when the server closed without one."""
     while True:
         event = conn.next_event()
         if isinstance(event, http1.Response):

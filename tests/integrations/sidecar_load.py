@@ -23,7 +23,7 @@ from gevent import socket
 
 from integrations.hello_service import java_string_hash
 from sidecar import http1
-from sidecar.demo import ALPHABET, form_body
+from sidecar.demo import ALPHABET, form_body, read_response
 from tests.integrations.dubbo_peer import WAIT, Process
 
 __all__ = ["Call", "Load", "WAIT", "consumer_sidecar", "provider_sidecar", "service", "wait_exit", "wait_until"]
@@ -167,7 +167,7 @@ class Load:
                 continue
             self.calls.append(call)
             try:
-                response = _read_response(sock, conn)
+                response = read_response(sock, conn)
             except (OSError, http1.RemoteProtocolError, http1.LocalProtocolError) as e:
                 response, call.error = None, repr(e)
             call.answered_before_signal = not self.signalled
@@ -185,16 +185,3 @@ class Load:
                 sock = None
         if sock is not None:
             sock.close()
-
-
-def _read_response(sock, conn: http1.ClientConnection) -> http1.Response | None:
-    while True:
-        event = conn.next_event()
-        if isinstance(event, http1.Response):
-            return event
-        if event is not http1.NEED_DATA:
-            return None
-        data = sock.recv(65536)
-        conn.receive_data(data)
-        if not data and conn.next_event() is http1.NEED_DATA:
-            return None

@@ -19,9 +19,9 @@ from click.testing import CliRunner
 
 from sidecar import cli, config, logs, tunnel
 from sidecar.config import ConsumerConfig
-from sidecar.consumer import ConsumerSidecar
 from tests.integrations.dubbo_peer import ROOT, WAIT
 from tests.sidecar.test_consumer import FORM_HEADERS, Client, FakeProvider, form
+from tests.sidecar.test_consumer import start as start  # noqa: F401 - the fixture
 
 NOON = 1714564800.123  # 2024-05-01T12:00:00.123Z
 HEX16 = re.compile(r"[0-9a-f]{16}")
@@ -148,22 +148,6 @@ def test_unknown_level_or_format_is_an_error(root, monkeypatch, variable, value)
 
 
 # -- the consumer's access log, in this process -----------------------------------------------------
-
-
-@pytest.fixture
-def start():
-    started = []
-
-    def start(providers, **options):
-        config = ConsumerConfig(listen=("127.0.0.1", 0), providers=tuple(providers), **options)
-        sidecar = ConsumerSidecar(config, consumer_id=7)
-        sidecar.start()
-        started.append(sidecar)
-        return sidecar
-
-    yield start
-    for sidecar in started:
-        sidecar.stop(timeout=1)
 
 
 def access_records(caplog):
