@@ -12,7 +12,7 @@ when the lease expires; one that stops gracefully deletes its key and revokes it
 - :class:`EtcdRegistration` (provider): grants a lease, puts the key, refreshes the lease. Etcd
   unreachable at start or later: a warning on the log, the tunnel keeps serving, registration is
   retried with backoff (a new lease when the old one expired meanwhile).
-- :class:`EtcdRegistry` (consumer; the interface of :class:`sidecar.registry.StaticRegistry`): loads
+- :class:`EtcdRegistry` (consumer; the interface of :class:`sidecar.runtime.registry.StaticRegistry`): loads
   the prefix (a range read, which also gives the store's revision), hands the whole list to
   ``on_change``, then watches the prefix from the revision after that read and hands over the list
   again after every change (puts, deletes, lease expiries). Etcd unreachable: a warning, the last
@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Mapping
 import gevent
 import gevent.event
 
-from sidecar.registry import ProviderEntry, format_address, parse_address, parse_etcd_url
+from sidecar.runtime.registry import ProviderEntry, format_address, parse_address, parse_etcd_url
 
 __all__ = [
     "DEFAULT_INTERFACE",

@@ -1,6 +1,6 @@
 """The `mqdb` command: thin click commands over the library. Each opens the store (read-only unless
-it writes), calls one library function (mqdb.inspect, mqdb.check, mqdb.transfer, mqdb.bench,
-mqdb.demo) and formats the result. Library errors become one-line `Error: ...` messages with exit
+it writes), calls one library function (mqdb.tools.inspect, mqdb.tools.check, mqdb.tools.transfer, mqdb.tools.bench,
+mqdb.tools.demo) and formats the result. Library errors become one-line `Error: ...` messages with exit
 code 1 at one boundary (`_errors`)."""
 
 import functools
@@ -11,10 +11,10 @@ import click
 
 import mqdb
 
-from . import bench as bench_lib
-from . import check as check_lib
-from . import demo as demo_lib
-from . import inspect, transfer
+from .tools import bench as bench_lib
+from .tools import check as check_lib
+from .tools import demo as demo_lib
+from .tools import inspect, transfer
 
 
 def _errors(fn):

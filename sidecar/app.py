@@ -3,12 +3,12 @@
 Each sidecar prints one line on stdout once its sockets are bound, ``listening HOST:PORT`` (port 0
 in the configuration picks a free port; the line gives the real one), so scripts and tests can start
 it with free ports and wait for that line. With an admin endpoint (``--admin HOST:PORT``,
-:mod:`sidecar.admin`) a second line follows, ``admin HOST:PORT``, with its real port.
+:mod:`sidecar.ops.admin`) a second line follows, ``admin HOST:PORT``, with its real port.
 
 ``--workers N`` (N > 1) makes the consumer a small supervisor: it reserves the port, forks N worker
 processes that each bind it with ``SO_REUSEPORT`` and run their own gevent hub, prints the ready line
 once every worker accepts, forwards SIGTERM to them, and starts a new worker if one dies. It also
-serves the admin port, for all the workers (:mod:`sidecar.admin_supervisor`): each worker shows its
+serves the admin port, for all the workers (:mod:`sidecar.ops.admin_supervisor`): each worker shows its
 stats on a Unix socket in a private directory of the supervisor's, which merges them per request.
 
 Under systemd (``Type=notify``, :mod:`integrations.systemd`) the process that prints the ready line
@@ -28,8 +28,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from sidecar.config import ConsumerConfig, ProviderConfig
-from sidecar.registry import format_address, parse_address
+from sidecar.ops.config import ConsumerConfig, ProviderConfig
+from sidecar.runtime.registry import format_address, parse_address
 
 __all__ = ["run_consumer", "run_provider", "DRAIN_TIMEOUT"]
 
@@ -72,8 +72,8 @@ def _serve_until_signal(start: Callable[[], object], stop: Callable[[], object],
 
 def run_provider(config: ProviderConfig) -> int:
     """Run the provider sidecar in this process until a signal stops it."""
-    from sidecar.provider import ProviderSidecar
-    from sidecar.tunnel_keys import load_keys
+    from sidecar.ops.tunnel_keys import load_keys
+    from sidecar.runtime.provider import ProviderSidecar
 
     sidecar = ProviderSidecar(
         config.listen,
@@ -87,7 +87,7 @@ def run_provider(config: ProviderConfig) -> int:
         allow_sources=config.allow_sources,
     )
 
-    from sidecar import admin as admin_lib
+    from sidecar.ops import admin as admin_lib
 
     registration = None
     admin = _admin(config.admin, lambda listen: admin_lib.for_provider(sidecar, listen))
@@ -121,7 +121,7 @@ def _registration(config: ProviderConfig, bound: tuple[str, int]):
     if not config.registry:
         return None
     from integrations.etcd_registry import EtcdRegistration
-    from sidecar.registry import parse_address
+    from sidecar.runtime.registry import parse_address
 
     address = parse_address(config.advertise) if config.advertise else bound
     if address[0] in ("0.0.0.0", "::"):
@@ -145,7 +145,7 @@ def _registry(config: ConsumerConfig):
 
 def run_consumer(config: ConsumerConfig) -> int:
     """Run the consumer sidecar until a signal stops it: in this process, or as N workers."""
-    from sidecar.tunnel_keys import load_keys
+    from sidecar.ops.tunnel_keys import load_keys
 
     keys = load_keys(config.tunnel_key_files)  # before any fork: a bad key file stops the start
     if config.workers == 1:
@@ -163,8 +163,8 @@ def _run_worker(
 ) -> int:
     """One consumer on this process's hub: alone (``ready_fd`` None), or a supervisor's worker that
     shows its raw stats on the Unix socket ``admin_path`` (None: the supervisor has no admin port)."""
-    from sidecar import admin as admin_lib
-    from sidecar.consumer import ConsumerSidecar
+    from sidecar.ops import admin as admin_lib
+    from sidecar.runtime.consumer import ConsumerSidecar
 
     sidecar = ConsumerSidecar(
         config, listener=listener, registry=_registry(config), consumer_id=consumer_id, keys=keys or ()
@@ -216,7 +216,7 @@ class _Supervisor:
         reserve.bind(self.config.listen)
         self.address = reserve.getsockname()[:2]
         if self.config.admin:
-            from sidecar.admin_supervisor import SupervisorAdmin
+            from sidecar.ops.admin_supervisor import SupervisorAdmin
 
             self.admin = SupervisorAdmin(parse_address(self.config.admin), self.config.workers, lambda: self.stopping)
         try:
@@ -256,7 +256,7 @@ class _Supervisor:
             gevent.reinit()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            from sidecar.consumer import listening_socket
+            from sidecar.runtime.consumer import listening_socket
 
             admin_path = None
             if self.admin is not None:

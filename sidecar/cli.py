@@ -11,7 +11,9 @@ import time
 
 import click
 
-from sidecar import app, config, logs, registry
+from sidecar import app
+from sidecar.ops import config, logs
+from sidecar.runtime import registry
 
 __all__ = ["main"]
 
@@ -58,7 +60,7 @@ def _providers(ctx, param, values):
 
 
 config_option = click.option(
-    "--config", "config_file", type=click.Path(dir_okay=False, exists=True), help="TOML file (see sidecar.config)."
+    "--config", "config_file", type=click.Path(dir_okay=False, exists=True), help="TOML file (see sidecar.ops.config)."
 )
 log_option = click.option(
     "--log-level", type=click.Choice(LOG_LEVELS), default=None, help="Default: $SIDECAR_LOG_LEVEL or info."
@@ -173,8 +175,8 @@ def consumer(
 @_errors
 def demo(scenario, duration, connections, workers, hold, progress):
     """Start three demo services, three provider sidecars and a consumer on loopback, and drive load."""
-    from sidecar import demo as demo_lib
-    from sidecar import topology
+    from sidecar.tools import demo as demo_lib
+    from sidecar.tools import topology
 
     chosen = topology.SCENARIOS[scenario]
     with topology.Topology.start(chosen, consumer_workers=workers, provider_header=True) as topo:
@@ -209,13 +211,13 @@ def demo(scenario, duration, connections, workers, hold, progress):
 @_errors
 def bench(scenarios, duration, levels, workers, nginx, as_json, soak):
     """Drive the topology with wrk and compare with nginx proxying the same load."""
-    from sidecar import bench as bench_lib
-    from sidecar.nginx_baseline import NginxError
-    from sidecar.topology import TopologyError
-    from sidecar.wrk_run import WrkError
+    from sidecar.tools import bench as bench_lib
+    from sidecar.tools.nginx_baseline import NginxError
+    from sidecar.tools.topology import TopologyError
+    from sidecar.tools.wrk_run import WrkError
 
     if soak is not None:
-        from sidecar import soak as soak_lib
+        from sidecar.tools import soak as soak_lib
 
         if len(scenarios) > 1 or len(levels) > 1:
             raise click.UsageError("--soak takes one --scenario and one --connections")
@@ -249,7 +251,7 @@ def bench(scenarios, duration, levels, workers, nginx, as_json, soak):
 def stats(url, watch):
     """Show a sidecar's admin /stats as a table: per provider in flight, answered, errors, timeouts and
     latency percentiles, then the tunnel and HTTP counters. URL is its --admin, as http://HOST:PORT."""
-    from sidecar.stats_table import format_stats
+    from sidecar.ops.stats_table import format_stats
 
     if "://" not in url:
         url = "http://" + url
@@ -288,7 +290,7 @@ def _fetch_stats(url: str) -> dict:
 
 @main.group("config")
 def config_group():
-    """Configuration files (see sidecar.config and packaging/config/)."""
+    """Configuration files (see sidecar.ops.config and packaging/config/)."""
 
 
 @config_group.command("check")
@@ -299,7 +301,7 @@ def config_check(file):
 
     Prints each mistake of FILE's [consumer] and [provider] tables as FILE:LINE: key KEY: what is wrong
     (exit code 1), or one line saying the file is valid (exit code 0)."""
-    from sidecar import config_check as checker
+    from sidecar.ops import config_check as checker
 
     report = checker.check_file(file)
     for line in report.lines(file):

@@ -1,8 +1,14 @@
-"""The import directions of the design, checked on the source with ``ast``.
+"""The layers of the design, checked on the source with ``ast``.
 
+- Folder rules: nothing under ``sidecar/codecs/`` or ``sidecar/policies/`` (nor the few pure modules
+  elsewhere) imports sockets, event loops, clocks or the OS: bytes and values in, values out.
+- Layer order inside the sidecar: ``errors`` < ``codecs``, ``policies`` < ``runtime`` < ``ops`` <
+  ``app`` < ``tools`` < ``cli``; a module imports its own layer or lower ones only.
+- ``integrations`` (connectors) use the sidecar below ``ops``; ``integrations/demo`` only its codecs.
+  The sidecar reaches ``integrations`` from ``app`` and ``tools`` only.
+- ``mqdb``'s engine imports neither ``mqdb.tools`` nor ``mqdb.cli``; ``mqdb.tools`` not ``mqdb.cli``.
 - ``mqdb`` never imports ``sidecar``, ``integrations`` or ``gevent``; ``sidecar`` never imports ``mqdb``.
 - ``click`` is imported only by ``cli.py`` / ``__main__.py`` modules or inside a ``cli`` package.
-- The codecs and policies of the sidecar are pure: no sockets, no event loops, no clocks.
 """
 
 import ast
@@ -12,13 +18,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("mqdb", "sidecar", "integrations")
-PURE_MODULES = (
-    "hessian2.py", "hessian2_decoder.py", "dubbo.py", "dubbo_messages.py", "fastjson.py", "javatypes.py",
-    "http1.py", "http1_states.py", "http1_wire.py", "tunnel.py", "tunnel_auth.py", "balancer.py", "calls.py", "wrk.py",
-    "histogram.py", "metrics.py", "stats_table.py",
-)  # fmt: skip
-IMPURE_IMPORTS = {"gevent", "socket", "selectors", "asyncio", "time"}
+PURE_FOLDERS = ("sidecar/codecs", "sidecar/policies")
+# Pure modules that live with their users: wrk's output parser, the metrics and stats-table formatters.
+PURE_ELSEWHERE = ("sidecar/tools/wrk.py", "sidecar/ops/metrics.py", "sidecar/ops/stats_table.py")
+IMPURE_IMPORTS = {"gevent", "socket", "select", "selectors", "asyncio", "time", "os", "threading", "subprocess"}
 CLOCK_READS = {"now", "utcnow", "today"}
+# The sidecar's layers, lowest first: a module may import from its own layer and the ones below.
+SIDECAR_LAYERS = (
+    ("sidecar.errors",),
+    ("sidecar.codecs", "sidecar.policies"),
+    ("sidecar.runtime",),
+    ("sidecar.ops",),
+    ("sidecar.app",),
+    ("sidecar.tools",),
+    ("sidecar.cli", "sidecar.__main__"),
+)
 
 
 def module_path(file: Path) -> list[str]:
@@ -71,6 +85,10 @@ def imports_of(file: Path) -> list[tuple[str, int]]:
     return list(imported_modules(source, module_path(file), file.name == "__init__.py", str(file)))
 
 
+def tops_named(file: Path, top: str) -> list[tuple[str, int]]:
+    return [(name, line) for name, line in imports_of(file) if name.split(".")[0] == top]
+
+
 def tops(file: Path) -> list[tuple[str, int]]:
     return [(name.split(".")[0], line) for name, line in imports_of(file)]
 
@@ -85,14 +103,25 @@ def violations(files, banned) -> list[str]:
 
 
 def pure_files() -> list[Path]:
-    side = ROOT / "sidecar"
-    files = [side / name for name in PURE_MODULES if (side / name).is_file()]
-    for p in sorted(side.glob("policy*")) if side.is_dir() else []:
-        if p.is_file() and p.suffix == ".py":
-            files.append(p)
-        elif p.is_dir():
-            files += sorted(q for q in p.rglob("*.py") if "__pycache__" not in q.parts)
-    return files
+    files = [f for folder in PURE_FOLDERS for f in source_files(folder)]
+    return files + [ROOT / name for name in PURE_ELSEWHERE]
+
+
+def dotted(file: Path) -> str:
+    return ".".join(module_path(file))
+
+
+def layer_of(name: str) -> int | None:
+    """The index in :data:`SIDECAR_LAYERS` of a dotted ``sidecar`` module name (None: the package root)."""
+    for index, prefixes in enumerate(SIDECAR_LAYERS):
+        if any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes):
+            return index
+    return None
+
+
+def own_imports(file: Path, top: str) -> list[tuple[str, int]]:
+    """The imports of modules of the package ``top`` (the package itself excluded)."""
+    return [(name, line) for name, line in imports_of(file) if name.startswith(top + ".")]
 
 
 def test_every_source_file_parses():
@@ -117,6 +146,58 @@ def test_click_only_in_cli_modules():
 
     others = [f for f in source_files(*PACKAGES) if not is_cli(f)]
     assert violations(others, {"click"}) == []
+
+
+def test_every_sidecar_module_has_a_layer():
+    unplaced = [dotted(f) for f in source_files("sidecar") if dotted(f) != "sidecar" and layer_of(dotted(f)) is None]
+    assert unplaced == []
+
+
+def test_sidecar_imports_point_down_the_layers():
+    found = []
+    for file in source_files("sidecar"):
+        mine = layer_of(dotted(file))
+        for name, line in own_imports(file, "sidecar"):
+            theirs = layer_of(name)
+            if mine is not None and theirs is not None and theirs > mine:
+                found.append(f"{file.relative_to(ROOT)}:{line} imports {name} from a higher layer")
+    assert found == []
+
+
+def test_integrations_use_the_sidecar_below_ops_and_demo_only_its_codecs():
+    ops = layer_of("sidecar.ops")
+    found = []
+    for file in source_files("integrations"):
+        demo = dotted(file).startswith("integrations.demo")
+        for name, line in own_imports(file, "sidecar"):
+            layer = layer_of(name)
+            allowed = layer is not None and (layer <= 1 if demo else layer < ops)
+            if not allowed:
+                found.append(f"{file.relative_to(ROOT)}:{line} imports {name}")
+    assert found == []
+
+
+def test_sidecar_reaches_integrations_from_app_and_tools_only():
+    found = []
+    for file in source_files("sidecar"):
+        if layer_of(dotted(file)) in (layer_of("sidecar.app"), layer_of("sidecar.tools")):
+            continue
+        found += [f"{file.relative_to(ROOT)}:{line} imports {name}" for name, line in tops_named(file, "integrations")]
+    assert found == []
+
+
+def test_mqdb_engine_imports_neither_its_tools_nor_its_cli():
+    found = []
+    for file in source_files("mqdb"):
+        name = dotted(file)
+        if name.startswith(("mqdb.tools", "mqdb.cli", "mqdb.__main__")):
+            banned = ("mqdb.cli",) if name.startswith("mqdb.tools") else ()
+        else:
+            banned = ("mqdb.tools", "mqdb.cli")
+        for imported, line in own_imports(file, "mqdb"):
+            if imported.startswith(banned):
+                found.append(f"{file.relative_to(ROOT)}:{line} imports {imported}")
+    assert found == []
 
 
 def test_codecs_and_policies_import_no_sockets_loops_or_clocks():

@@ -2,7 +2,7 @@
 
 No container runtime exists on the machines that run these tests, so the image is not built here:
 the Containerfile is checked for the instructions the deployment relies on, and pod.yaml is parsed and
-its sidecar configuration run through ``sidecar.config``. The wheel itself is tested in test_wheel.py.
+its sidecar configuration run through ``sidecar.ops.config``. The wheel itself is tested in test_wheel.py.
 """
 
 import re
@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from mqdb import cli as mqdb_cli
 from sidecar import cli as sidecar_cli
-from sidecar import config
+from sidecar.ops import config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTAINER = ROOT / "packaging" / "container"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_FILES = ("sidecar/PROTOCOLS.md", "sidecar/bench_wrk.lua", "mqdb/FORMAT.md")
+DATA_FILES = ("sidecar/PROTOCOLS.md", "sidecar/tools/bench_wrk.lua", "mqdb/FORMAT.md")
 # What never goes into the copy of the tree the wheel is built from (build/ and *.egg-info would be
 # written into the working tree by setuptools, and others may be building at the same time).
 NOT_SOURCES = shutil.ignore_patterns(
@@ -61,7 +61,7 @@ def cwd(tmp_path) -> Path:
 def test_wheel_holds_the_packages_and_their_documents_but_no_tests(wheel):
     assert wheel.name == f"dubbomesh-{version('dubbomesh')}-py3-none-any.whl"
     names = zipfile.ZipFile(wheel).namelist()
-    for name in DATA_FILES + ("mqdb/__init__.py", "sidecar/__init__.py", "integrations/demo_provider.py"):
+    for name in DATA_FILES + ("mqdb/__init__.py", "sidecar/__init__.py", "integrations/demo/demo_provider.py"):
         assert name in names
     assert not [n for n in names if n.startswith("tests/") or "/tests/" in n]
     assert not [n for n in names if n.endswith(".pyc")]

@@ -17,9 +17,9 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar import demo, topology
-from sidecar.registry import parse_address
-from tests.integrations.dubbo_peer import ROOT, WAIT
+from sidecar.runtime.registry import parse_address
+from sidecar.tools import demo, topology
+from tests.support.dubbo_peer import ROOT, WAIT
 
 
 class Sidecar:
@@ -83,7 +83,7 @@ def stats_command(url: str) -> str:
 def provider():
     service = topology.Process(
         "service",
-        [sys.executable, "-m", "integrations.demo_provider", "--port", "0", "--host", "127.0.0.1",
+        [sys.executable, "-m", "integrations.demo.demo_provider", "--port", "0", "--host", "127.0.0.1",
          "--latency-ms", "5", "--capacity", "64"],
     )  # fmt: skip
     sidecar = None

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from sidecar.nginx_baseline import find_nginx
-from sidecar.wrk_run import find_wrk
-from tests.integrations.dubbo_peer import ROOT
+from sidecar.tools.nginx_baseline import find_nginx
+from sidecar.tools.wrk_run import find_wrk
+from tests.support.dubbo_peer import ROOT
 
 pytestmark = pytest.mark.skipif(
     find_wrk() is None or find_nginx() is None, reason="wrk and nginx are needed (.ci/run installs them)"

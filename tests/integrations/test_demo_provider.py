@@ -1,4 +1,4 @@
-"""The demo Dubbo service as a real process (``python -m integrations.demo_provider``), called with our
+"""The demo Dubbo service as a real process (``python -m integrations.demo.demo_provider``), called with our
 own codec over plain sockets on 127.0.0.1, and stopped by PID."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from sidecar.dubbo import Event, Response, Status, heartbeat
-from sidecar.dubbo_messages import ResultFlag, Serialization
-from sidecar.javatypes import describe_exception
-from tests.integrations.dubbo_peer import (
+from sidecar.codecs.dubbo import Event, Response, Status, heartbeat
+from sidecar.codecs.dubbo_messages import ResultFlag, Serialization
+from sidecar.codecs.javatypes import describe_exception
+from tests.support.dubbo_peer import (
     SAMPLES,
     SERVICE,
     WAIT,
@@ -179,6 +179,6 @@ def test_signal_lets_calls_in_progress_finish_then_exits_0(sig):
 
 
 def test_bad_options_exit_2():
-    process = Process([sys.executable, "-m", "integrations.demo_provider", "--capacity", "-1"])
+    process = Process([sys.executable, "-m", "integrations.demo.demo_provider", "--capacity", "-1"])
     assert process.popen.wait(timeout=WAIT) == 2
     assert process.lines.get(timeout=WAIT) is None  # no "listening" line

@@ -11,7 +11,7 @@ import gevent
 import pytest
 from gevent import socket
 
-from tests.integrations.sidecar_load import (
+from tests.support.sidecar_load import (
     WAIT,
     Load,
     consumer_sidecar,

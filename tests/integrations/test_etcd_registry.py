@@ -23,8 +23,8 @@ import urllib.request
 import pytest
 
 from integrations import etcd_registry as er
-from sidecar.registry import ProviderEntry
-from tests.integrations.dubbo_peer import ROOT, WAIT, java_hash
+from sidecar.runtime.registry import ProviderEntry
+from tests.support.dubbo_peer import ROOT, WAIT, java_hash
 
 PREFIX = er.service_prefix(er.DEFAULT_INTERFACE)
 TTL = 2  # seconds: the lease of the provider sidecars here, so a killed one is gone soon
@@ -237,7 +237,7 @@ def children():
 
 
 def _service(start) -> Child:
-    return start("integrations.demo_provider", "--port", "0", "--latency-ms", "5")
+    return start("integrations.demo.demo_provider", "--port", "0", "--latency-ms", "5")
 
 
 def _provider(start, etcd_endpoint: str, service: Child, weight: int = 100) -> Child:

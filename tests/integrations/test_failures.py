@@ -11,10 +11,10 @@ import gevent
 import pytest
 from gevent import socket
 
-from integrations.hello_service import java_string_hash
-from sidecar import dubbo, tunnel
-from sidecar.dubbo_messages import Response
-from tests.integrations.sidecar_load import (
+from integrations.demo.hello_service import java_string_hash
+from sidecar.codecs import dubbo, tunnel
+from sidecar.codecs.dubbo_messages import Response
+from tests.support.sidecar_load import (
     WAIT,
     Load,
     consumer_sidecar,

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from integrations import hello_service
-from integrations.hello_service import IMPLEMENTATION, SERVICE, HelloService, java_string_hash
-from sidecar.dubbo import DubboDecoder, encode
-from sidecar.dubbo_messages import Event, Frame, Request, ResultFlag, Serialization, Status, heartbeat
-from sidecar.javatypes import JavaObject, Long, TypedList, describe_exception
-from tests.integrations.dubbo_peer import SAMPLES, hash_call, java_hash
+from integrations.demo import hello_service
+from integrations.demo.hello_service import IMPLEMENTATION, SERVICE, HelloService, java_string_hash
+from sidecar.codecs.dubbo import DubboDecoder, encode
+from sidecar.codecs.dubbo_messages import Event, Frame, Request, ResultFlag, Serialization, Status, heartbeat
+from sidecar.codecs.javatypes import JavaObject, Long, TypedList, describe_exception
+from tests.support.dubbo_peer import SAMPLES, hash_call, java_hash
 
 HESSIAN2, FASTJSON = Serialization.HESSIAN2, Serialization.FASTJSON
 

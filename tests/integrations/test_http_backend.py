@@ -10,8 +10,8 @@ from urllib.parse import quote
 
 import pytest
 
-from sidecar import http1
-from tests.integrations.dubbo_peer import SAMPLES, SERVICE, WAIT, Process, java_hash
+from sidecar.codecs import http1
+from tests.support.dubbo_peer import SAMPLES, SERVICE, WAIT, Process, java_hash
 
 
 def form_body(parameter: str, **overrides: str) -> bytes:
@@ -65,7 +65,7 @@ class Client:
 
 
 def start_backend(*options: str) -> tuple[Process, int]:
-    process = Process([sys.executable, "-m", "integrations.http_backend", "--port", "0", *options])
+    process = Process([sys.executable, "-m", "integrations.demo.http_backend", "--port", "0", *options])
     return process, int(process.wait_for_line(r"^listening 127\.0\.0\.1:(\d+)$").group(1))
 
 

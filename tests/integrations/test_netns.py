@@ -34,7 +34,7 @@ import time
 
 import pytest
 
-from tests.integrations.dubbo_peer import ROOT, WAIT, Process
+from tests.support.dubbo_peer import ROOT, WAIT, Process
 
 PID = os.getpid()
 SUBNET = f"10.199.{PID % 250 + 1}"  # a /30 of it; the namespaces are fresh, so it clashes with nothing
@@ -168,7 +168,7 @@ class Topology:
     def __init__(self, link: Link, config: str):
         self.link, self.config = link, config
         _, ((_, port),) = link.start(
-            [sys.executable, "-m", "integrations.demo_provider", "--port", "0", "--latency-ms", "5"], PROVIDER_NS
+            [sys.executable, "-m", "integrations.demo.demo_provider", "--port", "0", "--latency-ms", "5"], PROVIDER_NS
         )
         self.providers, self.provider_admins = [], []
         for _ in range(2):
@@ -194,7 +194,7 @@ class Topology:
 def _stats(namespace: str, *admins: tuple[str, int]) -> list[dict]:
     """The ``/stats`` of the sidecars whose admin ports are ``admins``, fetched inside ``namespace``."""
     urls = ["http://{}:{}/stats".format(*admin) for admin in admins]
-    command = _in(namespace, sys.executable, "-m", "tests.integrations.netns_tools", "stats", *urls)
+    command = _in(namespace, sys.executable, "-m", "tests.support.netns_tools", "stats", *urls)
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=WAIT)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -219,7 +219,7 @@ def _settled(topology: Topology, consumer_admin: tuple[str, int]) -> tuple[list[
 
 def _load(consumer: tuple[str, int]) -> dict:
     """The load, driven from inside the consumer namespace; its JSON summary."""
-    command = [sys.executable, "-m", "tests.integrations.netns_tools", "load", "{}:{}".format(*consumer),
+    command = [sys.executable, "-m", "tests.support.netns_tools", "load", "{}:{}".format(*consumer),
                "--clients", str(CLIENTS), "--seconds", f"{LOAD_SECONDS:g}",
                "--deadline", f"{CALL_TIMEOUT + MARGIN:g}"]  # fmt: skip
     done = subprocess.run(_in(CONSUMER_NS, *command), cwd=ROOT, capture_output=True, text=True, timeout=WAIT)
@@ -289,7 +289,7 @@ def test_every_call_ends_in_time_and_the_tables_empty_under_netem(link, topology
 def test_every_call_ends_in_time_and_the_tables_empty_with_faults_made_in_user_space(link, topology):
     args = [f"--{name}={value:g}" for name, value in RELAY.items()]
     upstreams = ["{}:{}".format(*p) for p in topology.providers]
-    command = [sys.executable, "-m", "tests.integrations.netns_tools", "relay", PROVIDER_IP, *upstreams, *args]
+    command = [sys.executable, "-m", "tests.support.netns_tools", "relay", PROVIDER_IP, *upstreams, *args]
     _, relays = link.start(command, PROVIDER_NS, lines=len(upstreams))
     consumer, admin = topology.consumer_for(relays)
     _check(topology, consumer, admin)

@@ -1,5 +1,5 @@
 """The whole data path as real processes on 127.0.0.1 with free ports: demo Dubbo services, provider
-sidecars and a consumer sidecar started by ``sidecar.topology`` (the code ``sidecar demo`` uses) and by
+sidecars and a consumer sidecar started by ``sidecar.tools.topology`` (the code ``sidecar demo`` uses) and by
 the ``sidecar`` command itself, stopped by PID."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from sidecar import demo, topology
-from tests.integrations.dubbo_peer import ROOT, WAIT
+from sidecar.tools import demo, topology
+from tests.support.dubbo_peer import ROOT, WAIT
 
 SMALL = topology.Scenario("test", (4, 8, 12), 20.0, (16,))
 
@@ -130,7 +130,7 @@ def _http_status(address: str, text: str) -> tuple[int, str]:
 
 
 def test_tunnel_key_files_authenticate_real_processes(tmp_path):
-    from tests.integrations.dubbo_peer import Process, java_hash, start_provider
+    from tests.support.dubbo_peer import Process, java_hash, start_provider
 
     key = tmp_path / "tunnel.key"
     key.write_text(os.urandom(32).hex() + "\n")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from integrations import systemd
-from tests.integrations.dubbo_peer import ROOT, WAIT
+from tests.support.dubbo_peer import ROOT, WAIT
 
 UNITS = ROOT / "packaging" / "systemd"
 INSTALLED_PROGRAM = "/usr/bin/sidecar"

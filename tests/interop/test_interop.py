@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.dubbo import Event, Response, Status, heartbeat
-from sidecar.dubbo_messages import ResultFlag, Serialization
-from tests.integrations.dubbo_peer import (
+from sidecar.codecs.dubbo import Event, Response, Status, heartbeat
+from sidecar.codecs.dubbo_messages import ResultFlag, Serialization
+from tests.support.dubbo_peer import (
     SAMPLES,
     WAIT,
     DubboPeer,

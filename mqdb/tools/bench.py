@@ -1,0 +1,596 @@
+"""`mqdb bench`: mqdb against SQLite, LMDB and RocksDB on the million-queue workload.
+
+The workload: queues `Queue-<n>`; messages of 30 to 100 bytes (about 60 on average) that encode their
+queue and sequence, so every message read back is checked byte for byte (`message()`).
+
+For each store and each thread count (1 and 4 by default) a fresh store is filled: round after round,
+one message to every queue, the queues in a shuffled order; with several threads each thread owns a
+disjoint share of the queues. Puts/s count from the first put to the end of the final flush, and
+include making each message (a few hundred nanoseconds, the same for every store). The store filled
+by the first thread count is then closed, reopened and read:
+
+- random gets: `get(queue, random offset, 10)` at random queues;
+- consume: a sample of the queues, each read from start to end in `get(queue, offset, 10)` steps.
+
+Reads run in chunks of 1%: the clock covers the gets only, and every message of a chunk is verified
+after the clock stops. The stores filled by the other thread counts are spot-checked, untimed.
+
+Every run (one store, one thread count) happens in a fresh Python process, so its peak RSS is its
+own. Library only: the click command in `mqdb.cli` calls `run_bench()` and prints `format_report()`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from array import array
+from collections.abc import Callable
+
+from mqdb.tools.bench_peers import PEERS, MqdbStore
+
+Progress = Callable[[str, int, int], None]
+
+SIZES = {
+    "tiny": (10_000, 10),
+    "small": (100_000, 20),
+    "medium": (1_000_000, 10),
+    "large": (1_000_000, 100),
+}
+DEFAULT_STORES = ("mqdb", "sqlite", "lmdb", "rocksdb")
+GET_BATCH = 10  # messages asked for by every get
+GET_SAMPLES = 200_000  # random gets, at most; at most total messages / 5
+CONSUME_SHARE = 10  # consume 1 queue in 10 ...
+CONSUME_MIN = 2_000  # ... but at least this many
+
+# The message scheme. (queue index qi, sequence seq) -> h = (qi * _K1 + seq * _K2) & _MASK; the message
+# is b"<qi>:<seq>:" followed by FILLER[h:], cut so the whole message is LENGTHS[h & 0xFF] bytes long.
+# Both tables are fixed, so any reader can regenerate any message. The filler is 1 MiB of random
+# letters and digits: messages do not repeat each other's bytes, as real payloads would not.
+_K1 = 2654435761
+_K2 = 40503
+_MASK = 0xFFFFF
+_ALNUM = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+_tables = random.Random(0x5EED)
+LENGTHS = bytes(min(100, max(30, round(_tables.gauss(60, 12)))) for _ in range(256))
+FILLER = _tables.randbytes(_MASK + 101).translate(bytes(_ALNUM[i % len(_ALNUM)] for i in range(256)))
+del _tables
+
+
+def message(qi: int, seq: int) -> bytes:
+    """The message number `seq` of queue `Queue-<qi>`. The put loop inlines this formula."""
+    h = (qi * _K1 + seq * _K2) & _MASK
+    head = b"%d:%d:" % (qi, seq)
+    return head + FILLER[h : h + LENGTHS[h & 0xFF] - len(head)]
+
+
+def parse_message(msg: bytes) -> tuple[int, int]:
+    """(queue index, sequence) of a benchmark message; ValueError if it is not exactly one."""
+    try:
+        qi, seq, _ = msg.split(b":", 2)
+        qi, seq = int(qi), int(seq)
+    except ValueError:
+        raise ValueError(f"not a benchmark message: {msg[:40]!r}") from None
+    if message(qi, seq) != msg:
+        raise ValueError(f"benchmark message {qi}:{seq} has wrong content: {msg[:40]!r}")
+    return qi, seq
+
+
+def payload_bytes(queues: int, per_queue: int) -> int:
+    """Sum of all message lengths. A length depends only on qi and seq modulo 256."""
+    per_residue = [queues // 256 + (1 if r < queues % 256 else 0) for r in range(256)]
+    total = 0
+    for seq in range(per_queue):
+        s2 = seq * _K2
+        total += sum(n * LENGTHS[(r * _K1 + s2) & 0xFF] for r, n in enumerate(per_residue) if n)
+    return total
+
+
+STORES = {"mqdb": MqdbStore, **PEERS}
+
+
+class BenchError(Exception):
+    """A store's benchmark run failed; the message carries the child's traceback."""
+
+
+def no_progress(phase: str, done: int, total: int) -> None:
+    pass
+
+
+def make_plan(queues: int, per_queue: int, seed: int = 1, get_samples: int | None = None) -> dict:
+    """The workload as plain data; every run regenerates its orders and samples from `seed`."""
+    if queues < 1 or per_queue < 1:
+        raise ValueError("queues and per_queue must be at least 1")
+    total = queues * per_queue
+    if get_samples is None:
+        get_samples = max(1, min(GET_SAMPLES, total // 5))
+    return {
+        "queues": queues,
+        "per_queue": per_queue,
+        "messages": total,
+        "payload_bytes": payload_bytes(queues, per_queue),
+        "seed": seed,
+        "get_samples": get_samples,
+        "get_batch": GET_BATCH,
+        "consume_queues": min(queues, max(queues // CONSUME_SHARE, CONSUME_MIN)),
+    }
+
+
+def _put_loop(put, order, per_queue: int, done: list, slot: int) -> None:
+    fill, lens, k1, k2, mask = FILLER, LENGTHS, _K1, _K2, _MASK
+    chunk = max(1, math.ceil(len(order) * per_queue / 100))
+    n = 0
+    for seq in range(per_queue):
+        s2 = seq * k2
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            for qi in part:
+                h = (qi * k1 + s2) & mask
+                head = b"%d:%d:" % (qi, seq)
+                put(f"Queue-{qi}", head + fill[h : h + lens[h & 0xFF] - len(head)])
+            n += len(part)
+            done[slot] = n
+
+
+def put_phase(put, order, per_queue: int, threads: int, progress: Progress, phase: str) -> None:
+    """Every queue in `order` gets `per_queue` messages; thread t serves order[t::threads]."""
+    total = len(order) * per_queue
+    done = [0] * threads
+    failures: list[BaseException] = []
+
+    def work(slot: int) -> None:
+        try:
+            _put_loop(put, order[slot::threads], per_queue, done, slot)
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    workers = [threading.Thread(target=work, args=(t,), daemon=True) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(0.25)
+        while worker.is_alive():
+            progress(phase, sum(done), total)
+            worker.join(0.25)
+    if failures:
+        raise failures[0]
+    progress(phase, total, total)
+
+
+def get_phase(get, qis, offsets, per_queue: int, progress: Progress, phase: str) -> tuple[float, int, int]:
+    """get(queue, offset, GET_BATCH) for each pair: (seconds in gets, messages read, verify errors).
+
+    Gets run in chunks of 1%; each chunk is verified after its clock stops.
+    """
+    batch, clock = GET_BATCH, time.perf_counter
+    n = len(qis)
+    step = max(1, n // 100)
+    seconds = 0.0
+    read = errors = 0
+    for start in range(0, n, step):
+        part_q, part_o = qis[start : start + step], offsets[start : start + step]
+        t0 = clock()
+        got = [get(f"Queue-{qi}", off, batch) for qi, off in zip(part_q, part_o, strict=True)]
+        seconds += clock() - t0
+        for qi, off, msgs in zip(part_q, part_o, got, strict=True):
+            read += len(msgs)
+            errors += (len(msgs) != min(batch, per_queue - off)) + _wrong(qi, off, msgs)
+        progress(phase, min(start + step, n), n)
+    return seconds, read, errors
+
+
+def consume_phase(get, qis, per_queue: int, progress: Progress, phase: str) -> tuple[float, int, int]:
+    """Read each queue start to end, GET_BATCH per get: (seconds in gets, messages read, verify errors)."""
+    batch, clock = GET_BATCH, time.perf_counter
+    n = len(qis)
+    step = max(1, n // 100)
+    seconds = 0.0
+    read = errors = 0
+    for start in range(0, n, step):
+        part = qis[start : start + step]
+        got = []
+        t0 = clock()
+        for qi in part:
+            name = f"Queue-{qi}"
+            whole: list = []
+            while True:
+                msgs = get(name, len(whole), batch)
+                whole += msgs
+                if len(msgs) < batch:
+                    break
+            got.append(whole)
+        seconds += clock() - t0
+        for qi, msgs in zip(part, got, strict=True):
+            read += len(msgs)
+            errors += (len(msgs) != per_queue) + _wrong(qi, 0, msgs)
+        progress(phase, min(start + step, n), n)
+    return seconds, read, errors
+
+
+def _wrong(qi: int, first: int, msgs: list) -> int:
+    """How many of msgs differ from messages first, first + 1, ... of queue qi."""
+    return sum(m != message(qi, seq) for seq, m in enumerate(msgs, first))
+
+
+def disk_usage(path: str) -> tuple[int, int]:
+    """(bytes, files) of every file under path."""
+    size = files = 0
+    for root, _, names in os.walk(path):
+        for name in names:
+            try:
+                size += os.stat(os.path.join(root, name)).st_size
+                files += 1
+            except FileNotFoundError:
+                pass
+    return size, files
+
+
+def _samples(plan: dict, n: int) -> tuple[array, array]:
+    rng = random.Random(plan["seed"] * 7919 + 1)
+    queues, per_queue = plan["queues"], plan["per_queue"]
+    qis = array("q", (rng.randrange(queues) for _ in range(n)))
+    offsets = array("q", (rng.randrange(per_queue) for _ in range(n)))
+    return qis, offsets
+
+
+def measure(
+    store_cls,
+    plan: dict,
+    threads: int,
+    path: str,
+    progress: Progress | None = None,
+    read: bool = True,
+    options: dict | None = None,
+) -> dict:
+    """One run in this process: fill a fresh store at `path`, then read it back (or spot-check it)."""
+    progress = progress or no_progress
+    options = options or {}
+    label = f"{store_cls.name} "
+    per_queue = plan["per_queue"]
+    order = list(range(plan["queues"]))
+    random.Random(plan["seed"]).shuffle(order)
+    order = array("q", order)
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    out: dict = {"threads": threads}
+
+    store = store_cls(path, plan, **options)
+    t0 = time.perf_counter()
+    put_phase(store.put, order, per_queue, threads, progress, f"{label}put, {threads} thread(s)")
+    store.flush()
+    out["put_s"] = time.perf_counter() - t0
+    out["puts_per_s"] = plan["messages"] / out["put_s"]
+    store.close()
+    out["disk_bytes"], out["files"] = disk_usage(path)
+
+    t0 = time.perf_counter()
+    store = store_cls(path, plan, **options)
+    out["reopen_s"] = time.perf_counter() - t0
+    if read:
+        qis, offsets = _samples(plan, plan["get_samples"])
+        out["get_s"], read_msgs, get_errors = get_phase(
+            store.get, qis, offsets, per_queue, progress, f"{label}random get"
+        )
+        out["gets"], out["get_messages"] = len(qis), read_msgs
+        out["gets_per_s"] = len(qis) / out["get_s"]
+        sample = random.Random(plan["seed"] + 1).sample(range(plan["queues"]), plan["consume_queues"])
+        out["consume_s"], consumed, consume_errors = consume_phase(
+            store.get, sample, per_queue, progress, f"{label}consume"
+        )
+        out["consumed"] = consumed
+        out["consume_per_s"] = consumed / out["consume_s"]
+        out["verify_errors"] = get_errors + consume_errors
+    else:  # untimed spot check of what these threads wrote
+        qis, offsets = _samples(plan, max(1, plan["get_samples"] // 10))
+        out["verify_errors"] = get_phase(store.get, qis, offsets, per_queue, progress, f"{label}check")[2]
+    store.close()
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def store_class(spec):
+    """An adapter class from a name in STORES, a "module:Class" path, or the class itself."""
+    if not isinstance(spec, str):
+        return spec
+    if spec in STORES:
+        return STORES[spec]
+    if ":" not in spec:
+        raise ValueError(f"unknown store {spec!r}: choose from {', '.join(STORES)}")
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _child_main() -> None:
+    """Entry of the child process: a job as JSON on stdin, JSON lines on stdout."""
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # anything else printed goes to stderr
+
+    def send(**msg) -> None:
+        out.write(json.dumps(msg) + "\n")
+        out.flush()
+
+    try:
+        job = json.loads(sys.stdin.readline())
+        report = lambda phase, done, total: send(progress=[phase, done, total])
+        store_cls = store_class(job.pop("spec"))
+        send(result=measure(store_cls, progress=report, **job))
+    except BaseException:
+        send(error=traceback.format_exc())
+
+
+def measure_isolated(
+    spec,
+    plan: dict,
+    threads: int,
+    path: str,
+    progress: Progress | None = None,
+    read: bool = True,
+    options: dict | None = None,
+) -> dict:
+    """`measure()` in a fresh Python process, so peak RSS is this run's; progress is relayed."""
+    progress = progress or no_progress
+    if not isinstance(spec, str):
+        spec = f"{spec.__module__}:{spec.__qualname__}"
+    job = {"spec": spec, "plan": plan, "threads": threads, "path": path, "read": read, "options": options}
+    paths = [p for p in sys.path if p] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))  # the child imports what this process can
+    code = "import mqdb.tools.bench; mqdb.tools.bench._child_main()"
+    result = error = None
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            env=env,
+        )
+        try:
+            proc.stdin.write(json.dumps(job).encode() + b"\n")
+            proc.stdin.close()
+            for line in proc.stdout:
+                msg = json.loads(line)
+                if "progress" in msg:
+                    progress(*msg["progress"])
+                elif "result" in msg:
+                    result = msg["result"]
+                else:
+                    error = msg["error"]
+        finally:
+            if proc.poll() is None and result is None and error is None:
+                proc.kill()
+            proc.stdout.close()
+            proc.wait()
+        if result is None and error is None:
+            errors.seek(0)
+            tail = errors.read()[-2000:].decode(errors="replace").strip()
+            error = f"the benchmark process exited with code {proc.returncode}"
+            if tail:
+                error += f":\n{tail}"
+    if error is not None:
+        raise BenchError(error.rstrip())
+    return result
+
+
+def run_bench(
+    queues: int,
+    per_queue: int,
+    threads=(1, 4),
+    stores=DEFAULT_STORES,
+    workdir: str | None = None,
+    progress: Progress | None = None,
+    seed: int = 1,
+    get_samples: int | None = None,
+    isolate: bool = True,
+    mqdb_options: dict | None = None,
+    keep: bool = False,
+) -> dict:
+    """Benchmark each store on one workload and return plain data (see `format_report`).
+
+    stores: names from STORES, or adapter classes (tests pass fakes). The store directories live in
+    `workdir` (a temporary directory when None) and are removed after each run unless `keep`.
+    isolate=False runs in this process: peak RSS is then this process's, not the store's.
+    """
+    plan = make_plan(queues, per_queue, seed, get_samples)
+    threads = tuple(threads)
+    if not threads or min(threads) < 1:
+        raise ValueError("threads must list at least one thread count, each at least 1")
+    store_classes = [(spec, store_class(spec)) for spec in stores]
+    own_dir = workdir is None
+    workdir = tempfile.mkdtemp(prefix="mqdb-bench-") if own_dir else workdir
+    results = {}
+    try:
+        for spec, store_cls in store_classes:
+            results[store_cls.name] = _bench_store(
+                spec, store_cls, plan, threads, workdir, progress, isolate, mqdb_options, keep
+            )
+    finally:
+        if own_dir and not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return compare(plan, threads, results, isolate)
+
+
+def _bench_store(spec, store_cls, plan, threads, workdir, progress, isolate, mqdb_options, keep) -> dict:
+    why = store_cls.missing()
+    if why:
+        return {"status": why}
+    options = mqdb_options if store_cls.name == "mqdb" else None
+    runs = []
+    for i, n in enumerate(threads):
+        path = os.path.join(workdir, f"{store_cls.name}-{n}thr")
+        try:
+            if isolate:
+                runs.append(measure_isolated(spec, plan, n, path, progress, i == 0, options))
+            else:
+                runs.append(measure(store_cls, plan, n, path, progress, i == 0, options))
+        except Exception as exc:
+            return {"status": "failed", "error": str(exc) or type(exc).__name__, "runs": runs}
+        finally:
+            if not keep:
+                shutil.rmtree(path, ignore_errors=True)
+    first = runs[0]
+    entry = {"status": "ok"}
+    for run in runs:
+        entry[f"puts_per_s_{run['threads']}thr"] = run["puts_per_s"]
+    entry.update(
+        gets_per_s=first["gets_per_s"],
+        consume_per_s=first["consume_per_s"],
+        bytes_per_payload=first["disk_bytes"] / plan["payload_bytes"],
+        peak_rss_mb=max(run["peak_rss_mb"] for run in runs),
+        verify_errors=sum(run["verify_errors"] for run in runs),
+        disk_bytes=first["disk_bytes"],
+        files=first["files"],
+        runs=runs,
+    )
+    return entry
+
+
+# The goals mqdb is measured against: (column key, kind, bound). "peer": mqdb / best peer >= bound;
+# "absolute": mqdb's own value <= bound; "rocksdb": mqdb / RocksDB's value <= bound.
+TARGETS = (
+    ("puts_per_s_*", "peer", 1.5),
+    ("gets_per_s", "peer", 1.0),
+    ("consume_per_s", "peer", 1.5),
+    ("bytes_per_payload", "absolute", 1.10),
+    ("peak_rss_mb", "rocksdb", 2.0),
+)
+
+
+def _columns(threads) -> list[dict]:
+    puts = [{"key": f"puts_per_s_{n}thr", "title": f"puts/s {n} thr", "better": "higher"} for n in threads]
+    return puts + [
+        {"key": "gets_per_s", "title": "gets/s", "better": "higher"},
+        {"key": "consume_per_s", "title": "consumed msg/s", "better": "higher"},
+        {"key": "bytes_per_payload", "title": "disk/payload", "better": "lower"},
+        {"key": "peak_rss_mb", "title": "peak RSS MB", "better": "lower"},
+        {"key": "verify_errors", "title": "verify errors", "better": None},
+    ]
+
+
+def compare(plan: dict, threads, stores: dict, isolated: bool = True) -> dict:
+    """The result of run_bench: the per-store figures plus mqdb's ratio to the best peer per column."""
+    columns = _columns(threads)
+    mine = stores.get("mqdb", {})
+    mine = mine if mine.get("status") == "ok" else None
+    peers = {name: e for name, e in stores.items() if name != "mqdb" and e.get("status") == "ok"}
+    ratios = {}
+    for col in columns:
+        key, better = col["key"], col["better"]
+        if better is None or not peers:
+            continue
+        pick = max if better == "higher" else min
+        best = pick(peers, key=lambda name, key=key: peers[name][key])
+        value = peers[best][key]
+        ratio = mine[key] / value if mine is not None and value else None
+        ratios[key] = {"best_peer": best, "best": value, "ratio": ratio, "better": better}
+    targets = []
+    for pattern, kind, bound in TARGETS:
+        for col in columns:
+            key = col["key"]
+            if key != pattern and not (pattern.endswith("*") and key.startswith(pattern[:-1])):
+                continue
+            if kind == "peer":
+                value, goal = ratios.get(key, {}).get("ratio"), f">= {bound:.2f}x best peer"
+            elif kind == "absolute":
+                value, goal = (mine[key] if mine else None), f"<= {bound:.2f}"
+            else:
+                rocks = stores.get("rocksdb", {})
+                ok = mine and rocks.get("status") == "ok" and rocks[key]
+                value, goal = (mine[key] / rocks[key] if ok else None), f"<= {bound:.2f}x RocksDB"
+            met = None if value is None else (value >= bound if kind == "peer" else value <= bound)
+            target = {"column": key, "title": col["title"], "goal": goal, "value": value, "met": met}
+            targets.append(dict(target, ratio=kind != "absolute"))
+    return {
+        "workload": plan,
+        "threads": list(threads),
+        "isolated": isolated,
+        "columns": columns,
+        "stores": stores,
+        "ratios": ratios,
+        "targets": targets,
+    }
+
+
+def _cell(key: str, value) -> str:
+    if value is None:
+        return "-"
+    if key == "bytes_per_payload":
+        return f"{value:.2f}"
+    if key == "peak_rss_mb":
+        return f"{value:,.1f}"
+    return f"{value:,.0f}"
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    full = [row for row in rows if len(row) == len(rows[0])]
+    widths = [max(len(row[i]) for row in full) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        if len(row) == 2 and len(rows[0]) > 2:  # a store that did not run: name and status
+            lines.append(f"{row[0]:<{widths[0]}}  {row[1]}")
+            continue
+        cells = [f"{row[0]:<{widths[0]}}"] + [f"{c:>{w}}" for c, w in zip(row[1:], widths[1:], strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def format_report(result: dict) -> str:
+    """The result of run_bench as an aligned text table with mqdb's ratios and the targets."""
+    plan, columns, stores, ratios = result["workload"], result["columns"], result["stores"], result["ratios"]
+    lines = [
+        f"mqdb bench: {plan['queues']:,} queues x {plan['per_queue']:,} messages = {plan['messages']:,} "
+        f"messages, {plan['payload_bytes'] / 1e6:,.1f} MB payload (seed {plan['seed']})",
+        f"random gets: {plan['get_samples']:,} x get(queue, random offset, {plan['get_batch']}); "
+        f"consume: {plan['consume_queues']:,} queues, each read start to end, {plan['get_batch']} per get",
+        "",
+    ]
+    rows = [["store"] + [col["title"] for col in columns]]
+    for name, entry in stores.items():
+        if entry.get("status") != "ok":
+            status = entry.get("status", "?")
+            if status == "failed":  # the last line of a traceback names the exception
+                status += ": " + ((entry.get("error") or "").strip().splitlines() or ["?"])[-1]
+            rows.append([name, status])
+        else:
+            rows.append([name] + [_cell(col["key"], entry.get(col["key"])) for col in columns])
+    if ratios and stores.get("mqdb", {}).get("status") == "ok":
+        rows.append(["mqdb/best"] + [_ratio(ratios.get(col["key"])) for col in columns])
+    if ratios:
+        rows.append(["best peer"] + [ratios.get(col["key"], {}).get("best_peer", "") for col in columns])
+    lines += _table(rows)
+    lines += [
+        "",
+        "Higher is better for puts/s, gets/s and consumed msg/s; lower is better for disk/payload and",
+        "peak RSS (there a mqdb/best ratio below 1.00x is better). Puts/s include the final flush;",
+        "disk/payload = bytes of all files after close / payload bytes.",
+    ]
+    if not result.get("isolated", True):
+        lines.append("All stores ran in this process: peak RSS is the whole process's, not one store's.")
+    if result["targets"]:
+        lines += ["", "targets for mqdb:"]
+        rows = [[t["title"], t["goal"], _target_value(t), _verdict(t["met"])] for t in result["targets"]]
+        lines += ["  " + line for line in _table(rows)]
+    return "\n".join(lines)
+
+
+def _ratio(r: dict | None) -> str:
+    return "" if not r or r["ratio"] is None else f"{r['ratio']:.2f}x"
+
+
+def _target_value(t: dict) -> str:
+    if t["value"] is None:
+        return "-"
+    return f"{t['value']:.2f}x" if t["ratio"] else f"{t['value']:.2f}"
+
+
+def _verdict(met: bool | None) -> str:
+    return "not measured" if met is None else ("met" if met else "MISSED")

@@ -1,0 +1,455 @@
+"""The UDP tunnel between a consumer sidecar and a provider sidecar: datagrams in, values out.
+
+Pure like the other codecs: no sockets, no clock (timestamps are passed in), no state but what a
+:class:`ReplyBatcher` holds until it is flushed.
+
+* :func:`encode_request` wraps one complete Dubbo request frame in a REQUEST datagram.
+* :class:`ReplyBatcher` packs the ready replies for one consumer into as few REPLY_BATCH datagrams as
+  a size limit allows; :func:`encode_replies` writes one such datagram directly.
+* :func:`decode` turns a datagram into a :class:`Request` or a :class:`ReplyBatch`, or raises
+  :class:`RemoteProtocolError` saying what was wrong.
+* :func:`make_request_id`, :func:`split_request_id`, :func:`age_ms` and :class:`RequestIds`: 64-bit
+  request ids that carry the consumer id and the time of the call, so either side can tell whose a
+  reply is and how old it is without a lookup.
+
+The byte layout, with worked examples, is in ``sidecar/PROTOCOLS.md`` (section Tunnel).
+
+>>> from sidecar.codecs import dubbo
+>>> rid = make_request_id(7, 123456, 1)
+>>> frame = dubbo.encode(dubbo.Request(rid, "Svc", "ping"))
+>>> decode(encode_request(rid, frame)) == Request(rid, frame)
+True
+>>> split_request_id(rid)
+RequestId(consumer_id=7, stamp=123456, seq=1)
+>>> age_ms(rid, now_ms=123506)
+50
+"""
+
+from __future__ import annotations
+
+import operator
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import NamedTuple
+
+from sidecar.codecs.dubbo_messages import FLAG_REQUEST, HEADER_LENGTH
+from sidecar.codecs.dubbo_messages import HEADER as DUBBO_HEADER
+from sidecar.codecs.dubbo_messages import MAGIC as DUBBO_MAGIC
+from sidecar.errors import LocalProtocolError, RemoteProtocolError
+
+__all__ = [
+    "MAGIC",
+    "VERSION",
+    "FLAG_TAGGED",
+    "Kind",
+    "MAX_UDP_PAYLOAD",
+    "DEFAULT_LIMIT",
+    "MIN_LIMIT",
+    "HEADER_SIZE",
+    "REQUEST_OVERHEAD",
+    "BATCH_OVERHEAD",
+    "ENTRY_OVERHEAD",
+    "Request",
+    "Reply",
+    "ReplyBatch",
+    "RequestId",
+    "RequestIds",
+    "encode_request",
+    "hex_id",
+    "encode_replies",
+    "decode",
+    "ReplyBatcher",
+    "max_request_frame",
+    "max_reply_frame",
+    "make_request_id",
+    "split_request_id",
+    "age_ms",
+    "ms_between",
+]
+
+MAGIC = 0x4454  # "DT", dubbomesh tunnel
+VERSION = 1
+FLAG_TAGGED = (
+    0x01  # an authentication trailer ends the datagram (sidecar.codecs.tunnel_auth); decode() wants it removed
+)
+
+
+class Kind(IntEnum):
+    """The kind byte: what follows the common header. 0 and 3-255 are not assigned."""
+
+    REQUEST = 1
+    REPLY_BATCH = 2
+
+
+MAX_UDP_PAYLOAD = 65507  # 65535 - 8 (UDP header) - 20 (IPv4 header)
+DEFAULT_LIMIT = MAX_UDP_PAYLOAD
+
+HEADER = struct.Struct(">HBBB")  # magic, version, kind, flags
+REQUEST_HEADER = struct.Struct(">HBBBQ")  # common header, request id; the Dubbo frame follows
+BATCH_HEADER = struct.Struct(">HBBBH")  # common header, entry count; the entries follow
+ENTRY = struct.Struct(">QI")  # request id, frame length; the Dubbo frame follows
+
+HEADER_SIZE = HEADER.size  # 5
+REQUEST_OVERHEAD = REQUEST_HEADER.size  # 13
+BATCH_OVERHEAD = BATCH_HEADER.size  # 7
+ENTRY_OVERHEAD = ENTRY.size  # 12
+MIN_LIMIT = BATCH_OVERHEAD + ENTRY_OVERHEAD + HEADER_LENGTH  # the smallest reply must fit: 35 bytes
+
+# Request id: consumer id (16 bits) | milliseconds, wrapping (32 bits) | sequence (16 bits).
+CONSUMER_BITS, STAMP_BITS, SEQ_BITS = 16, 32, 16
+CONSUMER_MASK, STAMP_MASK, SEQ_MASK = (1 << CONSUMER_BITS) - 1, (1 << STAMP_BITS) - 1, (1 << SEQ_BITS) - 1
+CONSUMER_SHIFT = STAMP_BITS + SEQ_BITS
+_HALF_STAMP = 1 << (STAMP_BITS - 1)
+_MAX_ID = (1 << 64) - 1
+
+
+# -- values -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A REQUEST datagram: one call, ``frame`` is the complete Dubbo request frame."""
+
+    request_id: int
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One entry of a REPLY_BATCH: the Dubbo response ``frame`` of the call ``request_id``."""
+
+    request_id: int
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyBatch:
+    """A REPLY_BATCH datagram: one or more replies, all for calls of the same consumer."""
+
+    replies: tuple[Reply, ...]
+
+    @property
+    def consumer_id(self) -> int:
+        return self.replies[0].request_id >> CONSUMER_SHIFT
+
+
+# -- request ids --------------------------------------------------------------------------------
+
+
+class RequestId(NamedTuple):
+    """The three fields of a request id."""
+
+    consumer_id: int
+    stamp: int  # milliseconds modulo 2**32, on the consumer's clock
+    seq: int
+
+
+def make_request_id(consumer_id: int, now_ms: int, seq: int) -> int:
+    """The 64-bit id of a call made by ``consumer_id`` at ``now_ms`` (an int of milliseconds since an
+    epoch of the caller's choosing, kept modulo 2**32) with sequence number ``seq`` (0..65535)."""
+    consumer_id, now_ms, seq = operator.index(consumer_id), operator.index(now_ms), operator.index(seq)
+    if not 0 <= consumer_id <= CONSUMER_MASK:
+        raise LocalProtocolError(f"consumer id {consumer_id} out of range 0..{CONSUMER_MASK}")
+    if not 0 <= seq <= SEQ_MASK:
+        raise LocalProtocolError(f"sequence number {seq} out of range 0..{SEQ_MASK}")
+    return (consumer_id << CONSUMER_SHIFT) | ((now_ms & STAMP_MASK) << SEQ_BITS) | seq
+
+
+def split_request_id(request_id: int) -> RequestId:
+    """The consumer id, the millisecond stamp and the sequence number of ``request_id``."""
+    _check_id(request_id)
+    return RequestId(request_id >> CONSUMER_SHIFT, (request_id >> SEQ_BITS) & STAMP_MASK, request_id & SEQ_MASK)
+
+
+def ms_between(stamp: int, now_ms: int) -> int:
+    """Milliseconds from ``stamp`` (a 32-bit wrapped time) to ``now_ms``, across wrap-around: the
+    difference modulo 2**32 read as a signed number, so -2**31..2**31-1 (about +-24.8 days).
+    Negative means the stamp lies ahead of ``now_ms`` (another host's clock runs ahead)."""
+    delta = (operator.index(now_ms) - operator.index(stamp)) & STAMP_MASK
+    return delta - (1 << STAMP_BITS) if delta >= _HALF_STAMP else delta
+
+
+def age_ms(request_id: int, now_ms: int) -> int:
+    """How long ago, in milliseconds, the call ``request_id`` was made, seen at ``now_ms`` on the
+    same clock and epoch the consumer used (see :func:`ms_between` for the range and the sign)."""
+    return ms_between(split_request_id(request_id).stamp, now_ms)
+
+
+class RequestIds:
+    """The request ids of one consumer: ``next(now_ms)`` stamps the time and counts the sequence
+    number up, wrapping after 65535 (ids repeat only after 65536 calls within one millisecond or
+    after 2**32 ms, about 49.7 days)."""
+
+    __slots__ = ("consumer_id", "_seq")
+
+    def __init__(self, consumer_id: int, *, seq: int = 0):
+        make_request_id(consumer_id, 0, seq)  # range checks
+        self.consumer_id = consumer_id
+        self._seq = seq
+
+    def next(self, now_ms: int) -> int:
+        request_id = make_request_id(self.consumer_id, now_ms, self._seq)
+        self._seq = (self._seq + 1) & SEQ_MASK
+        return request_id
+
+    def __repr__(self) -> str:
+        return f"RequestIds(consumer_id={self.consumer_id}, seq={self._seq})"
+
+
+def _check_id(request_id: int) -> None:
+    if not 0 <= operator.index(request_id) <= _MAX_ID:
+        raise LocalProtocolError(f"request id {request_id} is not an unsigned 64-bit number")
+
+
+# -- encoding -----------------------------------------------------------------------------------
+
+
+def max_request_frame(limit: int = DEFAULT_LIMIT) -> int:
+    """The largest Dubbo request frame (header included) that fits in one REQUEST datagram of at
+    most ``limit`` bytes; a larger call cannot go by datagram (HTTP 413 or the TCP fallback)."""
+    return _check_limit(limit) - REQUEST_OVERHEAD
+
+
+def max_reply_frame(limit: int = DEFAULT_LIMIT) -> int:
+    """The largest Dubbo response frame that fits, alone, in one REPLY_BATCH datagram."""
+    return _check_limit(limit) - BATCH_OVERHEAD - ENTRY_OVERHEAD
+
+
+def _check_limit(limit: int) -> int:
+    limit = operator.index(limit)
+    if not MIN_LIMIT <= limit <= MAX_UDP_PAYLOAD:
+        raise ValueError(f"datagram limit {limit} out of range {MIN_LIMIT}..{MAX_UDP_PAYLOAD}")
+    return limit
+
+
+def encode_request(request_id: int, frame: bytes, *, limit: int = DEFAULT_LIMIT) -> bytes:
+    """The REQUEST datagram carrying ``frame``, a complete Dubbo request frame. Raises
+    :class:`LocalProtocolError` if the frame is not one, or (status hint 413) if the datagram would
+    exceed ``limit`` bytes."""
+    _check_id(request_id)
+    frame = bytes(frame)
+    _check_frame(frame, 0, len(frame), True, request_id, LocalProtocolError, 500)
+    largest = max_request_frame(limit)
+    if len(frame) > largest:
+        raise LocalProtocolError(
+            f"Dubbo request frame of {len(frame)} bytes does not fit in one tunnel datagram "
+            f"(at most {largest} bytes under a limit of {limit})",
+            status_hint=413,
+            request_id=request_id,
+        )
+    return REQUEST_HEADER.pack(MAGIC, VERSION, Kind.REQUEST, 0, request_id) + frame
+
+
+def encode_replies(replies: Iterable[tuple[int, bytes]], *, limit: int = DEFAULT_LIMIT) -> bytes:
+    """One REPLY_BATCH datagram with every ``(request id, Dubbo response frame)`` of ``replies``,
+    which must belong to one consumer and fit under ``limit`` (else :class:`LocalProtocolError`,
+    status hint 413 for the size). :class:`ReplyBatcher` splits replies over several datagrams."""
+    replies = list(replies)
+    if not replies:
+        raise LocalProtocolError("a reply batch needs at least one reply")
+    consumer = split_request_id(replies[0][0]).consumer_id
+    entries = [_checked_reply(request_id, frame, consumer) for request_id, frame in replies]
+    size = BATCH_OVERHEAD + sum(ENTRY_OVERHEAD + len(frame) for _, frame in entries)
+    if size > _check_limit(limit):  # so the count is at most (65507 - 7) // 28 = 2339
+        raise LocalProtocolError(
+            f"{len(entries)} replies take {size} bytes, over the datagram limit of {limit}", status_hint=413
+        )
+    return _pack(entries)
+
+
+def _checked_reply(request_id: int, frame: bytes, consumer_id: int) -> tuple[int, bytes]:
+    _check_id(request_id)
+    if request_id >> CONSUMER_SHIFT != consumer_id:
+        raise LocalProtocolError(
+            f"reply {request_id:#018x} belongs to consumer {request_id >> CONSUMER_SHIFT}, not {consumer_id}",
+            request_id=request_id,
+        )
+    frame = bytes(frame)
+    _check_frame(frame, 0, len(frame), False, request_id, LocalProtocolError, 500)
+    return request_id, frame
+
+
+def _pack(entries: list[tuple[int, bytes]]) -> bytes:
+    parts = [BATCH_HEADER.pack(MAGIC, VERSION, Kind.REPLY_BATCH, 0, len(entries))]
+    for request_id, frame in entries:
+        parts.append(ENTRY.pack(request_id, len(frame)))
+        parts.append(frame)
+    return b"".join(parts)
+
+
+class ReplyBatcher:
+    """Collects the ready replies for one consumer and packs them into datagrams.
+
+    ``add`` checks each reply at once: a frame that is not a Dubbo response, a request id of another
+    consumer, or a reply too large for any datagram under ``limit`` raises :class:`LocalProtocolError`
+    (status hint 413 for the size, ``request_id`` set) and is not kept, so the caller can answer
+    that one call with an error instead. ``flush`` returns the datagrams, in order, each holding as
+    many consecutive replies as fit, and empties the batcher.
+    """
+
+    __slots__ = ("consumer_id", "limit", "_entries")
+
+    def __init__(self, consumer_id: int, *, limit: int = DEFAULT_LIMIT):
+        make_request_id(consumer_id, 0, 0)  # range check
+        self.consumer_id = consumer_id
+        self.limit = _check_limit(limit)
+        self._entries: list[tuple[int, bytes]] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"ReplyBatcher(consumer_id={self.consumer_id}, limit={self.limit}, pending={len(self)})"
+
+    def add(self, request_id: int, frame: bytes) -> None:
+        request_id, frame = _checked_reply(request_id, frame, self.consumer_id)
+        largest = max_reply_frame(self.limit)
+        if len(frame) > largest:
+            raise LocalProtocolError(
+                f"Dubbo response frame of {len(frame)} bytes does not fit in one tunnel datagram "
+                f"(at most {largest} bytes under a limit of {self.limit})",
+                status_hint=413,
+                request_id=request_id,
+            )
+        self._entries.append((request_id, frame))
+
+    def flush(self) -> list[bytes]:
+        datagrams: list[bytes] = []
+        batch: list[tuple[int, bytes]] = []
+        size = BATCH_OVERHEAD
+        for entry in self._entries:
+            entry_size = ENTRY_OVERHEAD + len(entry[1])
+            if batch and size + entry_size > self.limit:
+                datagrams.append(_pack(batch))
+                batch, size = [], BATCH_OVERHEAD
+            batch.append(entry)
+            size += entry_size
+        if batch:
+            datagrams.append(_pack(batch))
+        self._entries = []
+        return datagrams
+
+
+# -- decoding -----------------------------------------------------------------------------------
+
+
+def decode(datagram: bytes | bytearray | memoryview) -> Request | ReplyBatch:
+    """The request or reply batch in ``datagram``. Anything malformed raises
+    :class:`RemoteProtocolError` (status hint 400 for a request, 502 for a reply batch) naming the
+    reason and, once it was readable, the ``request_id`` of the call concerned. Only a value that is
+    not bytes-like at all (a bug in the caller, not a bad datagram) raises ``TypeError``."""
+    if not isinstance(datagram, bytes):
+        if not isinstance(datagram, bytearray | memoryview):
+            raise TypeError(f"a datagram is bytes, not {type(datagram).__qualname__}")
+        datagram = bytes(datagram)
+    size = len(datagram)
+    if size < HEADER_SIZE:
+        raise _error(f"{size} bytes, shorter than the {HEADER_SIZE}-byte header")
+    magic, version, kind, flags = HEADER.unpack_from(datagram)
+    if magic != MAGIC:
+        hint = " (a bare Dubbo frame, not a tunnel datagram)" if magic == DUBBO_MAGIC else ""
+        raise _error(f"bad magic 0x{magic:04x}, expected 0x{MAGIC:04x}{hint}")
+    if version != VERSION:
+        raise _error(f"version {version} is not supported (this side speaks {VERSION})")
+    if kind == Kind.REQUEST:
+        return _decode_request(datagram, flags)
+    if kind == Kind.REPLY_BATCH:
+        return _decode_batch(datagram, flags)
+    raise _error(f"unknown kind {kind}")
+
+
+def _error(reason: str, *, status_hint: int = 400, request_id: int | None = None) -> RemoteProtocolError:
+    return RemoteProtocolError(f"tunnel datagram: {reason}", status_hint=status_hint, request_id=request_id)
+
+
+def _check_flags(flags: int, status_hint: int) -> None:
+    if flags == FLAG_TAGGED:
+        raise _error("tagged (flag 0x01), but this side has no tunnel key to check it", status_hint=status_hint)
+    if flags:
+        raise _error(f"unknown flag bits 0x{flags:02x} (version {VERSION} defines only 0x01)", status_hint=status_hint)
+
+
+def _decode_request(datagram: bytes, flags: int) -> Request:
+    _check_flags(flags, 400)
+    if len(datagram) < REQUEST_OVERHEAD:
+        raise _error(f"request of {len(datagram)} bytes ends inside its {REQUEST_OVERHEAD}-byte header")
+    request_id = REQUEST_HEADER.unpack_from(datagram)[4]
+    _check_frame(datagram, REQUEST_OVERHEAD, len(datagram), True, request_id, RemoteProtocolError, 400)
+    return Request(request_id, datagram[REQUEST_OVERHEAD:])
+
+
+def _decode_batch(datagram: bytes, flags: int) -> ReplyBatch:
+    _check_flags(flags, 502)
+    size = len(datagram)
+    if size < BATCH_OVERHEAD:
+        raise _error(f"reply batch of {size} bytes ends inside its {BATCH_OVERHEAD}-byte header", status_hint=502)
+    count = BATCH_HEADER.unpack_from(datagram)[4]
+    if count == 0:
+        raise _error("reply batch with no replies", status_hint=502)
+    replies = []
+    pos = BATCH_OVERHEAD
+    consumer = None
+    for index in range(count):
+        if pos + ENTRY_OVERHEAD > size:
+            raise _error(
+                f"reply batch ends inside the header of entry {index} of {count} (offset {pos})", status_hint=502
+            )
+        request_id, length = ENTRY.unpack_from(datagram, pos)
+        if consumer is None:
+            consumer = request_id >> CONSUMER_SHIFT
+        elif request_id >> CONSUMER_SHIFT != consumer:
+            raise _error(
+                f"entry {index} is for consumer {request_id >> CONSUMER_SHIFT}, entry 0 for consumer {consumer}",
+                status_hint=502,
+                request_id=request_id,
+            )
+        start = pos + ENTRY_OVERHEAD
+        end = start + length
+        if end > size:
+            raise _error(
+                f"entry {index} declares {length} bytes but only {size - start} remain (offset {pos})",
+                status_hint=502,
+                request_id=request_id,
+            )
+        _check_frame(datagram, start, end, False, request_id, RemoteProtocolError, 502)
+        replies.append(Reply(request_id, datagram[start:end]))
+        pos = end
+    if pos != size:
+        raise _error(f"{size - pos} bytes of trailing garbage after {count} replies (offset {pos})", status_hint=502)
+    return ReplyBatch(tuple(replies))
+
+
+def _check_frame(
+    data: bytes, start: int, end: int, request: bool, request_id: int, error: type, status_hint: int
+) -> None:
+    """Check that ``data[start:end]`` is exactly one Dubbo frame, a request or a response (the
+    error's text is formatted only when there is one: this runs for every call)."""
+    what = "request" if request else "response"
+    length = end - start
+    if length < HEADER_LENGTH:
+        problem = f"{length} bytes, shorter than the {HEADER_LENGTH}-byte Dubbo header"
+    else:
+        magic, dubbo_flags, _, _, body_length = DUBBO_HEADER.unpack_from(data, start)
+        if magic != DUBBO_MAGIC:
+            problem = f"bad Dubbo magic 0x{magic:04x}"
+        elif body_length != length - HEADER_LENGTH:
+            problem = f"Dubbo header declares a body of {body_length} bytes, {length - HEADER_LENGTH} present"
+        elif bool(dubbo_flags & FLAG_REQUEST) != request:
+            problem = f"Dubbo flags 0x{dubbo_flags:02x} are not those of a {what}"
+        else:
+            return
+    problem = f"Dubbo {what} frame of call {request_id:#018x}: {problem}"
+    if error is RemoteProtocolError:
+        raise _error(problem, status_hint=status_hint, request_id=request_id)
+    raise error(problem, status_hint=status_hint, request_id=request_id)
+
+
+def hex_id(request_id: int) -> str:
+    """A tunnel request id as it appears in the logs: 16 hex digits.
+
+    >>> hex_id(0x0007_0000_0001_0002)
+    '0007000000010002'
+    """
+    return f"{request_id:016x}"

@@ -1,0 +1,174 @@
+"""The admin endpoint of a sidecar: a small HTTP/1.1 server on gevent, shared by both sidecars.
+
+Three paths, GET only (404 for another path, 405 for another method):
+
+* ``/healthz``: ``200 ok`` while the sidecar serves, else ``503`` with the reason as one line
+  (``draining`` once a signal started the stop);
+* ``/metrics``: the Prometheus text exposition format (:mod:`sidecar.ops.metrics`);
+* ``/stats``: the stats as JSON.
+
+The server knows nothing of sidecars: it calls ``health() -> (ok, reason)``, ``stats() -> dict`` and
+``metrics() -> str`` for each request. It listens on a TCP address, or on a Unix socket path (the
+workers of ``--workers N`` show their stats to their supervisor that way). Connections are kept alive;
+one silent for ``IDLE_TIMEOUT`` is closed. The bytes are parsed by :mod:`sidecar.codecs.http1`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket as _socket
+from collections.abc import Callable
+
+from gevent import socket
+from gevent.pool import Pool
+from gevent.server import StreamServer
+
+from sidecar.codecs import http1
+from sidecar.errors import ProtocolError
+from sidecar.ops import metrics
+from sidecar.ops.metrics import answer
+
+__all__ = ["AdminServer", "for_consumer", "for_provider"]
+
+log = logging.getLogger(__name__)
+
+
+class AdminServer:
+    """Serves ``/healthz``, ``/metrics`` and ``/stats`` on ``listen``: ``(host, port)`` (port 0 picks
+    a free one; :attr:`address` is the bound one) or the path of a Unix socket."""
+
+    IDLE_TIMEOUT = 30.0  # seconds a keep-alive connection may stay silent
+    MAX_CONNECTIONS = 64  # a full pool stops accepting
+
+    def __init__(
+        self,
+        listen: tuple[str, int] | str,
+        *,
+        health: Callable[[], tuple[bool, str]],
+        stats: Callable[[], dict],
+        metrics: Callable[[], str],
+    ):
+        self.listen = listen
+        self.health, self.stats, self.metrics = health, stats, metrics
+        self._server: StreamServer | None = None
+
+    def __repr__(self) -> str:
+        return f"AdminServer({self.listen!r}, {'serving' if self._server is not None else 'not started'})"
+
+    @property
+    def address(self) -> tuple[str, int] | str:
+        """The bound address (after :meth:`start`): ``(host, port)``, or the Unix socket's path."""
+        name = self._server.socket.getsockname()
+        return name if isinstance(name, str) else name[:2]
+
+    def start(self) -> None:
+        self._server = StreamServer(self._listener(), self._handle, spawn=Pool(self.MAX_CONNECTIONS))
+        self._server.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Close the listener and the connections; stopping twice is harmless."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.stop(timeout=timeout)
+        if isinstance(self.listen, str):
+            try:
+                os.unlink(self.listen)
+            except OSError:
+                pass
+
+    def _listener(self) -> socket.socket:
+        if isinstance(self.listen, str):
+            try:
+                os.unlink(self.listen)  # left by a worker that died
+            except FileNotFoundError:
+                pass
+            sock = socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        else:
+            family = _socket.AF_INET6 if ":" in self.listen[0] else _socket.AF_INET
+            sock = socket.socket(family, _socket.SOCK_STREAM)
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(self.listen)
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    # -- one connection ---------------------------------------------------------------------------
+
+    def _handle(self, sock: socket.socket, address) -> None:
+        sock.settimeout(self.IDLE_TIMEOUT)
+        conn = http1.ServerConnection(max_body=64 * 1024)
+        try:
+            self._serve(sock, conn)
+        except (OSError, TimeoutError) as e:
+            log.debug("admin connection ended: %s", e)
+        finally:
+            sock.close()
+
+    def _serve(self, sock: socket.socket, conn: http1.ServerConnection) -> None:
+        request = None
+        while True:
+            try:
+                event = conn.next_event()
+            except ProtocolError as e:
+                if conn.our_state is http1.SEND_RESPONSE:
+                    sock.sendall(conn.send(_reply(e.status_hint, e.reason + "\n")))
+                return
+            if event is http1.NEED_DATA:
+                conn.receive_data(sock.recv(64 * 1024))
+            elif isinstance(event, http1.Request):
+                request = event
+            elif isinstance(event, http1.EndOfMessage):
+                sock.sendall(conn.send(self.respond(request.method, request.target)))
+                if conn.our_state is not http1.DONE:
+                    return
+                conn.start_next_cycle()
+            elif isinstance(event, http1.ConnectionClosed) or event is http1.PAUSED:
+                return
+
+    def respond(self, method: str, target: str) -> http1.Response:
+        """The response to ``method target`` (:func:`sidecar.ops.metrics.answer`); a failing callable is
+        logged and answered 500."""
+        try:
+            status, headers, body = answer(method, target, self.health, self.stats, self.metrics)
+        except Exception:
+            log.exception("admin %s %s failed", method, target)
+            return _reply(500, "internal error of the admin endpoint\n")
+        return http1.Response(status, headers, body)
+
+
+def _reply(status: int, text: str) -> http1.Response:
+    return http1.Response(status, [("Content-Type", "text/plain; charset=utf-8")], text.encode())
+
+
+def for_provider(sidecar, listen: tuple[str, int] | str) -> AdminServer:
+    """The admin server of a :class:`~sidecar.runtime.provider.ProviderSidecar`."""
+
+    def raw() -> dict:
+        return {"role": "provider", **sidecar.stats()}
+
+    return AdminServer(
+        listen,
+        health=sidecar.health,
+        stats=lambda: metrics.provider_view(raw()),
+        metrics=lambda: metrics.provider_metrics(raw()),
+    )
+
+
+def for_consumer(sidecar, listen: tuple[str, int] | str, *, raw: bool = False) -> AdminServer:
+    """The admin server of a :class:`~sidecar.runtime.consumer.ConsumerSidecar`. With ``raw`` its ``/stats``
+    are the raw stats a supervisor merges (a worker's, on its Unix socket), else the view."""
+
+    def raw_stats() -> dict:
+        return {"role": "consumer", "workers": 1, **sidecar.stats()}
+
+    return AdminServer(
+        listen,
+        health=sidecar.health,
+        stats=raw_stats if raw else lambda: metrics.consumer_view(raw_stats()),
+        metrics=lambda: metrics.consumer_metrics(raw_stats()),
+    )

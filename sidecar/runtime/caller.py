@@ -1,0 +1,345 @@
+"""The consumer's side of the tunnel: one UDP socket, the balancer, and the table of calls in flight.
+
+:meth:`TunnelCaller.call` is what a connection greenlet does for one HTTP call: stamp a request id,
+ask the :class:`~sidecar.policies.balancer.Balancer` for a provider, send the REQUEST datagram (or wait in the
+balancer's queue until a slot frees), then sleep until the reply, the deadline, or a rejection wakes
+it. Two greenlets do the rest:
+
+* the reader takes REPLY_BATCH datagrams off the socket and wakes each waiting call; a reply whose
+  call is unknown (late, after its 504; duplicate; or never ours) or that comes from another address
+  than the call went to is dropped and counted, never delivered; with tunnel ``keys`` so is a datagram
+  whose tag or timestamp does not check out (:class:`~sidecar.codecs.tunnel_auth.TunnelAuth`; a replayed
+  reply finds its call gone, so no replay cache is needed here), and every REQUEST is tagged;
+* the sweeper, every ``tick``, ends the calls whose deadline passed: 504 for a call that went out,
+  503 with ``Retry-After`` for one that never got a provider slot; and lets the balancer release
+  queued calls when an ejection ends.
+
+Every call gets the same timeout, so deadlines are in the order calls start and the sweeper only looks
+at the front of a deque. Balancer time is this module's monotonic clock in seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket as _socket
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import gevent
+from gevent import socket
+from gevent.hub import Waiter, get_hub
+
+from sidecar.codecs import tunnel
+from sidecar.codecs.dubbo_messages import Status
+from sidecar.codecs.tunnel_auth import TRAILER_SIZE, AuthError, TunnelAuth
+from sidecar.errors import RemoteProtocolError
+from sidecar.policies.balancer import ALL_EJECTED, NO_PROVIDER, QUEUE_FULL, Balancer
+from sidecar.policies.histogram import Histogram
+from sidecar.runtime.registry import ProviderEntry
+
+__all__ = ["CallError", "TunnelCaller"]
+
+log = logging.getLogger(__name__)
+
+RECV_BUFFER = 4 * 1024 * 1024  # asked of the kernel for the UDP socket; bursts of replies fit
+
+
+class CallError(Exception):
+    """A call that ends without a reply: ``status`` is the HTTP status, ``reason`` one line saying
+    why, ``headers`` any extra reply headers (``Retry-After``); ``request_id`` (the tunnel request id)
+    and ``provider`` (the provider it went to, if any) once the call waited (None when rejected at once)."""
+
+    def __init__(self, status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()):
+        super().__init__(reason)
+        self.status, self.reason, self.headers = status, reason, headers
+        self.request_id: int | None = None
+        self.provider: str | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    waiter: Waiter | None  # None once the caller stopped waiting
+    datagram: bytes
+    deadline: float
+    provider: str | None = None  # None while queued
+    sent: float = 0.0
+
+
+class TunnelCaller:
+    """Calls over the tunnel for one consumer (one worker process); see the module docstring."""
+
+    TICK = 0.02  # seconds between sweeps: the resolution of deadlines
+
+    def __init__(
+        self,
+        *,
+        consumer_id: int,
+        bind: tuple[str, int] = ("127.0.0.1", 0),
+        threshold: int = 200,
+        queue_size: int = 1024,
+        call_timeout: float = 3.0,
+        retry_after: int = 1,
+        datagram_limit: int = tunnel.DEFAULT_LIMIT,
+        clock: Callable[[], float] = time.monotonic,
+        keys: Sequence[bytes] = (),
+        replay_window: float = 30.0,
+        wall_clock: Callable[[], float] = time.time,
+    ):
+        self.consumer_id = consumer_id
+        self.auth = TunnelAuth(keys, window_ms=int(replay_window * 1000)) if keys else None
+        self.wall_clock = wall_clock
+        self._request_limit = datagram_limit - (TRAILER_SIZE if keys else 0)  # room for the trailer
+        tunnel.max_request_frame(self._request_limit)  # ValueError when out of range
+        self.bind = bind
+        self.threshold = threshold
+        self.call_timeout = call_timeout
+        self.retry_after = retry_after
+        self.datagram_limit = datagram_limit
+        self.clock = clock
+        self.balancer = Balancer(threshold=threshold, queue_size=queue_size)
+        self._ids = tunnel.RequestIds(consumer_id)
+        self._pending: dict[int, _Pending] = {}
+        self._deadlines: deque[tuple[float, int]] = deque()
+        self._addresses: dict[str, tuple[str, int]] = {}  # provider key -> its tunnel address
+        self._sock: socket.socket | None = None
+        self._greenlets: list[gevent.Greenlet] = []
+        self._loop = get_hub().loop
+        self.counters: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self.latency: dict[str, Histogram] = {}  # provider key -> seconds from send to reply
+
+    def __repr__(self) -> str:
+        return f"TunnelCaller(consumer_id={self.consumer_id}, pending={len(self._pending)}, {self.balancer!r})"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound address of the tunnel socket (after :meth:`start`)."""
+        return self._sock.getsockname()[:2]
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        family = _socket.AF_INET6 if ":" in self.bind[0] else _socket.AF_INET
+        sock = socket.socket(family, _socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, RECV_BUFFER)
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, RECV_BUFFER)
+        except OSError:  # the kernel caps it; what we get is still the most we may have
+            pass
+        sock.bind(self.bind)
+        self._sock = sock
+        self._greenlets = [gevent.spawn(self._read_replies), gevent.spawn(self._sweep)]
+
+    def stop(self) -> None:
+        """Fail every call still waiting (503, the sidecar is stopping) and close the socket."""
+        gevent.killall(self._greenlets)
+        self._greenlets = []
+        for request_id in list(self._pending):
+            self._fail(request_id, CallError(503, "the consumer sidecar is stopping", self._retry()))
+        if self._sock is not None:
+            self._sock.close()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def set_providers(self, entries: Iterable[ProviderEntry]) -> None:
+        """Make the balancer's providers exactly ``entries`` (a registry's callback)."""
+        entries = list(entries)
+        keys = set()
+        for entry in entries:
+            info = _socket.getaddrinfo(entry.host, entry.port, type=_socket.SOCK_DGRAM)
+            self._addresses[entry.key] = info[0][4][:2]
+            threshold = entry.threshold if entry.threshold is not None else self.threshold
+            self.balancer.add_provider(entry.key, entry.weight, threshold)
+            keys.add(entry.key)
+        for key in self.balancer.providers:
+            if key not in keys:
+                self.balancer.remove_provider(key)
+        self._dispatch(self.balancer.release(self.clock()))
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    def call(self, encode: Callable[[int], bytes]) -> tuple[bytes, str]:
+        """Make one call: ``encode(request_id)`` gives its Dubbo request frame. Returns the Dubbo
+        response frame and the key of the provider that answered; raises :class:`CallError` (no
+        provider, saturated, timeout) or the codec's error (status hint 413 for a call too large)."""
+        now = self.clock()
+        request_id = self._ids.next(int(now * 1000) & tunnel.STAMP_MASK)
+        datagram = tunnel.encode_request(request_id, encode(request_id), limit=self._request_limit)
+        if self.auth is not None:
+            datagram = self.auth.seal(datagram, int(self.wall_clock() * 1000))
+        deadline = now + self.call_timeout
+        decision = self.balancer.submit(request_id, deadline, now)
+        verdict = decision[0]
+        if verdict == "reject":
+            raise self._rejection(decision[1])
+        waiter = Waiter()
+        pending = _Pending(waiter, datagram, deadline)
+        self._pending[request_id] = pending
+        self._deadlines.append((deadline, request_id))
+        self.counters["calls"] += 1
+        if verdict == "send":
+            self._send(pending, decision[1], now)
+        else:
+            self.counters["queued"] += 1
+        try:
+            result = waiter.get()
+        finally:
+            pending.waiter = None
+        if isinstance(result, CallError):
+            raise result
+        return result
+
+    def _rejection(self, reason: str) -> CallError:
+        self.counters["rejected"] += 1
+        if reason == QUEUE_FULL:
+            return CallError(503, "every provider is at its threshold and the wait queue is full", self._retry())
+        if reason == NO_PROVIDER:
+            return CallError(503, "no provider is known for this service")
+        if reason == ALL_EJECTED:
+            return CallError(503, "every provider is ejected after repeated timeouts", self._retry())
+        return CallError(503, reason)
+
+    def _retry(self) -> tuple[tuple[str, str], ...]:
+        return (("Retry-After", str(self.retry_after)),)
+
+    def _send(self, pending: _Pending, key: str, now: float) -> None:
+        pending.provider, pending.sent = key, now
+        try:
+            self._sock.sendto(pending.datagram, self._addresses[key])
+            self.counters["datagrams_out"] += 1
+        except OSError as e:  # the call will time out and count against the provider
+            self.counters["send_errors"] += 1
+            log.warning("tunnel send to %s failed: %s", key, e)
+
+    def _dispatch(self, released: list) -> None:
+        now = self.clock()
+        for request_id, key in released:
+            pending = self._pending.get(request_id)
+            if pending is not None:
+                self._send(pending, key, now)
+
+    def _wake(self, pending: _Pending, value) -> None:
+        if pending.waiter is not None:
+            self._loop.run_callback(pending.waiter.switch, value)
+
+    def _fail(self, request_id: int, error: CallError) -> None:
+        pending = self._pending.pop(request_id, None)
+        if pending is not None:
+            error.request_id, error.provider = request_id, pending.provider
+            self._wake(pending, error)
+
+    # -- greenlets ------------------------------------------------------------------------------
+
+    def _read_replies(self) -> None:
+        recvfrom = self._sock.recvfrom
+        pending_calls = self._pending
+        complete = self.balancer.complete
+        counters, dropped, latency = self.counters, self.dropped, self.latency
+        while True:
+            try:
+                datagram, source = recvfrom(65535)
+            except OSError as e:
+                log.warning("tunnel receive failed: %s", e)
+                gevent.sleep(self.TICK)
+                continue
+            counters["datagrams_in"] += 1
+            if self.auth is not None:
+                try:
+                    datagram = self.auth.open(datagram, int(self.wall_clock() * 1000))[0]
+                except AuthError as e:
+                    dropped[e.drop] += 1
+                    log.debug("dropped a datagram from %s: %s", source, e.reason)
+                    continue
+            try:
+                batch = tunnel.decode(datagram)
+            except RemoteProtocolError as e:
+                dropped["malformed"] += 1
+                log.debug("dropped a datagram from %s: %s", source, e.reason)
+                continue
+            if not isinstance(batch, tunnel.ReplyBatch):
+                dropped["not a reply"] += 1
+                continue
+            now = self.clock()
+            released = []
+            for reply in batch.replies:
+                pending = pending_calls.get(reply.request_id)
+                if pending is None or pending.provider is None:
+                    dropped["late or unknown"] += 1
+                    continue
+                if self._addresses.get(pending.provider) != source[:2]:
+                    dropped["wrong source"] += 1
+                    continue
+                del pending_calls[reply.request_id]
+                frame = reply.frame
+                outcome = "ok" if frame[3] == Status.OK else "error"
+                released += complete(reply.request_id, pending.provider, now, outcome)
+                counters["answered"] += 1
+                histogram = latency.get(pending.provider)
+                if histogram is None:
+                    histogram = latency[pending.provider] = Histogram()
+                histogram.observe(now - pending.sent)
+                self._wake(pending, (frame, pending.provider))
+            if released:
+                self._dispatch(released)
+
+    def _sweep(self) -> None:
+        while True:
+            gevent.sleep(self.TICK)
+            try:
+                self._sweep_once(self.clock())
+            except Exception:  # never let the sweeper die: calls would hang
+                log.exception("sweep failed")
+
+    def _sweep_once(self, now: float) -> None:
+        balancer = self.balancer
+        for request_id in balancer.expire(now):
+            self._fail(request_id, self._queue_timeout())
+        released = []
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, request_id = deadlines.popleft()
+            pending = self._pending.get(request_id)
+            if pending is None:
+                continue
+            if pending.provider is None:
+                balancer.cancel(request_id)
+                self._fail(request_id, self._queue_timeout())
+                continue
+            released += balancer.complete(request_id, pending.provider, now, "timeout")
+            self.counters["timeouts"] += 1
+            waited = now - pending.sent
+            self._fail(
+                request_id,
+                CallError(504, f"no answer from provider {pending.provider} within {waited:.3f} s"),
+            )
+        released += balancer.release(now)
+        self._dispatch(released)
+
+    def _queue_timeout(self) -> CallError:
+        self.counters["queue_timeouts"] += 1
+        return CallError(
+            503,
+            f"every provider stayed at its threshold for the whole call timeout ({self.call_timeout:g} s)",
+            self._retry(),
+        )
+
+    def stats(self) -> dict:
+        """Counts of this caller; per provider the balancer's :class:`~sidecar.policies.balancer.ProviderStats`
+        and ``latency``, the :class:`~sidecar.policies.histogram.Histogram` of its replies as a dict."""
+        providers = {key: dataclasses.asdict(s) for key, s in self.balancer.stats().items()}
+        for key, stats in providers.items():
+            histogram = self.latency.get(key)
+            stats["latency"] = (histogram or Histogram()).to_dict()
+        return {
+            "consumer_id": self.consumer_id,
+            "pending": len(self._pending),
+            "queued": self.balancer.queued,
+            "counters": dict(self.counters),
+            "dropped": dict(self.dropped),
+            "providers": providers,
+        }

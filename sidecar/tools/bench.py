@@ -1,0 +1,222 @@
+"""``sidecar bench``: the data path under wrk, side by side with nginx proxying the same load.
+
+For each scenario (:data:`sidecar.tools.topology.SCENARIOS`) and each connection level, in one run:
+
+1. the sidecar topology (three demo Dubbo services, three provider sidecars, one consumer) under wrk
+   with :file:`bench_wrk.lua`, the benchmark's form call with a parameter of 0 to 1023 random
+   alphanumeric characters, every answer checked against ``String.hashCode``;
+2. nginx with one worker in front of three plain HTTP backends (:mod:`integrations.demo.http_backend`) with
+   the same latency, capacities and weights, under the same wrk load.
+
+Per level it reports QPS, QPS over the ideal (C / L, or capacity / L once C exceeds the capacity), p50
+and p99 latency, errors (socket errors, non-2xx answers, wrong hashes), and CPU microseconds per call
+of each role read from ``/proc`` around the wrk run: the consumer sidecar (its workers included), the
+provider sidecars together, and the services; for nginx its worker and the backends. Then the
+sidecar's figures as ratios to nginx's, measured in the same run because this machine is shared and
+absolute figures drift: QPS, p99, and the CPU of the two sidecar hops against nginx's one hop.
+
+Each topology gets a short warm-up run (not reported) before its first level.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+from sidecar.tools import topology
+from sidecar.tools.nginx_baseline import Nginx, find_nginx
+from sidecar.tools.procstat import CpuMeter
+from sidecar.tools.wrk import WrkResult
+from sidecar.tools.wrk_run import find_wrk, run_wrk
+
+__all__ = ["BenchError", "Level", "run", "measure_sidecar", "measure_nginx"]
+
+WARMUP = 2.0  # seconds of load before a topology's first measured level
+WRK_THREADS = 2
+WRK_TIMEOUT = 5.0  # seconds before wrk counts a request as timed out
+
+
+class BenchError(RuntimeError):
+    """The bench cannot run (wrk or nginx missing, a process that did not start)."""
+
+
+@dataclass
+class Level:
+    """One target at one connection level."""
+
+    target: str  # "sidecar" or "nginx"
+    scenario: str
+    connections: int
+    ideal_qps: float
+    wrk: WrkResult
+    cpu: dict[str, float] = field(default_factory=dict)  # role -> CPU seconds during the run
+
+    @property
+    def calls(self) -> int:
+        return max(self.wrk.requests, 1)
+
+    def cpu_us(self, role: str) -> float:
+        """CPU microseconds per call of ``role``."""
+        return self.cpu.get(role, 0.0) / self.calls * 1e6
+
+    @property
+    def proxy_cpu_us(self) -> float:
+        """CPU per call of the proxy hops: consumer plus provider sidecars, or the nginx worker."""
+        if self.target == "nginx":
+            return self.cpu_us("nginx")
+        return self.cpu_us("consumer") + self.cpu_us("provider_sidecars")
+
+    def as_dict(self) -> dict:
+        return {
+            "target": self.target,
+            "scenario": self.scenario,
+            "connections": self.connections,
+            "qps": self.wrk.ok_qps,
+            "qps_over_ideal": self.wrk.ok_qps / self.ideal_qps,
+            "p50_ms": self.wrk.p50_ms,
+            "p99_ms": self.wrk.p99_ms,
+            "errors": self.wrk.errors,
+            "mismatches": self.wrk.mismatches,
+            "requests": self.wrk.requests,
+            "cpu_us_per_call": {role: self.cpu_us(role) for role in self.cpu},
+            "wrk": asdict(self.wrk),
+        }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wrk(url: str, connections: int, duration: float) -> WrkResult:
+    result, _ = run_wrk(url, connections, duration, WRK_THREADS, timeout_s=WRK_TIMEOUT)
+    return result
+
+
+def _measure(url: str, roles: dict[str, list[int]], connections: int, duration: float) -> tuple[WrkResult, dict]:
+    pids = sorted({pid for group in roles.values() for pid in group})
+    meter = CpuMeter(pids)
+    meter.start()
+    result = _wrk(url, connections, duration)
+    used = meter.stop()
+    return result, {role: sum(used[pid] for pid in group) for role, group in roles.items()}
+
+
+def measure_sidecar(
+    scenario: topology.Scenario, levels: tuple[int, ...], duration: float, *, workers: int = 1
+) -> Iterator[Level]:
+    """Start the sidecar topology and measure it at each level."""
+    with topology.Topology.start(scenario, consumer_workers=workers) as topo:
+        _wrk(topo.consumer_url, levels[0], WARMUP)
+        for connections in levels:
+            roles = topo.pids()
+            result, cpu = _measure(topo.consumer_url, roles, connections, duration)
+            yield Level("sidecar", scenario.name, connections, scenario.ideal_qps(connections), result, cpu)
+
+
+def measure_nginx(scenario: topology.Scenario, levels: tuple[int, ...], duration: float) -> Iterator[Level]:
+    """Start plain HTTP backends behind nginx (one worker) and measure it at each level."""
+    python = sys.executable
+    backends: list[topology.Process] = []
+    try:
+        for name, capacity in zip(topology.SERVICE_NAMES, scenario.capacities, strict=True):
+            backends.append(
+                topology.Process(
+                    f"{name} HTTP backend",
+                    [
+                        python,
+                        "-m",
+                        "integrations.demo.http_backend",
+                        "--port",
+                        "0",
+                        "--latency-ms",
+                        f"{scenario.latency_ms:g}",
+                        "--capacity",
+                        str(capacity),
+                    ],
+                )  # fmt: skip
+            )
+        upstreams = [(*b.address, c) for b, c in zip(backends, scenario.capacities, strict=True)]
+        with tempfile.TemporaryDirectory(prefix="sidecar-bench-nginx-") as workdir:
+            port = _free_port()
+            with Nginx(port, upstreams, workdir) as nginx:
+                url = f"http://127.0.0.1:{port}/"
+                roles = {"nginx": [nginx.worker_pid], "services": [b.pid for b in backends]}
+                _wrk(url, levels[0], WARMUP)
+                for connections in levels:
+                    result, cpu = _measure(url, roles, connections, duration)
+                    yield Level("nginx", scenario.name, connections, scenario.ideal_qps(connections), result, cpu)
+    finally:
+        for backend in backends:
+            backend.stop()
+
+
+def run(
+    scenarios,
+    *,
+    duration: float = 10.0,
+    levels: tuple[int, ...] = (),
+    workers: int = 1,
+    nginx: bool = True,
+    as_json: bool = False,
+) -> Iterator[str]:
+    """Run the bench and yield the lines to print: a table per scenario, or one JSON object per level."""
+    if find_wrk() is None:
+        raise BenchError("wrk is not installed (Debian: apt-get install wrk)")
+    if nginx and find_nginx() is None:
+        raise BenchError("nginx is not installed (Debian: apt-get install nginx), or run with --no-nginx")
+    for name in scenarios:
+        scenario = topology.SCENARIOS[name]
+        chosen = tuple(levels) or scenario.connections
+        if not as_json:
+            caps = "/".join(str(c) for c in scenario.capacities)
+            yield f"{scenario.name}: capacities {caps}, latency {scenario.latency_ms:g} ms, {duration:g} s per level"
+            yield HEADER
+        sidecar_levels = []
+        for level in measure_sidecar(scenario, chosen, duration, workers=workers):
+            sidecar_levels.append(level)
+            yield json.dumps(level.as_dict()) if as_json else _row(level)
+        nginx_levels = []
+        if nginx:
+            for level in measure_nginx(scenario, chosen, duration):
+                nginx_levels.append(level)
+                yield json.dumps(level.as_dict()) if as_json else _row(level)
+        if nginx_levels and not as_json:
+            yield from _ratios(sidecar_levels, nginx_levels)
+        if not as_json:
+            yield ""
+
+
+HEADER = (
+    f"{'target':<8} {'conns':>5} {'QPS':>8} {'QPS/ideal':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  CPU µs per call"
+)
+
+
+def _row(level: Level) -> str:
+    w = level.wrk
+    cpu = "  ".join(f"{role.replace('_', ' ')} {level.cpu_us(role):.0f}" for role in level.cpu)
+    p50 = f"{w.p50_ms:.1f}" if w.p50_ms is not None else "-"
+    p99 = f"{w.p99_ms:.1f}" if w.p99_ms is not None else "-"
+    qps = w.ok_qps
+    return (
+        f"{level.target:<8} {level.connections:>5} {qps:>8.0f} {qps / level.ideal_qps:>9.2f} {p50:>7} {p99:>7} "
+        f"{w.errors:>6}  {cpu}"
+    )
+
+
+def _ratios(sidecar: list[Level], nginx: list[Level]) -> Iterator[str]:
+    by_conns = {level.connections: level for level in nginx}
+    yield "sidecar / nginx: QPS, p99, CPU per call of the proxy hops (consumer + provider sidecar over nginx's one hop)"
+    for level in sidecar:
+        base = by_conns.get(level.connections)
+        if base is None:
+            continue
+        qps = level.wrk.ok_qps / base.wrk.ok_qps if base.wrk.ok_qps else float("nan")
+        p99 = level.wrk.p99_ms / base.wrk.p99_ms if level.wrk.p99_ms and base.wrk.p99_ms else float("nan")
+        cpu = level.proxy_cpu_us / base.proxy_cpu_us if base.proxy_cpu_us else float("nan")
+        yield f"{'ratio':<8} {level.connections:>5} QPS {qps:.2f}x  p99 {p99:.2f}x  CPU {cpu:.2f}x"

@@ -1,0 +1,392 @@
+"""The consumer sidecar on real loopback sockets, in this process on gevent, in front of fake provider
+sidecars: UDP sockets that answer tunnel requests as told (at once, late, never, with an error)."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+
+import gevent
+import gevent.event
+import pytest
+from gevent import socket
+
+from sidecar.codecs import dubbo, http1, tunnel
+from sidecar.codecs.dubbo_messages import Response, Status
+from sidecar.codecs.javatypes import java_exception
+from sidecar.ops.config import ConsumerConfig
+from sidecar.runtime.consumer import ConsumerSidecar
+from sidecar.runtime.registry import ProviderEntry
+from tests.support.dubbo_peer import java_hash
+
+SERVICE = "com.alibaba.dubbo.performance.demo.provider.IHelloService"
+
+
+class FakeProvider:
+    """Answers each REQUEST datagram with ``hash`` of its argument after ``delay`` seconds, or as
+    ``behave(request)`` says: a Response, or None for no answer."""
+
+    def __init__(self, delay: float = 0.0, behave=None):
+        self.delay, self.behave = delay, behave
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.address = self.sock.getsockname()
+        self.received = []
+        self.in_flight = self.most_in_flight = 0
+        self.greenlet = gevent.spawn(self._serve)
+
+    def entry(self, weight=1.0, threshold=None) -> ProviderEntry:
+        return ProviderEntry(*self.address, weight, threshold)
+
+    def _serve(self):
+        while True:
+            data, source = self.sock.recvfrom(65535)
+            datagram = tunnel.decode(data)
+            decoder = dubbo.DubboDecoder()
+            decoder.receive_data(datagram.frame)
+            request = decoder.next_event()
+            self.received.append(request)
+            gevent.spawn(self._answer, datagram.request_id, request, source)
+
+    def _answer(self, request_id, request, source):
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            gevent.sleep(self.delay)
+            if self.behave is not None:
+                response = self.behave(request)
+            else:
+                response = Response(request_id, value=java_hash(request.arguments[0]))
+            if response is not None:
+                self.sock.sendto(tunnel.encode_replies([(request_id, dubbo.encode(response))]), source)
+        finally:
+            self.in_flight -= 1
+
+    def close(self):
+        self.greenlet.kill()
+        self.sock.close()
+
+
+@pytest.fixture
+def start():
+    started = []
+
+    def start(providers, **options):
+        config = ConsumerConfig(listen=("127.0.0.1", 0), providers=tuple(providers), **options)
+        sidecar = ConsumerSidecar(config, consumer_id=7)
+        sidecar.start()
+        started.append(sidecar)
+        return sidecar
+
+    yield start
+    for sidecar in started:
+        sidecar.stop(timeout=1)
+
+
+@pytest.fixture
+def provider():
+    fake = FakeProvider()
+    yield fake
+    fake.close()
+
+
+def form(parameter: str, **fields) -> bytes:
+    values = {"interface": SERVICE, "method": "hash", "parameterTypesString": "Ljava/lang/String;"}
+    values.update(fields)
+    values["parameter"] = parameter
+    return urllib.parse.urlencode(values).encode()
+
+
+class Client:
+    def __init__(self, address):
+        self.sock = socket.create_connection(address, timeout=10)
+        self.conn = http1.ClientConnection()
+
+    def request(self, body=b"", target="/", headers=(), method="POST"):
+        self.sock.sendall(self.conn.send(http1.ClientRequest(method, target, list(headers), body)))
+        return self.response()
+
+    def response(self):
+        while True:
+            event = self.conn.next_event()
+            if isinstance(event, http1.Response):
+                return event
+            if event is not http1.NEED_DATA:
+                return event
+            self.conn.receive_data(self.sock.recv(65536))
+
+    def raw(self, data: bytes) -> bytes:
+        """Send raw bytes and read until the server closes."""
+        self.sock.sendall(data)
+        out = b""
+        while chunk := self.sock.recv(65536):
+            out += chunk
+        return out
+
+    def close(self):
+        self.sock.close()
+
+
+FORM_HEADERS = [("Content-Type", "application/x-www-form-urlencoded")]
+
+
+def test_form_call_answers_the_hash(start, provider):
+    sidecar = start([provider.entry()])
+    client = Client(sidecar.address)
+    for text in ["", "hello", "x" * 1023]:
+        reply = client.request(form(text), headers=FORM_HEADERS)
+        assert (reply.status, reply.body) == (200, str(java_hash(text)).encode())
+    assert len(provider.received) == 3
+    assert provider.received[0].service_path == SERVICE and provider.received[0].method == "hash"
+
+
+def test_json_call(start, provider):
+    sidecar = start([provider.entry()])
+    body = json.dumps({"types": ["java.lang.String"], "args": ["hello"]}).encode()
+    reply = Client(sidecar.address).request(body, target=f"/dubbo/{SERVICE}/hash")
+    assert reply.status == 200
+    assert json.loads(reply.body) == {"result": java_hash("hello")}
+
+
+def test_pipelined_requests_are_answered_in_order(start):
+    fast, slow = FakeProvider(0.0), FakeProvider(0.05)
+    try:
+        sidecar = start([fast.entry(), slow.entry()])
+        client = Client(sidecar.address)
+        texts = [f"call {i}" for i in range(6)]
+        data = b"".join(
+            client.conn.send(http1.ClientRequest("POST", "/", FORM_HEADERS, form(t))) if i == 0 else _raw_request(t)
+            for i, t in enumerate(texts)
+        )
+        client.sock.sendall(data)
+        bodies = []
+        reader = http1.ClientConnection()
+        for text in texts:
+            reader.send(http1.ClientRequest("POST", "/", FORM_HEADERS, form(text)))
+            while not isinstance(event := reader.next_event(), http1.Response):
+                reader.receive_data(client.sock.recv(65536))
+            bodies.append(event.body)
+        assert bodies == [str(java_hash(t)).encode() for t in texts]
+    finally:
+        fast.close()
+        slow.close()
+
+
+def _raw_request(text: str) -> bytes:
+    body = form(text)
+    return (
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+
+def test_chunked_body_and_request_id_echo(start, provider):
+    sidecar = start([provider.entry()])
+    headers = FORM_HEADERS + [("Transfer-Encoding", "chunked"), ("X-Request-Id", "abc-1")]
+    reply = Client(sidecar.address).request(form("chunky"), headers=headers)
+    assert reply.status == 200 and reply.body == str(java_hash("chunky")).encode()
+    assert http1.get_header(reply.headers, "x-request-id") == "abc-1"
+
+
+def test_expect_100_continue(start, provider):
+    sidecar = start([provider.entry()])
+    body = form("wait for it")
+    client = Client(sidecar.address)
+    client.sock.sendall(
+        b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    assert client.sock.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n")
+    client.sock.sendall(body)
+    data = client.sock.recv(65536)
+    assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(str(java_hash("wait for it")).encode())
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"y" * 20000 + b"\r\n\r\n", 431),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n", 413),
+        (b"POST / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+    ],
+)
+def test_malformed_requests_get_their_4xx_and_close(start, provider, data, status):
+    sidecar = start([provider.entry()])
+    reply = Client(sidecar.address).raw(data)
+    assert reply.startswith(b"HTTP/1.1 %d " % status)
+    assert b"Connection: close" in reply
+    again = Client(sidecar.address).request(form("still serving"), headers=FORM_HEADERS)
+    assert again.status == 200
+
+
+JSON_HEADERS = [("Content-Type", "application/json")]
+
+
+@pytest.mark.parametrize(
+    ("body", "target", "headers", "status"),
+    [
+        (form("x", interface=""), "/", FORM_HEADERS, 400),
+        (b"method=hash&parameter=x", "/", FORM_HEADERS, 400),
+        (b"{not json", f"/dubbo/{SERVICE}/hash", JSON_HEADERS, 400),
+        (b"{}", f"/dubbo/{SERVICE}/hash", FORM_HEADERS, 415),
+        (b"", "/nowhere", FORM_HEADERS, 404),
+    ],
+)
+def test_bad_calls_get_their_4xx_and_keep_the_connection(start, provider, body, target, headers, status):
+    sidecar = start([provider.entry()])
+    client = Client(sidecar.address)
+    reply = client.request(body, target=target, headers=headers)
+    assert reply.status == status and reply.body.strip()
+    assert client.request(form("next"), headers=FORM_HEADERS).status == 200
+
+
+def test_no_answer_is_504_and_the_late_reply_is_dropped(start):
+    late = FakeProvider(delay=0.4)
+    try:
+        sidecar = start([late.entry()], call_timeout=0.2)
+        reply = Client(sidecar.address).request(form("slow"), headers=FORM_HEADERS)
+        assert reply.status == 504 and b"no answer from provider" in reply.body
+        gevent.sleep(0.4)
+        assert sidecar.caller.dropped["late or unknown"] == 1
+        assert sidecar.caller.pending == 0
+    finally:
+        late.close()
+
+
+def test_dubbo_status_is_502_and_exception_is_500(start):
+    busy = FakeProvider(behave=lambda r: Response(r.request_id, status=Status.SERVER_THREADPOOL_EXHAUSTED_ERROR,
+                                                  error_message="pool full"))  # fmt: skip
+    failing = FakeProvider(
+        behave=lambda r: Response(r.request_id, exception=java_exception("java.lang.IllegalStateException", "boom"))
+    )
+    try:
+        reply = Client(start([busy.entry()]).address).request(form("x"), headers=FORM_HEADERS)
+        assert reply.status == 502 and b"SERVER_THREADPOOL_EXHAUSTED_ERROR" in reply.body
+        reply = Client(start([failing.entry()]).address).request(form("x"), headers=FORM_HEADERS)
+        assert reply.status == 500 and b"IllegalStateException" in reply.body and b"boom" in reply.body
+    finally:
+        busy.close()
+        failing.close()
+
+
+def test_saturated_providers_queue_then_503_with_retry_after(start):
+    slow = FakeProvider(delay=0.2)
+    try:
+        sidecar = start([slow.entry(threshold=1)], queue_size=1)
+        replies = {}
+
+        def call(i):
+            replies[i] = Client(sidecar.address).request(form(f"q{i}"), headers=FORM_HEADERS)
+
+        first = gevent.spawn(call, 0)
+        gevent.sleep(0.05)  # the first call holds the only slot
+        second = gevent.spawn(call, 1)
+        gevent.sleep(0.05)  # the second waits in the queue
+        call(2)  # the queue is full
+        gevent.joinall([first, second])
+        assert replies[0].status == 200 and replies[1].status == 200
+        assert replies[2].status == 503 and http1.get_header(replies[2].headers, "retry-after") == "1"
+        assert slow.most_in_flight == 1
+    finally:
+        slow.close()
+
+
+def test_no_provider_is_503(start):
+    reply = Client(start([]).address).request(form("x"), headers=FORM_HEADERS)
+    assert reply.status == 503 and b"no provider" in reply.body
+
+
+def test_call_too_large_for_a_datagram_is_413(start, provider):
+    sidecar = start([provider.entry()], datagram_limit=600)
+    reply = Client(sidecar.address).request(form("z" * 1000), headers=FORM_HEADERS)
+    assert reply.status == 413 and b"datagram" in reply.body
+    assert provider.received == []
+
+
+def test_foreign_and_garbage_datagrams_are_dropped_and_counted(start):
+    silent = FakeProvider(behave=lambda r: None)
+    try:
+        sidecar = start([silent.entry()], call_timeout=0.5)
+        target = sidecar.caller.address
+        result = gevent.spawn(lambda: Client(sidecar.address).request(form("x"), headers=FORM_HEADERS))
+        gevent.sleep(0.1)
+        request_id = sidecar.caller.balancer._calls and next(iter(sidecar.caller.balancer._calls))
+        forged = tunnel.encode_replies([(request_id, dubbo.encode(Response(request_id, value=1)))])
+        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        other.sendto(forged, target)
+        other.sendto(b"garbage", target)
+        other.close()
+        assert result.get(timeout=5).status == 504
+        assert sidecar.caller.dropped["wrong source"] == 1
+        assert sidecar.caller.dropped["malformed"] == 1
+    finally:
+        silent.close()
+
+
+def test_idle_connection_is_closed_and_slow_head_gets_408(start, provider):
+    sidecar = start([provider.entry()], idle_timeout=0.2, header_timeout=0.2)
+    idle = Client(sidecar.address)
+    assert idle.raw(b"") == b""
+    slow = Client(sidecar.address)
+    assert slow.raw(b"POST / HTTP/1.1\r\nHost: a\r\n").startswith(b"HTTP/1.1 408 ")
+
+
+def test_calls_share_by_weight_when_they_pile_up(start):
+    # The providers hold every answer until all 40 calls are in flight, so the split depends on the
+    # balancer alone, not on how fast this machine runs the clients.
+    release = gevent.event.Event()
+
+    def held(request):
+        release.wait()
+        return Response(request.request_id, value=java_hash(request.arguments[0]))
+
+    small, large = FakeProvider(behave=held), FakeProvider(behave=held)
+    try:
+        sidecar = start([small.entry(weight=1), large.entry(weight=3)])
+        clients = [gevent.spawn(Client(sidecar.address).request, form(str(i)), "/", FORM_HEADERS) for i in range(40)]
+        with gevent.Timeout(10):
+            while len(small.received) + len(large.received) < 40:
+                gevent.sleep(0.01)
+        assert (len(small.received), len(large.received)) == (10, 30)
+        release.set()
+        assert all(g.get(timeout=5).status == 200 for g in clients)
+    finally:
+        small.close()
+        large.close()
+
+
+def test_stop_closes_idle_connections_at_once_and_lets_a_call_in_flight_finish(provider):
+    slow = FakeProvider(delay=0.3)
+    try:
+        config = ConsumerConfig(listen=("127.0.0.1", 0), providers=(slow.entry(),))
+        sidecar = ConsumerSidecar(config, consumer_id=9)
+        sidecar.start()
+        idle = Client(sidecar.address)
+        assert idle.request(form("warm"), headers=FORM_HEADERS).status == 200
+        busy = gevent.spawn(Client(sidecar.address).request, form("in flight"), "/", FORM_HEADERS)
+        gevent.sleep(0.1)
+        stopper = gevent.spawn(sidecar.stop, 10)
+        assert idle.sock.recv(100) == b""  # closed before the call in flight ends
+        assert not busy.ready()
+        reply = busy.get(timeout=10)
+        assert reply.status == 200 and reply.body == str(java_hash("in flight")).encode()
+        stopper.get(timeout=10)
+    finally:
+        slow.close()
+
+
+def test_regression_stop_cut_off_a_request_already_sent_on_an_idle_connection(provider):
+    # stop() shut down every connection waiting for a request, also one whose next request had
+    # already arrived (unread in the socket's buffer): a call sent before the stop got no reply
+    config = ConsumerConfig(listen=("127.0.0.1", 0), providers=(provider.entry(),))
+    sidecar = ConsumerSidecar(config, consumer_id=9)
+    sidecar.start()
+    client = Client(sidecar.address)
+    assert client.request(form("first"), headers=FORM_HEADERS).status == 200
+    client.sock.sendall(client.conn.send(http1.ClientRequest("POST", "/", FORM_HEADERS, form("second"))))
+    sidecar.stop(10)  # at once: the connection's greenlet has not read the request yet
+    reply = client.response()
+    assert reply.status == 200 and reply.body == str(java_hash("second")).encode()
+    assert client.sock.recv(100) == b""  # closed after that reply

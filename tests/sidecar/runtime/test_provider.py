@@ -1,0 +1,340 @@
+"""The provider sidecar on real loopback sockets, in this process on gevent (no monkey patching), in
+front of the demo Dubbo service as a real process, called by fake consumers: UDP sockets that send
+tunnel REQUEST datagrams and read the REPLY_BATCH datagrams that come back."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import gevent
+import pytest
+from gevent import socket
+
+from sidecar.codecs import dubbo, tunnel
+from sidecar.codecs.dubbo_messages import Response, Status
+from sidecar.runtime.provider import CallTable, ProviderSidecar, rewrite_id
+from tests.support.dubbo_peer import WAIT, hash_call, java_hash, start_provider
+
+
+class FakeConsumer:
+    """A consumer sidecar's tunnel socket: numbered calls out, replies in, datagrams counted."""
+
+    def __init__(self, sidecar_address, consumer_id: int = 7):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.target = sidecar_address
+        self.ids = tunnel.RequestIds(consumer_id)
+        self.batch_sizes: list[int] = []
+
+    def new_id(self) -> int:
+        return self.ids.next(int(time.monotonic() * 1000) & tunnel.STAMP_MASK)
+
+    def send_call(self, request_id: int, text: str, **fields) -> None:
+        frame = dubbo.encode(hash_call(request_id, text, **fields))
+        self.sock.sendto(tunnel.encode_request(request_id, frame), self.target)
+
+    def send_raw(self, datagram: bytes) -> None:
+        self.sock.sendto(datagram, self.target)
+
+    def receive(self, count: int) -> dict[int, Response]:
+        """The next ``count`` replies by tunnel request id (each checked to carry that id)."""
+        replies: dict[int, Response] = {}
+        with gevent.Timeout(WAIT, AssertionError(f"only {len(replies)} of {count} replies")):
+            while len(replies) < count:
+                data, source = self.sock.recvfrom(65535)
+                assert source[:2] == tuple(self.target)
+                batch = tunnel.decode(data)
+                assert isinstance(batch, tunnel.ReplyBatch)
+                self.batch_sizes.append(len(batch.replies))
+                for reply in batch.replies:
+                    response = parse(reply.frame)
+                    assert response.request_id == reply.request_id
+                    assert reply.request_id not in replies, "two replies for one call"
+                    replies[reply.request_id] = response
+        return replies
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def parse(frame: bytes) -> Response:
+    decoder = dubbo.DubboDecoder()
+    decoder.receive_data(frame)
+    return decoder.next_event()
+
+
+def free_port() -> int:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+def wait_until(condition, what: str) -> None:
+    with gevent.Timeout(WAIT, AssertionError(f"timed out waiting for {what}")):
+        while not condition():
+            gevent.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def service():
+    process, port = start_provider("--latency-ms", "20", "--capacity", "5000")
+    yield port
+    assert process.stop() == 0, process.stderr
+
+
+@pytest.fixture
+def make_sidecar():
+    made = []
+
+    def make(port: int, **options) -> ProviderSidecar:
+        options.setdefault("backoff", 0.05)
+        options.setdefault("max_backoff", 0.2)
+        sidecar = ProviderSidecar(("127.0.0.1", 0), ("127.0.0.1", port), **options)
+        sidecar.start()
+        made.append(sidecar)
+        return sidecar
+
+    yield make
+    for sidecar in made:
+        sidecar.stop(timeout=1)
+
+
+@pytest.fixture
+def sidecar(service, make_sidecar):
+    sidecar = make_sidecar(service, pool_size=2)
+    assert sidecar.pool.wait_connected(WAIT)
+    return sidecar
+
+
+@pytest.fixture
+def consumers():
+    made = []
+
+    def make(address, consumer_id: int = 7) -> FakeConsumer:
+        consumer = FakeConsumer(address, consumer_id)
+        made.append(consumer)
+        return consumer
+
+    yield make
+    for consumer in made:
+        consumer.close()
+
+
+def test_many_calls_all_answered_and_batched(sidecar, consumers):
+    consumer = consumers(sidecar.address)
+    texts = {consumer.new_id(): f"call {i} ✓" for i in range(800)}
+    for request_id, text in texts.items():
+        consumer.send_call(request_id, text)
+    replies = consumer.receive(len(texts))
+    for request_id, text in texts.items():
+        assert replies[request_id].status == Status.OK
+        assert replies[request_id].value == java_hash(text)
+    assert max(consumer.batch_sizes) > 1  # replies ready together shared a datagram
+    stats = sidecar.stats()
+    assert stats["forwarded"] == stats["answered"] == stats["datagrams_in"] == len(texts)
+    assert stats["datagrams_out"] == len(consumer.batch_sizes) < len(texts)
+    assert stats["in_flight"] == 0 and stats["dropped"] == {}
+
+
+def test_two_consumers_with_the_same_request_ids_each_get_their_own_answers(sidecar, consumers):
+    first, second = consumers(sidecar.address, 5), consumers(sidecar.address, 5)
+    ids = [first.new_id() for _ in range(200)]
+    for request_id in ids:
+        first.send_call(request_id, f"first {request_id}")
+        second.send_call(request_id, f"second {request_id}")
+    for consumer, name in ((first, "first"), (second, "second")):
+        replies = consumer.receive(len(ids))
+        assert {rid: r.value for rid, r in replies.items()} == {rid: java_hash(f"{name} {rid}") for rid in ids}
+
+
+def test_bad_datagrams_are_dropped_and_counted_and_serving_goes_on(sidecar, consumers):
+    consumer = consumers(sidecar.address)
+    request_id = consumer.new_id()
+    frame = dubbo.encode(hash_call(request_id, "x"))
+    consumer.send_raw(b"hello, is anyone there?")
+    consumer.send_raw(b"")
+    consumer.send_raw(frame)  # a bare Dubbo frame, no tunnel header
+    consumer.send_raw(tunnel.encode_replies([(request_id, dubbo.encode(Response(request_id, value=1)))]))
+    truncated = tunnel.encode_request(request_id, frame)[:-5]
+    consumer.send_raw(truncated)
+    event = dubbo.encode(dubbo.heartbeat(request_id))
+    consumer.send_raw(tunnel.REQUEST_HEADER.pack(tunnel.MAGIC, tunnel.VERSION, 1, 0, request_id) + event)
+    # the truncated request's id was readable: it is answered at once with BAD_REQUEST
+    refusal = consumer.receive(1)[request_id]
+    assert refusal.status == Status.BAD_REQUEST and "declares a body" in refusal.error_message
+    good = consumer.new_id()
+    consumer.send_call(good, "still here")
+    assert consumer.receive(1)[good].value == java_hash("still here")
+    stats = sidecar.stats()
+    assert stats["dropped"] == {"malformed": 3, "reply batch": 1, "malformed request": 1, "event": 1}
+    assert stats["datagrams_in"] == 7 and stats["rejected"] == 1 and stats["answered"] == 1
+
+
+def test_service_down_calls_get_service_error_at_once(make_sidecar, consumers):
+    sidecar = make_sidecar(free_port(), pool_size=1)
+    consumer = consumers(sidecar.address)
+    ids = [consumer.new_id() for _ in range(20)]
+    for request_id in ids:
+        consumer.send_call(request_id, "x")
+    replies = consumer.receive(len(ids))
+    for request_id in ids:
+        assert replies[request_id].status == Status.SERVICE_ERROR
+        assert "unavailable" in replies[request_id].error_message
+    stats = sidecar.stats()
+    assert stats["upstream_errors"] == len(ids) and stats["forwarded"] == 0 and stats["in_flight"] == 0
+
+
+def test_calls_in_flight_when_the_service_dies_get_service_error(make_sidecar, consumers):
+    process, port = start_provider("--latency-ms", "60000")
+    try:
+        sidecar = make_sidecar(port, pool_size=2)
+        assert sidecar.pool.wait_connected(WAIT)
+        consumer = consumers(sidecar.address)
+        ids = [consumer.new_id() for _ in range(30)]
+        for request_id in ids:
+            consumer.send_call(request_id, "x")
+        wait_until(lambda: sidecar.stats()["forwarded"] == len(ids), "the calls to go out")
+        gevent.sleep(0.05)  # let the pool's writers send them
+    finally:
+        process.stop(signal.SIGKILL)
+    replies = consumer.receive(len(ids))
+    for request_id in ids:
+        assert replies[request_id].status == Status.SERVICE_ERROR
+        assert "lost with the call in flight" in replies[request_id].error_message
+    assert sidecar.stats()["in_flight"] == 0
+
+
+def test_calls_never_answered_are_forgotten_after_the_timeout(make_sidecar, consumers):
+    process, port = start_provider("--latency-ms", "1500")
+    try:
+        sidecar = make_sidecar(port, pool_size=1, call_timeout=0.2)
+        assert sidecar.pool.wait_connected(WAIT)
+        consumer = consumers(sidecar.address)
+        for _ in range(10):
+            consumer.send_call(consumer.new_id(), "slow")
+        wait_until(lambda: sidecar.stats()["timeouts"] == 10, "the calls to be forgotten")
+        stats = sidecar.stats()
+        assert stats["in_flight"] == 0 and stats["pool"]["in_flight"] == 0
+        # the service's late answers find no call and are dropped, not sent
+        wait_until(lambda: sidecar.stats()["dropped"].get("late or unknown reply") == 10, "the late replies")
+        assert sidecar.stats()["datagrams_out"] == 0
+    finally:
+        assert process.stop() == 0
+
+
+def test_stop_waits_for_calls_in_flight(service, make_sidecar, consumers):
+    sidecar = make_sidecar(service, pool_size=1)
+    assert sidecar.pool.wait_connected(WAIT)
+    consumer = consumers(sidecar.address)
+    ids = [consumer.new_id() for _ in range(50)]
+    for request_id in ids:
+        consumer.send_call(request_id, "bye")
+    wait_until(lambda: sidecar.stats()["forwarded"] == len(ids), "the calls to go out")
+    sidecar.stop(timeout=WAIT)
+    replies = consumer.receive(len(ids))
+    assert all(reply.value == java_hash("bye") for reply in replies.values())
+    sidecar.stop()  # twice is harmless
+
+
+def test_stop_answers_what_the_service_did_not_in_time(make_sidecar, consumers):
+    process, port = start_provider("--latency-ms", "60000")
+    try:
+        sidecar = make_sidecar(port, pool_size=1)
+        assert sidecar.pool.wait_connected(WAIT)
+        consumer = consumers(sidecar.address)
+        request_id = consumer.new_id()
+        consumer.send_call(request_id, "x")
+        wait_until(lambda: sidecar.stats()["forwarded"] == 1, "the call to go out")
+        sidecar.stop(timeout=0.05)
+        reply = consumer.receive(1)[request_id]
+        assert reply.status == Status.SERVICE_ERROR and "stopped" in reply.error_message
+    finally:
+        assert process.stop() == 0
+
+
+def test_serve_forever_returns_after_stop(service, make_sidecar):
+    sidecar = make_sidecar(service)
+    server = gevent.spawn(sidecar.serve_forever)
+    gevent.sleep(0.01)
+    sidecar.stop(timeout=1)
+    assert server.join(WAIT) is None and server.dead
+
+
+def test_call_table_ids_and_expiry():
+    table = CallTable(timeout=1.0)
+    first = table.add(("a", 1), 10, 0.0, 0xC2)
+    second = table.add(("b", 2), 10, 0.5, 0xC2)
+    assert first != second and len(table) == 2
+    assert table.expire(1.2) == [(first, (("a", 1), 10, 0.0, 0xC2))]
+    assert table.pop(second).address == ("b", 2) and len(table) == 0
+
+
+def test_rewrite_id_changes_only_the_id():
+    frame = dubbo.encode(hash_call(0x0007_0001_E240_0001, "hello"))
+    moved = rewrite_id(frame, 42)
+    assert len(moved) == len(frame) and moved[:4] == frame[:4] and moved[12:] == frame[12:]
+    assert parse(moved).request_id == 42 and rewrite_id(moved, 0x0007_0001_E240_0001) == frame
+
+
+def test_address_before_start_is_an_error():
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = ProviderSidecar(("127.0.0.1", 0)).address
+    with pytest.raises(ValueError):
+        ProviderSidecar(call_timeout=0)
+
+
+def test_docstring_examples():
+    import doctest
+
+    from sidecar.runtime import provider
+
+    assert doctest.testmod(provider).failed == 0
+
+
+class _FullOnce:
+    """A UDP socket whose first ``sendto`` finds the kernel's buffer full."""
+
+    def __init__(self, sock):
+        self.sock, self.full = sock, True
+
+    def sendto(self, data, address):
+        if self.full:
+            self.full = False
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return self.sock.sendto(data, address)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def test_a_reply_the_socket_does_not_take_at_once_waits_and_is_sent(sidecar, consumers):
+    consumer = consumers(sidecar.address)
+    real = sidecar._sock
+    sidecar._sock = _FullOnce(real)
+    try:
+        ids = [consumer.new_id() for _ in range(3)]
+        for request_id in ids:
+            consumer.send_call(request_id, f"wait {request_id}")
+        replies = consumer.receive(len(ids))
+        assert not sidecar._sock.full  # the first reply did wait in the backlog
+    finally:
+        sidecar._sock = real
+    assert {rid: r.value for rid, r in replies.items()} == {rid: java_hash(f"wait {rid}") for rid in ids}
+    assert sidecar.stats()["datagrams_out"] == len(consumer.batch_sizes) and sidecar.stats()["dropped"] == {}
+
+
+def test_regression_stop_left_requests_already_received_unanswered(service, make_sidecar, consumers):
+    # stop() killed the reader and closed the socket: requests that had arrived before the stop but
+    # were still in the socket's buffer never got an answer, and their consumers answered 504
+    sidecar = make_sidecar(service, pool_size=1)
+    assert sidecar.pool.wait_connected(WAIT)
+    consumer = consumers(sidecar.address)
+    ids = [consumer.new_id() for _ in range(3)]
+    for request_id in ids:
+        consumer.send_call(request_id, "just in time")  # no switch to the reader before the stop
+    sidecar.stop(timeout=WAIT)
+    replies = consumer.receive(len(ids))
+    assert all(reply.value == java_hash("just in time") for reply in replies.values())
