@@ -81,6 +81,11 @@ tunnel_key_option = click.option(
 )  # fmt: skip
 
 
+allow_remote_option = click.option(
+    "--allow-remote", is_flag=True, default=None, help="Allow binding beyond loopback (listen, tunnel, admin)."
+)
+
+
 @click.group()
 @click.version_option(package_name="dubbomesh", prog_name="sidecar")
 def main():
@@ -92,7 +97,7 @@ def main():
 @click.option("--dubbo", callback=_address, help="HOST:PORT of the local Dubbo service [127.0.0.1:20880].")
 @click.option("--weight", type=click.FloatRange(min=0, min_open=True), help="This provider's share [100].")
 @click.option("--pool-size", type=click.IntRange(1), help="TCP connections to the service [4].")
-@click.option("--allow-remote", is_flag=True, default=None, help="Allow listening beyond loopback.")
+@allow_remote_option
 @click.option("--allow-source", "allow_sources", multiple=True, metavar="CIDR",
               help="Accept tunnel datagrams only from these (repeatable) [keyed: any; else loopback].")  # fmt: skip
 @tunnel_key_option
@@ -129,6 +134,7 @@ def provider(
 @click.option("--access-log/--no-access-log", default=None, help="One INFO line per call on sidecar.access [on].")
 @click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds idle before a close [60].")
 @click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds for a request head [10].")
+@allow_remote_option
 @tunnel_key_option
 @registry_option
 @admin_option
@@ -138,7 +144,7 @@ def provider(
 @_errors
 def consumer(
     listen, providers, workers, threshold, call_timeout, provider_header, access_log, idle_timeout, header_timeout,
-    tunnel_key_files, registry, admin, config_file, log_level, log_format,
+    allow_remote, tunnel_key_files, registry, admin, config_file, log_level, log_format,
 ):  # fmt: skip
     """Run a consumer sidecar: HTTP calls in, tunnel datagrams to the providers."""
     logs.configure(log_level, log_format)
@@ -152,6 +158,7 @@ def consumer(
         "access_log": access_log,
         "idle_timeout": idle_timeout,
         "header_timeout": header_timeout,
+        "allow_remote": allow_remote,
         "tunnel_key_files": list(tunnel_key_files),
         "registry": registry,
         "admin": admin,

@@ -114,7 +114,7 @@ def test_consumer_sidecar_beside_the_application(manifests, tmp_path):
     assert sidecar["image"].startswith("dubbomesh:")
     assert "args" not in sidecar and "command" not in sidecar  # the image's CMD: consumer --config ...
     assert sidecar["ports"] == [{"name": "admin", "containerPort": 9000, "protocol": "TCP"}]
-    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
     assert sidecar["securityContext"]["runAsNonRoot"] is True
     app_env = {e["name"]: e["value"] for e in containers(pod)["app"]["env"]}
     assert "http://127.0.0.1:20000/" in app_env.values()

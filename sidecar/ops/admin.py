@@ -1,16 +1,19 @@
 """The admin endpoint of a sidecar: a small HTTP/1.1 server on gevent, shared by both sidecars.
 
-Three paths, GET only (404 for another path, 405 for another method):
+Four paths, GET only (404 for another path, 405 for another method):
 
 * ``/healthz``: ``200 ok`` while the sidecar serves, else ``503`` with the reason as one line
-  (``draining`` once a signal started the stop);
+  (``draining`` once a signal started the stop): liveness;
+* ``/readyz``: ``200 ok`` while a call made now can be served, else ``503`` and why (a consumer whose
+  providers are all ejected, or whose wait queue is full, is alive but not ready): readiness;
 * ``/metrics``: the Prometheus text exposition format (:mod:`sidecar.ops.metrics`);
 * ``/stats``: the stats as JSON.
 
-The server knows nothing of sidecars: it calls ``health() -> (ok, reason)``, ``stats() -> dict`` and
-``metrics() -> str`` for each request. It listens on a TCP address, or on a Unix socket path (the
-workers of ``--workers N`` show their stats to their supervisor that way). Connections are kept alive;
-one silent for ``IDLE_TIMEOUT`` is closed. The bytes are parsed by :mod:`sidecar.codecs.http1`.
+The server knows nothing of sidecars: it calls ``health() -> (ok, reason)``, ``ready() -> (ok, reason)``,
+``stats() -> dict`` and ``metrics() -> str`` for each request. It listens on a TCP address, or on a
+Unix socket path (the workers of ``--workers N`` show their stats to their supervisor that way).
+Connections are kept alive; one silent for ``IDLE_TIMEOUT`` is closed. The bytes are parsed by
+:mod:`sidecar.codecs.http1`.
 """
 
 from __future__ import annotations
@@ -48,9 +51,11 @@ class AdminServer:
         health: Callable[[], tuple[bool, str]],
         stats: Callable[[], dict],
         metrics: Callable[[], str],
+        ready: Callable[[], tuple[bool, str]] | None = None,
     ):
         self.listen = listen
         self.health, self.stats, self.metrics = health, stats, metrics
+        self.ready = ready or health
         self._server: StreamServer | None = None
 
     def __repr__(self) -> str:
@@ -134,7 +139,7 @@ class AdminServer:
         """The response to ``method target`` (:func:`sidecar.ops.metrics.answer`); a failing callable is
         logged and answered 500."""
         try:
-            status, headers, body = answer(method, target, self.health, self.stats, self.metrics)
+            status, headers, body = answer(method, target, self.health, self.stats, self.metrics, self.ready)
         except Exception:
             log.exception("admin %s %s failed", method, target)
             return _reply(500, "internal error of the admin endpoint\n")
@@ -169,6 +174,7 @@ def for_consumer(sidecar, listen: tuple[str, int] | str, *, raw: bool = False) -
     return AdminServer(
         listen,
         health=sidecar.health,
+        ready=sidecar.ready,
         stats=raw_stats if raw else lambda: metrics.consumer_view(raw_stats()),
         metrics=lambda: metrics.consumer_metrics(raw_stats()),
     )

@@ -6,8 +6,8 @@ the supervisor made (``worker-INDEX.sock``). The supervisor has no gevent hub: i
 port with the standard library's ``ThreadingHTTPServer`` on a thread of its own and, for each
 request, asks every worker over its socket:
 
-* ``/healthz``: 200 when every worker answers 200, else 503 naming the first worker that is not
-  ready and why; ``draining`` once the supervisor is stopping;
+* ``/healthz`` and ``/readyz``: 200 when every worker answers 200 to the same path, else 503 naming
+  the first worker that does not and why; ``draining`` once the supervisor is stopping;
 * ``/stats`` and ``/metrics``: the workers' stats merged (:func:`sidecar.ops.metrics.merge`), then shown
   as one consumer's. A worker that does not answer (one being restarted) is left out and counted in
   ``unreachable_workers``.
@@ -107,11 +107,17 @@ class SupervisorAdmin:
     # -- what the port answers ------------------------------------------------------------------
 
     def health(self) -> tuple[bool, str]:
+        return self._every_worker("/healthz")
+
+    def ready(self) -> tuple[bool, str]:
+        return self._every_worker("/readyz")
+
+    def _every_worker(self, path: str) -> tuple[bool, str]:
         if self.stopping():
             return False, "draining"
         for index in range(self.workers):
             try:
-                status, body = fetch(self.socket_path(index), "/healthz", self.FETCH_TIMEOUT)
+                status, body = fetch(self.socket_path(index), path, self.FETCH_TIMEOUT)
             except OSError as e:
                 return False, f"worker {index} does not answer: {e.strerror or e}"
             if status != 200:
@@ -155,7 +161,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         admin = self.admin
         try:
-            status, headers, body = metrics.answer(self.command, self.path, admin.health, admin.stats, admin.metrics)
+            status, headers, body = metrics.answer(
+                self.command, self.path, admin.health, admin.stats, admin.metrics, admin.ready
+            )
         except Exception:
             log.exception("admin %s %s failed", self.command, self.path)
             status, headers, body = 500, [("Content-Type", metrics.TEXT)], b"internal error of the admin endpoint\n"

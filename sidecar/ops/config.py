@@ -164,14 +164,33 @@ def check_table(section: str, table: dict[str, Any]) -> tuple[dict[str, Any], li
 
 
 def check_settings(config: ConsumerConfig | ProviderConfig) -> list[ConfigError]:
-    """The mistakes that take more than one key to see."""
-    if isinstance(config, ProviderConfig) and not config.allow_remote and not _loopback(config.listen[0]):
-        problem = (
-            f"{config.listen[0]} is not a loopback address: set allow_remote (--allow-remote) "
-            "to accept tunnel datagrams from other hosts"
-        )
-        return [ConfigError(f"provider.listen {problem}", ("provider", "listen"), problem)]
-    return []
+    """The mistakes that take more than one key to see: a sidecar binds beyond loopback (its HTTP
+    port, tunnel socket or admin endpoint) only when ``allow_remote`` says so."""
+    section = "consumer" if isinstance(config, ConsumerConfig) else "provider"
+    errors = []
+    for key, purpose in _EXPOSED[section]:
+        value = getattr(config, key)
+        if value == "" or config.allow_remote:
+            continue
+        host = parse_address(value)[0] if isinstance(value, str) else value[0]
+        if not _loopback(host):
+            problem = f"{host} is not a loopback address: set allow_remote (--allow-remote) {purpose}"
+            errors.append(ConfigError(f"{section}.{key} {problem}", (section, key), problem))
+    return errors
+
+
+# What each sidecar binds, and what binding it beyond loopback does.
+_EXPOSED = {
+    "consumer": (
+        ("listen", "to take HTTP calls from other hosts"),
+        ("tunnel_bind", "to take tunnel replies on a non-loopback address"),
+        ("admin", "to serve the admin endpoint to other hosts"),
+    ),
+    "provider": (
+        ("listen", "to accept tunnel datagrams from other hosts"),
+        ("admin", "to serve the admin endpoint to other hosts"),
+    ),
+}
 
 
 def consumer_config(path: str | Path | None = None, flags: dict[str, Any] | None = None) -> ConsumerConfig:

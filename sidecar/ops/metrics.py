@@ -290,14 +290,16 @@ def provider_metrics(raw: dict) -> str:
 
 # -- the admin paths -------------------------------------------------------------------------------
 
-ADMIN_PATHS = ("/healthz", "/metrics", "/stats")
+ADMIN_PATHS = ("/healthz", "/readyz", "/metrics", "/stats")
 TEXT = "text/plain; charset=utf-8"
 
 
-def answer(method: str, target: str, health, stats, metrics) -> tuple[int, list[tuple[str, str]], bytes]:
+def answer(method: str, target: str, health, stats, metrics, ready=None) -> tuple[int, list[tuple[str, str]], bytes]:
     """The admin endpoint's reply to ``method target`` as ``(status, headers, body)``, from the
-    callables ``health() -> (ok, reason)``, ``stats() -> dict`` and ``metrics() -> str``: GET only
-    (405 otherwise), :data:`ADMIN_PATHS` only (404 otherwise). Errors of the callables propagate.
+    callables ``health() -> (ok, reason)`` (``/healthz``: the process serves), ``ready() -> (ok, reason)``
+    (``/readyz``: a call made now can be served; ``health`` when None), ``stats() -> dict`` and
+    ``metrics() -> str``: GET only (405 otherwise), :data:`ADMIN_PATHS` only (404 otherwise). Errors of
+    the callables propagate.
 
     >>> answer("GET", "/healthz", lambda: (False, "draining"), dict, str)[::2]
     (503, b'draining\\n')
@@ -310,8 +312,8 @@ def answer(method: str, target: str, health, stats, metrics) -> tuple[int, list[
     if method != "GET":
         status, headers, body = _text(405, f"{method} not allowed: GET only\n")
         return status, [*headers, ("Allow", "GET")], body
-    if path == "/healthz":
-        ok, reason = health()
+    if path in ("/healthz", "/readyz"):
+        ok, reason = (health if path == "/healthz" or ready is None else ready)()
         return _text(200, "ok\n") if ok else _text(503, " ".join(str(reason).split()) + "\n")
     if path == "/metrics":
         return _text(200, metrics(), CONTENT_TYPE)

@@ -233,13 +233,29 @@ class Balancer:
             if provider is not None:
                 self._send(call_id, provider)
                 return ("send", provider.key)
-        if all(p.shut(now) for p in self._providers.values()):
-            return ("reject", ALL_EJECTED)
-        if self.queued >= self.queue_size:
-            return ("reject", QUEUE_FULL)
+        reason = self._full(now)
+        if reason is not None:
+            return ("reject", reason)
         self._queue.append((call_id, deadline))
         self._queued.add(call_id)
         return ("queued",)
+
+    def refusal(self, now: float) -> str | None:
+        """Why a call submitted now would be rejected at once (:data:`NO_PROVIDER`, :data:`ALL_EJECTED`
+        or :data:`QUEUE_FULL`), or None when it would be sent or queued. Changes nothing."""
+        if not self._providers:
+            return NO_PROVIDER
+        if not self._queue and self._pick(now) is not None:
+            return None
+        return self._full(now)
+
+    def _full(self, now: float) -> str | None:
+        """With no provider free for a call: why it cannot wait either, or None when it can queue."""
+        if all(p.shut(now) for p in self._providers.values()):
+            return ALL_EJECTED
+        if self.queued >= self.queue_size:
+            return QUEUE_FULL
+        return None
 
     def complete(self, call_id: Hashable, provider: str, now: float, outcome: Outcome | str) -> list:
         """Record the end of a call sent to ``provider``, then :meth:`release` queued calls into the

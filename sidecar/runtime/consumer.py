@@ -157,6 +157,15 @@ class ConsumerSidecar:
             return False, "no provider known"
         return True, "ok"
 
+    def ready(self) -> tuple[bool, str]:
+        """``(True, "ok")`` while a call made now would be served (sent, or queued for a slot); else
+        False and why: not healthy, no provider known, every provider ejected, or the wait queue full."""
+        ok, reason = self.health()
+        if not ok:
+            return ok, reason
+        refusal = self.caller.balancer.refusal(self.caller.clock())
+        return (True, "ok") if refusal is None else (False, refusal)
+
     def stats(self) -> dict:
         return {
             "connections": self.connections,

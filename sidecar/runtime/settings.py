@@ -20,6 +20,7 @@ class ConsumerConfig:
     """What the consumer sidecar runs with. Times are in seconds, sizes in bytes."""
 
     listen: tuple[str, int] = ("127.0.0.1", 20000)  # the HTTP port applications call
+    allow_remote: bool = False  # may bind listen, tunnel_bind or admin beyond loopback
     providers: tuple[ProviderEntry, ...] = ()  # the static registry
     workers: int = 1  # processes sharing the port with SO_REUSEPORT
     threshold: int = 200  # calls in flight per provider before calls queue (split over the workers)

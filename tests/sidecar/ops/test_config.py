@@ -84,6 +84,29 @@ def test_provider_binding_wider_than_loopback_is_a_choice():
     assert provider_config(None, {"listen": "0.0.0.0:30000", "allow_remote": True}).listen == ("0.0.0.0", 30000)
 
 
+@pytest.mark.parametrize(
+    ("section", "flags", "key"),
+    [
+        ("consumer", {"listen": "0.0.0.0:20000"}, "consumer.listen"),
+        ("consumer", {"admin": "0.0.0.0:9000"}, "consumer.admin"),
+        ("consumer", {"tunnel_bind": "0.0.0.0:0"}, "consumer.tunnel_bind"),
+        ("consumer", {"listen": "[::]:20000"}, "consumer.listen"),
+        ("provider", {"admin": "0.0.0.0:9000"}, "provider.admin"),
+    ],
+)
+def test_both_sidecars_bind_beyond_loopback_only_when_allowed(section, flags, key):
+    load = consumer_config if section == "consumer" else provider_config
+    with pytest.raises(ConfigError, match="set allow_remote") as raised:
+        load(None, flags)
+    assert raised.value.key == key
+    assert load(None, {**flags, "allow_remote": True})
+
+
+def test_loopback_addresses_need_no_allowance():
+    config = consumer_config(None, {"listen": "[::1]:0", "admin": "localhost:9000", "tunnel_bind": "127.0.0.2:0"})
+    assert not config.allow_remote and config.listen == ("::1", 0)
+
+
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config file"):
         consumer_config(tmp_path / "absent.toml")

@@ -367,6 +367,21 @@ def test_consecutive_timeouts_eject_and_a_reply_breaks_the_run():
     assert policy.submit("c", 5, 0.5) == ("reject", ALL_EJECTED)
 
 
+def test_refusal_says_what_a_call_submitted_now_would_meet_and_changes_nothing():
+    assert Balancer().refusal(0) == NO_PROVIDER
+    policy = one_provider(threshold=1, queue_size=1)
+    assert policy.refusal(0) is None  # it would be sent
+    policy.submit("a", 5, 0)
+    assert policy.refusal(0) is None  # it would queue
+    policy.submit("b", 5, 0)
+    assert policy.refusal(0) == QUEUE_FULL and policy.submit("c", 5, 0) == ("reject", QUEUE_FULL)
+    assert (policy.in_flight, policy.queued) == (1, 1)
+    policy = one_provider(eject_after=1, backoff=1.0)
+    time_out(policy, "p", 1, now=0)
+    assert policy.refusal(0.5) == ALL_EJECTED and policy.submit("d", 5, 0.5) == ("reject", ALL_EJECTED)
+    assert policy.refusal(1.0) is None  # the half-open probe may go
+
+
 def test_backoff_doubles_up_to_the_maximum_then_a_success_resets_it():
     policy = one_provider(eject_after=2, backoff=1.0, max_backoff=30.0)
     time_out(policy, "p", 2, now=0)
