@@ -382,6 +382,24 @@ def status_line(status: object, reason: str, final: bool) -> str:
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}
 
 
+def closing_response(status: int, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
+    """A whole response that ends its connection, for when no request can be answered in order (a
+    request that never arrived whole, a connection shed): Content-Length and ``Connection: close``
+    added to ``headers``.
+
+    >>> for line in closing_response(408, [("Content-Type", "text/plain")], b"late\\n").split(b"\\r\\n"):
+    ...     print(line)
+    b'HTTP/1.1 408 Request Timeout'
+    b'Content-Type: text/plain'
+    b'Content-Length: 5'
+    b'Connection: close'
+    b''
+    b'late\\n'
+    """
+    fields = [*headers, ("Content-Length", str(len(body))), ("Connection", "close")]
+    return encode_head(status_line(status, "", True), fields) + body
+
+
 # -- helpers ---------------------------------------------------------------------------------------
 
 

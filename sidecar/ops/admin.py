@@ -12,8 +12,15 @@ Four paths, GET only (404 for another path, 405 for another method):
 The server knows nothing of sidecars: it calls ``health() -> (ok, reason)``, ``ready() -> (ok, reason)``,
 ``stats() -> dict`` and ``metrics() -> str`` for each request. It listens on a TCP address, or on a
 Unix socket path (the workers of ``--workers N`` show their stats to their supervisor that way).
-Connections are kept alive; one silent for ``IDLE_TIMEOUT`` is closed. The bytes are parsed by
-:mod:`sidecar.codecs.http1`.
+The bytes are parsed by :mod:`sidecar.codecs.http1`.
+
+Probes must keep being answered while other clients misbehave (:mod:`sidecar.policies.connections`):
+each request must be whole within ``REQUEST_TIMEOUT`` of the connection opening or of the previous
+answer (a head trickled a byte at a time gets 408 then, an idle keep-alive connection is closed);
+at ``MAX_CONNECTIONS`` a new connection sheds the one that has waited longest for its request; a
+connection gets at most ``MAX_REQUESTS`` answers and small head and body limits; an answer that cannot
+be sent within ``SEND_TIMEOUT`` ends the connection. Each connection's socket is used by its own
+greenlet only: the reaper and the shedding kill that greenlet, which closes its socket itself.
 """
 
 from __future__ import annotations
@@ -21,16 +28,19 @@ from __future__ import annotations
 import logging
 import os
 import socket as _socket
+import time
 from collections.abc import Callable
 
+import gevent
 from gevent import socket
-from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from sidecar.codecs import http1
+from sidecar.codecs.http1_wire import closing_response
 from sidecar.errors import ProtocolError
 from sidecar.ops import metrics
 from sidecar.ops.metrics import answer
+from sidecar.policies.connections import ConnectionLimits
 
 __all__ = ["AdminServer", "for_consumer", "for_provider"]
 
@@ -41,8 +51,13 @@ class AdminServer:
     """Serves ``/healthz``, ``/metrics`` and ``/stats`` on ``listen``: ``(host, port)`` (port 0 picks
     a free one; :attr:`address` is the bound one) or the path of a Unix socket."""
 
-    IDLE_TIMEOUT = 30.0  # seconds a keep-alive connection may stay silent
-    MAX_CONNECTIONS = 64  # a full pool stops accepting
+    REQUEST_TIMEOUT = metrics.ADMIN_LIMITS["request_timeout"]
+    SEND_TIMEOUT = metrics.ADMIN_LIMITS["send_timeout"]
+    MAX_CONNECTIONS = metrics.ADMIN_LIMITS["max_connections"]
+    MAX_REQUESTS = metrics.ADMIN_LIMITS["max_requests"]
+    MAX_HEAD = metrics.ADMIN_LIMITS["max_head"]
+    MAX_BODY = metrics.ADMIN_LIMITS["max_body"]
+    REAP_EVERY = 0.25  # seconds between looks for overdue requests
 
     def __init__(
         self,
@@ -57,6 +72,9 @@ class AdminServer:
         self.health, self.stats, self.metrics = health, stats, metrics
         self.ready = ready or health
         self._server: StreamServer | None = None
+        self._limits = ConnectionLimits(max_connections=self.MAX_CONNECTIONS, request_timeout=self.REQUEST_TIMEOUT)
+        self._reaper: gevent.Greenlet | None = None
+        self.shed = self.timed_out = 0  # connections closed to make room, and for a late request
 
     def __repr__(self) -> str:
         return f"AdminServer({self.listen!r}, {'serving' if self._server is not None else 'not started'})"
@@ -68,14 +86,16 @@ class AdminServer:
         return name if isinstance(name, str) else name[:2]
 
     def start(self) -> None:
-        self._server = StreamServer(self._listener(), self._handle, spawn=Pool(self.MAX_CONNECTIONS))
+        self._server = StreamServer(self._listener(), self._handle)
         self._server.start()
+        self._reaper = gevent.spawn(self._reap)
 
     def stop(self, timeout: float = 1.0) -> None:
         """Close the listener and the connections; stopping twice is harmless."""
         if self._server is None:
             return
         server, self._server = self._server, None
+        self._reaper.kill()
         server.stop(timeout=timeout)
         if isinstance(self.listen, str):
             try:
@@ -104,18 +124,37 @@ class AdminServer:
 
     # -- one connection ---------------------------------------------------------------------------
 
+    def _reap(self) -> None:
+        while True:
+            gevent.sleep(self.REAP_EVERY)
+            for connection in self._limits.overdue(time.monotonic()):
+                self.timed_out += 1
+                connection.kill(_RequestTimeout, block=False)
+
     def _handle(self, sock: socket.socket, address) -> None:
-        sock.settimeout(self.IDLE_TIMEOUT)
-        conn = http1.ServerConnection(max_body=64 * 1024)
+        me = gevent.getcurrent()
+        for victim in self._limits.opened(me, time.monotonic()):
+            self.shed += 1
+            victim.kill(block=False)
+        sock.settimeout(self.SEND_TIMEOUT)  # reads are bounded by the request deadline, sends by this
+        conn = http1.ServerConnection(max_head=self.MAX_HEAD, max_body=self.MAX_BODY)
         try:
-            self._serve(sock, conn)
+            self._serve(sock, conn, me)
+        except _RequestTimeout:
+            if conn.buffered or conn.their_state is not http1.IDLE:  # part of a request came: say why
+                late = closing_response(408, _TEXT, b"request not complete in time\n")
+                try:
+                    sock.sendall(late)
+                except (OSError, TimeoutError):
+                    pass
         except (OSError, TimeoutError) as e:
             log.debug("admin connection ended: %s", e)
         finally:
+            self._limits.closed(me)
             sock.close()
 
-    def _serve(self, sock: socket.socket, conn: http1.ServerConnection) -> None:
-        request = None
+    def _serve(self, sock: socket.socket, conn: http1.ServerConnection, me) -> None:
+        request, answered = None, 0
         while True:
             try:
                 event = conn.next_event()
@@ -124,14 +163,25 @@ class AdminServer:
                     sock.sendall(conn.send(_reply(e.status_hint, e.reason + "\n")))
                 return
             if event is http1.NEED_DATA:
-                conn.receive_data(sock.recv(64 * 1024))
+                sock.settimeout(None)  # the reaper ends a request that is late
+                data = sock.recv(16 * 1024)
+                sock.settimeout(self.SEND_TIMEOUT)
+                conn.receive_data(data)
             elif isinstance(event, http1.Request):
                 request = event
             elif isinstance(event, http1.EndOfMessage):
-                sock.sendall(conn.send(self.respond(request.method, request.target)))
-                if conn.our_state is not http1.DONE:
+                self._limits.busy(me)
+                answered += 1
+                response = self.respond(request.method, request.target)
+                if answered >= self.MAX_REQUESTS:
+                    response.headers.append(("Connection", "close"))
+                sock.sendall(conn.send(response))
+                if conn.our_state is not http1.DONE or answered >= self.MAX_REQUESTS:
                     return
+                self._limits.answered(me, time.monotonic())
                 conn.start_next_cycle()
+                if conn.buffered:  # pipelined requests wait their turn behind other connections
+                    gevent.sleep(0)
             elif isinstance(event, http1.ConnectionClosed) or event is http1.PAUSED:
                 return
 
@@ -146,8 +196,15 @@ class AdminServer:
         return http1.Response(status, headers, body)
 
 
+class _RequestTimeout(Exception):
+    """Thrown into a connection's greenlet whose request did not arrive whole in time."""
+
+
+_TEXT = [("Content-Type", "text/plain; charset=utf-8")]
+
+
 def _reply(status: int, text: str) -> http1.Response:
-    return http1.Response(status, [("Content-Type", "text/plain; charset=utf-8")], text.encode())
+    return http1.Response(status, list(_TEXT), text.encode())
 
 
 def for_provider(sidecar, listen: tuple[str, int] | str) -> AdminServer:

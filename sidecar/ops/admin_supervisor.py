@@ -11,6 +11,12 @@ request, asks every worker over its socket:
 * ``/stats`` and ``/metrics``: the workers' stats merged (:func:`sidecar.ops.metrics.merge`), then shown
   as one consumer's. A worker that does not answer (one being restarted) is left out and counted in
   ``unreachable_workers``.
+
+The port holds up under misbehaving clients as a worker's does (:mod:`sidecar.ops.admin`), with the
+same rules from :mod:`sidecar.policies.connections`: a request must be whole within
+``REQUEST_TIMEOUT`` of the connection's start or previous answer, a full port sheds the connection
+that has waited longest, a connection gets at most ``MAX_REQUESTS`` answers. The serving loop looks
+for late requests every half second and shuts their sockets down, which ends their threads.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sidecar.ops import metrics
+from sidecar.policies.connections import ConnectionLimits
 
 __all__ = ["SupervisorAdmin", "fetch"]
 
@@ -82,7 +90,7 @@ class SupervisorAdmin:
 
     def bind(self) -> None:
         admin = self
-        server_class = _Server6 if ":" in self.listen[0] else ThreadingHTTPServer
+        server_class = _Server6 if ":" in self.listen[0] else _Server
         handler = type("Handler", (_Handler,), {"admin": admin})
         self._server = server_class(self.listen, handler)
 
@@ -149,17 +157,75 @@ class SupervisorAdmin:
         return metrics.consumer_metrics(self.raw_stats())
 
 
-class _Server6(ThreadingHTTPServer):
+class _Server(ThreadingHTTPServer):
+    """Serves each connection on a thread; :class:`ConnectionLimits` says which to shut down."""
+
+    daemon_threads = True
+
+    def __init__(self, address, handler):
+        self.limits = ConnectionLimits(
+            max_connections=metrics.ADMIN_LIMITS["max_connections"],
+            request_timeout=metrics.ADMIN_LIMITS["request_timeout"],
+        )
+        self.limits_lock = threading.Lock()
+        self.shed = self.timed_out = 0
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        with self.limits_lock:
+            shed = self.limits.opened(request, time.monotonic())
+            self.shed += len(shed)
+        for victim in shed:
+            _shut(victim)
+        super().process_request(request, client_address)
+
+    def service_actions(self) -> None:
+        """Between polls of the listening socket (every half second): end the late requests."""
+        with self.limits_lock:
+            late = self.limits.overdue(time.monotonic())
+            self.timed_out += len(late)
+        for sock in late:
+            _shut(sock)
+
+    def shutdown_request(self, request) -> None:
+        with self.limits_lock:
+            self.limits.closed(request)
+        super().shutdown_request(request)
+
+    def busy(self, request) -> None:
+        with self.limits_lock:
+            self.limits.busy(request)
+
+    def answered(self, request) -> None:
+        with self.limits_lock:
+            self.limits.answered(request, time.monotonic())
+
+
+class _Server6(_Server):
     address_family = socket.AF_INET6
+
+
+def _shut(sock: socket.socket) -> None:
+    """End a connection served by another thread: its reads see the end, and it closes the socket."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 class _Handler(BaseHTTPRequestHandler):
     admin: SupervisorAdmin
     protocol_version = "HTTP/1.1"
-    timeout = 30.0  # seconds a keep-alive connection may stay silent
+    # each read and write; the whole request is bounded by the server's limits
+    timeout = metrics.ADMIN_LIMITS["send_timeout"]
+    answers = 0
 
     def _answer(self) -> None:
         admin = self.admin
+        self.server.busy(self.connection)
+        self.answers += 1
+        if self.answers >= metrics.ADMIN_LIMITS["max_requests"]:
+            self.close_connection = True
         try:
             status, headers, body = metrics.answer(
                 self.command, self.path, admin.health, admin.stats, admin.metrics, admin.ready
@@ -168,7 +234,7 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("admin %s %s failed", self.command, self.path)
             status, headers, body = 500, [("Content-Type", metrics.TEXT)], b"internal error of the admin endpoint\n"
         self.send_response(status)
-        if self.command != "GET":  # a body we did not read may follow: do not reuse the connection
+        if self.command != "GET" or self.close_connection:  # a body we did not read may follow, or enough
             self.close_connection = True
             self.send_header("Connection", "close")
         for name, value in headers:
@@ -177,6 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+        self.server.answered(self.connection)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _answer
 

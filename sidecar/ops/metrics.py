@@ -28,6 +28,7 @@ import math
 from sidecar.policies.histogram import STEPS_PER_DOUBLING, Histogram
 
 __all__ = [
+    "ADMIN_LIMITS",
     "ADMIN_PATHS",
     "CONTENT_TYPE",
     "answer",
@@ -291,6 +292,15 @@ def provider_metrics(raw: dict) -> str:
 # -- the admin paths -------------------------------------------------------------------------------
 
 ADMIN_PATHS = ("/healthz", "/readyz", "/metrics", "/stats")
+# What one client may take of an admin port, for a worker's server and the supervisor's alike.
+ADMIN_LIMITS = {
+    "request_timeout": 5.0,  # seconds for a whole request, from the connection's start or the last answer
+    "send_timeout": 5.0,  # seconds for an answer to be taken by the client
+    "max_connections": 64,  # past this a new connection sheds the one that has waited longest
+    "max_requests": 100,  # answers per connection; then it is closed
+    "max_head": 8 * 1024,  # bytes of request line and headers (over: 431)
+    "max_body": 1024,  # bytes of request body (the paths take none; over: 413)
+}
 TEXT = "text/plain; charset=utf-8"
 
 
