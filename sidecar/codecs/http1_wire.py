@@ -210,6 +210,8 @@ def body_reader(headers: Headers, version: str, limits: Limits, until_close: boo
         codings = [c.strip().lower() for c in codings]
         if codings[-1] != "chunked":
             raise RemoteProtocolError(f"Transfer-Encoding {', '.join(codings)!r} does not end with chunked")
+        if "chunked" in codings[:-1]:
+            raise RemoteProtocolError("Transfer-Encoding chunked applied more than once")
         if len(codings) > 1:
             raise RemoteProtocolError(f"transfer coding {codings[0]!r} is not supported", status_hint=501)
         return ChunkedReader(limits)
@@ -217,12 +219,12 @@ def body_reader(headers: Headers, version: str, limits: Limits, until_close: boo
         value = lengths.pop()
         if lengths or not (value.isascii() and value.isdigit()):
             raise RemoteProtocolError(f"bad Content-Length {get_header(headers, 'content-length')!r}")
-        if len(value) > 18 or int(value) > limits.max_body:
-            shown = value.lstrip("0") or "0"
-            shown = shown if len(shown) <= 40 else f"of {len(shown)} digits"
+        digits = value.lstrip("0") or "0"  # leading zeros are allowed and say nothing of the size
+        if len(digits) > 18 or int(digits) > limits.max_body:
+            shown = digits if len(digits) <= 40 else f"of {len(digits)} digits"
             message = f"Content-Length {shown} is over the limit of {limits.max_body} bytes"
             raise RemoteProtocolError(message, status_hint=413)
-        return LengthReader(int(value))
+        return LengthReader(int(digits))
     return UntilCloseReader(limits.max_body) if until_close else LengthReader(0)
 
 

@@ -161,6 +161,11 @@ REQUESTS = [
         b"DELETE /k HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
         [Request("DELETE", "/k", [("host", "a"), ("content-length", "0")]), EOM],
     ),
+    (  # regression: leading zeros once counted as digits of the size (a 413 for 141 bytes)
+        "content-length with leading zeros",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 00000000000000000000003\r\n\r\nabc",
+        [Request("POST", "/", [("host", "a"), ("content-length", "00000000000000000000003")]), Data(b"abc"), EOM],
+    ),
 ]
 
 
@@ -342,6 +347,12 @@ ERRORS = [
         {},
         400,
         "Transfer-Encoding 'chunked, gzip' does not end with chunked",
+    ),
+    (  # regression: once a misleading 501 "transfer coding 'chunked' is not supported"
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        {},
+        400,
+        "Transfer-Encoding chunked applied more than once",
     ),
     (
         b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip, chunked\r\n\r\n",
