@@ -72,7 +72,7 @@ class AdminServer:
         self.health, self.stats, self.metrics = health, stats, metrics
         self.ready = ready or health
         self._server: StreamServer | None = None
-        self._limits = ConnectionLimits(max_connections=self.MAX_CONNECTIONS, request_timeout=self.REQUEST_TIMEOUT)
+        self._limits = ConnectionLimits(max_connections=self.MAX_CONNECTIONS)
         self._reaper: gevent.Greenlet | None = None
         self.shed = self.timed_out = 0  # connections closed to make room, and for a late request
 
@@ -133,7 +133,11 @@ class AdminServer:
 
     def _handle(self, sock: socket.socket, address) -> None:
         me = gevent.getcurrent()
-        for victim in self._limits.opened(me, time.monotonic()):
+        shed = self._limits.opened(me, deadline=time.monotonic() + self.REQUEST_TIMEOUT)
+        if shed is None:  # every connection is being answered: this one waits for no one
+            sock.close()
+            return
+        for victim in shed:
             self.shed += 1
             victim.kill(block=False)
         sock.settimeout(self.SEND_TIMEOUT)  # reads are bounded by the request deadline, sends by this
@@ -178,7 +182,7 @@ class AdminServer:
                 sock.sendall(conn.send(response))
                 if conn.our_state is not http1.DONE or answered >= self.MAX_REQUESTS:
                     return
-                self._limits.answered(me, time.monotonic())
+                self._limits.idle(me, deadline=time.monotonic() + self.REQUEST_TIMEOUT)
                 conn.start_next_cycle()
                 if conn.buffered:  # pipelined requests wait their turn behind other connections
                     gevent.sleep(0)

@@ -163,18 +163,18 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address, handler):
-        self.limits = ConnectionLimits(
-            max_connections=metrics.ADMIN_LIMITS["max_connections"],
-            request_timeout=metrics.ADMIN_LIMITS["request_timeout"],
-        )
+        self.limits = ConnectionLimits(max_connections=metrics.ADMIN_LIMITS["max_connections"])
         self.limits_lock = threading.Lock()
         self.shed = self.timed_out = 0
         super().__init__(address, handler)
 
     def process_request(self, request, client_address) -> None:
         with self.limits_lock:
-            shed = self.limits.opened(request, time.monotonic())
-            self.shed += len(shed)
+            shed = self.limits.opened(request, deadline=_deadline())
+            self.shed += len(shed or ())
+        if shed is None:  # every connection is being answered: this one waits for no one
+            self.shutdown_request(request)
+            return
         for victim in shed:
             _shut(victim)
         super().process_request(request, client_address)
@@ -198,11 +198,15 @@ class _Server(ThreadingHTTPServer):
 
     def answered(self, request) -> None:
         with self.limits_lock:
-            self.limits.answered(request, time.monotonic())
+            self.limits.idle(request, deadline=_deadline())
 
 
 class _Server6(_Server):
     address_family = socket.AF_INET6
+
+
+def _deadline() -> float:
+    return time.monotonic() + metrics.ADMIN_LIMITS["request_timeout"]
 
 
 def _shut(sock: socket.socket) -> None:

@@ -1,22 +1,27 @@
-"""Which connections of a server to close: a cap on their number and a deadline for each request.
+"""Which connections of a server to close: a cap on their number, and a deadline for each phase.
 
-Pure, like the balancer: the I/O layer says what happened to a connection, with the time, and asks
-which connections to close; it closes them in its own way (a greenlet killed, a socket shut down).
-Keys are whatever the I/O layer uses for a connection (hashable).
+Pure, like the balancer: the I/O layer says what each connection is doing, with the deadline of that
+phase, and asks which connections to close; it closes them in its own way (a watcher stopped and the
+socket closed, a greenlet killed, a socket shut down). Keys are whatever the I/O layer uses for a
+connection (hashable). A connection is in one of three phases:
 
-* A connection must bring a whole request within ``request_timeout`` of being opened or of its
-  previous answer: a head sent a byte at a time, or a keep-alive connection left silent, is overdue
-  then, however often bytes arrive.
-* While a request is being answered, its connection has no deadline (the answer has its own).
-* At ``max_connections``, a new connection closes the one that has waited longest for its request
-  (the earliest deadline), so a flood of slow or idle connections cannot lock out a new client.
+* **idle**: waiting for a request to begin (a new or a kept-alive connection); its deadline is the
+  idle timeout. Idle connections are the first to go when the server is full.
+* **waiting**: waiting on the client in the middle of something (a request head or body that has
+  begun, an answer the client is slow to take); its deadline is the one of that phase, and holds
+  however often bytes arrive.
+* **busy**: the server is working for it (a call in flight); no deadline here (the call has its own).
 
->>> limits = ConnectionLimits(max_connections=2, request_timeout=5.0)
->>> limits.opened("a", now=0.0), limits.opened("b", now=1.0)
+At ``max_connections``, a new connection sheds the idle connection that has been idle longest; when
+none is idle, the waiting one with the earliest deadline (the slowest client); when every connection
+is busy, there is no room and the new connection is to be refused.
+
+>>> limits = ConnectionLimits(max_connections=2)
+>>> limits.opened("a", deadline=5.0), limits.opened("b", deadline=6.0)
 ([], [])
->>> limits.busy("a"); limits.opened("c", now=2.0)  # "a" is answering: "b" has waited longest
+>>> limits.busy("a"); limits.opened("c", deadline=7.0)  # "a" is answering: "b" has waited longest
 ['b']
->>> limits.answered("a", now=3.0); limits.overdue(now=7.5)
+>>> limits.idle("a", deadline=8.0); limits.overdue(now=7.5)
 ['c']
 >>> limits.overdue(now=8.0)
 ['a']
@@ -26,68 +31,85 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-__all__ = ["ConnectionLimits"]
+__all__ = ["ConnectionLimits", "IDLE", "WAITING", "BUSY"]
+
+IDLE, WAITING, BUSY = "idle", "waiting", "busy"
 
 
 class ConnectionLimits:
-    """The connections of one server, each with the time by which its next request must be whole."""
+    """The connections of one server, each with its phase and the deadline of that phase."""
 
-    def __init__(self, *, max_connections: int, request_timeout: float):
+    def __init__(self, *, max_connections: int):
         if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
             raise ValueError(f"max_connections must be an int >= 1, not {max_connections!r}")
-        if not request_timeout > 0:
-            raise ValueError(f"request_timeout must be > 0, not {request_timeout!r}")
-        self.max_connections, self.request_timeout = max_connections, request_timeout
-        self._deadlines: dict[Hashable, float | None] = {}  # None: its request is being answered
+        self.max_connections = max_connections
+        # key -> (phase, deadline, since): since orders the idle ones by how long they have been idle
+        self._phases: dict[Hashable, tuple[str, float | None, int]] = {}
+        self._ticks = 0  # orders the changes of phase
 
     def __len__(self) -> int:
-        return len(self._deadlines)
+        return len(self._phases)
 
     def __contains__(self, key: Hashable) -> bool:
-        return key in self._deadlines
+        return key in self._phases
 
-    def opened(self, key: Hashable, now: float) -> list[Hashable]:
-        """Take a new connection; returns the connections to close to make room for it, which are
-        forgotten here already."""
+    def phase(self, key: Hashable) -> str | None:
+        entry = self._phases.get(key)
+        return None if entry is None else entry[0]
+
+    def opened(self, key: Hashable, deadline: float) -> list[Hashable] | None:
+        """Take a new connection, idle until ``deadline``. Returns the connections to close to make
+        room for it (forgotten here already), or None when every connection is busy: then the new
+        one is not taken and is to be refused."""
         shed = []
-        while len(self._deadlines) >= self.max_connections:
-            victim = self._longest_waiting()
-            del self._deadlines[victim]
+        while len(self._phases) >= self.max_connections:
+            victim = self._first_to_go()
+            if victim is None:  # every connection is busy
+                return None
+            del self._phases[victim]
             shed.append(victim)
-        self._deadlines[key] = now + self.request_timeout
+        self._set(key, IDLE, deadline)
         return shed
 
-    def busy(self, key: Hashable) -> None:
-        """A whole request arrived on ``key``: no deadline while it is answered."""
-        if key in self._deadlines:
-            self._deadlines[key] = None
+    def idle(self, key: Hashable, deadline: float) -> None:
+        """``key`` waits for its next request until ``deadline``."""
+        if key in self._phases:
+            self._set(key, IDLE, deadline)
 
-    def answered(self, key: Hashable, now: float) -> None:
-        """The answer went out: the next request is due within ``request_timeout``."""
-        if key in self._deadlines:
-            self._deadlines[key] = now + self.request_timeout
+    def waiting(self, key: Hashable, deadline: float) -> None:
+        """``key`` is in the middle of a request or an answer, which must be done by ``deadline``."""
+        if key in self._phases:
+            self._set(key, WAITING, deadline)
+
+    def busy(self, key: Hashable) -> None:
+        """The server works for ``key``: no deadline until it is idle or waiting again."""
+        if key in self._phases:
+            self._set(key, BUSY, None)
 
     def closed(self, key: Hashable) -> None:
-        self._deadlines.pop(key, None)
+        self._phases.pop(key, None)
 
     def overdue(self, now: float) -> list[Hashable]:
-        """The connections whose request is late, oldest deadline first; they are forgotten here."""
+        """The connections whose deadline passed, the earliest deadline first; they are forgotten here
+        (:meth:`phase` before this tells what each was doing)."""
         late = sorted(
-            (deadline, index, key)
-            for index, (key, deadline) in enumerate(self._deadlines.items())
+            (deadline, since, key)
+            for key, (_, deadline, since) in self._phases.items()
             if deadline is not None and deadline <= now
         )
         for _, _, key in late:
-            del self._deadlines[key]
+            del self._phases[key]
         return [key for _, _, key in late]
 
-    def _longest_waiting(self) -> Hashable:
-        """The connection with the earliest deadline; when every one is answering, the oldest."""
-        waiting = [
-            (deadline, index, key)
-            for index, (key, deadline) in enumerate(self._deadlines.items())
-            if deadline is not None
-        ]
+    def _set(self, key: Hashable, phase: str, deadline: float | None) -> None:
+        self._ticks += 1
+        self._phases[key] = (phase, deadline, self._ticks)
+
+    def _first_to_go(self) -> Hashable | None:
+        idle = [(since, key) for key, (phase, _, since) in self._phases.items() if phase is IDLE]
+        if idle:
+            return min(idle)[1]
+        waiting = [(deadline, since, key) for key, (phase, deadline, since) in self._phases.items() if phase is WAITING]
         if waiting:
             return min(waiting)[2]
-        return next(iter(self._deadlines))
+        return None
