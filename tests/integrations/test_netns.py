@@ -3,7 +3,7 @@ joined by a veth pair, ``tc netem`` on both ends of it.
 
 The provider namespace runs the demo Dubbo service on its loopback and two provider sidecars on its
 veth address (``--allow-remote``); the consumer namespace runs the consumer sidecar on its loopback,
-its tunnel socket bound to its veth address (``tunnel_bind``, set by a config file), and the load,
+its tunnel socket bound to its veth address (``tunnel_bind`` and ``allow_remote``, set by a config file), and the load,
 a subprocess (``netns_tools load``) whose clients give each call its own deadline. Each case runs a
 few seconds of load with ``--call-timeout 1``; then every call must have ended as 200 with the right
 answer or as 504, none later than the call timeout plus a margin, and the tables of calls in flight
@@ -264,7 +264,7 @@ def link():
 @pytest.fixture(scope="module")
 def topology(link, tmp_path_factory):
     config = tmp_path_factory.mktemp("netns") / "consumer.toml"
-    config.write_text(f'[consumer]\ntunnel_bind = "{CONSUMER_IP}:0"\n')
+    config.write_text(f'[consumer]\nallow_remote = true\ntunnel_bind = "{CONSUMER_IP}:0"\n')
     return Topology(link, str(config))
 
 
