@@ -94,18 +94,31 @@ class BadCall(RemoteProtocolError):
 
 def parse_call(method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> Call:
     """The call an HTTP request makes (see the module docstring); raises :class:`BadCall`."""
-    if target.startswith(("http://", "https://")):  # absolute form: keep the path
-        slash = target.find("/", target.find("//") + 2)
-        target = target[slash:] if slash >= 0 else "/"
-    path, _, query = target.partition("?")
+    path = check_route(method, target, headers)
     if path == "/":
-        form = True
-    elif path.startswith("/dubbo/"):
-        parts = path.split("/")
-        if len(parts) != 4 or not parts[2] or not parts[3]:
-            raise BadCall(f"no such path {_show(path)}: the JSON call is {JSON_ROUTE}", 404)
-        form = False
-    else:
+        return _form_call(parse_form(body))
+    parts = path.split("/")
+    return _json_call(unquote(parts[2]), unquote(parts[3]), body)
+
+
+def check_route(method: str, target: str, headers: list[tuple[str, str]]) -> str:
+    """What a call's head must pass before its body is read (the path, the method, no query string,
+    the Content-Type); returns the path. Raises :class:`BadCall`.
+
+    >>> check_route("POST", "/", [])
+    '/'
+    >>> try:
+    ...     check_route("GET", "/dubbo/Svc/hash", [])
+    ... except BadCall as e:
+    ...     print(e.status_hint, e.reason)
+    405 method GET not allowed: calls are POST
+    """
+    path, _, query = _origin_form(target).partition("?")
+    whole = json_route(path)
+    form = whole is None
+    if whole is False:
+        raise BadCall(f"no such path {_show(path)}: the JSON call is {JSON_ROUTE}", 404)
+    if form and path != "/":
         raise BadCall(f"no such path {_show(path)}: call POST / (form) or {JSON_ROUTE}", 404)
     if method != "POST":
         raise BadCall(f"method {method} not allowed: calls are POST", 405, (("Allow", "POST"),))
@@ -115,9 +128,29 @@ def parse_call(method: str, target: str, headers: list[tuple[str, str]], body: b
     expected = FORM if form else JSON
     if content_type is not None and content_type.partition(";")[0].strip().lower() != expected:
         raise BadCall(f"Content-Type {_show(content_type)} not supported here: send {expected}", 415)
-    if form:
-        return _form_call(parse_form(body))
-    return _json_call(unquote(parts[2]), unquote(parts[3]), body)
+    return path
+
+
+def json_route(target: str) -> bool | None:
+    """None when ``target`` is not on the JSON route (``/dubbo/...``); else whether it is a whole
+    ``/dubbo/{interface}/{method}``. Errors on the JSON route are answered in JSON.
+
+    >>> json_route("/"), json_route("/dubbo/Svc/hash?x"), json_route("/dubbo/Svc")
+    (None, True, False)
+    """
+    path = _origin_form(target).partition("?")[0]
+    if not path.startswith("/dubbo/"):
+        return None
+    parts = path.split("/")
+    return len(parts) == 4 and bool(parts[2]) and bool(parts[3])
+
+
+def _origin_form(target: str) -> str:
+    """The path and query of a request target: an absolute-form target loses its scheme and host."""
+    if target.startswith(("http://", "https://")):
+        slash = target.find("/", target.find("//") + 2)
+        return target[slash:] if slash >= 0 else "/"
+    return target
 
 
 def _form_call(fields: dict[str, str]) -> Call:

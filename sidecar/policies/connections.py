@@ -23,8 +23,8 @@ is busy, there is no room and the new connection is to be refused.
 ['b']
 >>> limits.idle("a", deadline=8.0); limits.overdue(now=7.5)
 ['c']
->>> limits.overdue(now=8.0)
-['a']
+>>> limits.overdue(now=8.0), limits.phase("c")  # "c" is the I/O layer's to close now
+(['a'], 'busy')
 """
 
 from __future__ import annotations
@@ -90,15 +90,15 @@ class ConnectionLimits:
         self._phases.pop(key, None)
 
     def overdue(self, now: float) -> list[Hashable]:
-        """The connections whose deadline passed, the earliest deadline first; they are forgotten here
-        (:meth:`phase` before this tells what each was doing)."""
+        """The connections whose deadline passed, the earliest deadline first. Each is busy from now
+        on (it is not returned again) until the I/O layer closes it or gives it a new phase."""
         late = sorted(
             (deadline, since, key)
             for key, (_, deadline, since) in self._phases.items()
             if deadline is not None and deadline <= now
         )
         for _, _, key in late:
-            del self._phases[key]
+            self._set(key, BUSY, None)
         return [key for _, _, key in late]
 
     def _set(self, key: Hashable, phase: str, deadline: float | None) -> None:

@@ -1,9 +1,10 @@
 """The consumer's side of the tunnel: one UDP socket, the balancer, and the table of calls in flight.
 
-:meth:`TunnelCaller.call` is what a connection greenlet does for one HTTP call: stamp a request id,
-ask the :class:`~sidecar.policies.balancer.Balancer` for a provider, send the REQUEST datagram (or wait in the
-balancer's queue until a slot frees), then sleep until the reply, the deadline, or a rejection wakes
-it. Two greenlets do the rest:
+:meth:`TunnelCaller.submit` starts one HTTP call: stamp a request id, ask the
+:class:`~sidecar.policies.balancer.Balancer` for a provider, send the REQUEST datagram (or leave it in
+the balancer's queue until a slot frees); the call's ``done`` callback gets the reply, or the error,
+once. :meth:`TunnelCaller.call` does the same and sleeps until then, for a greenlet. Two greenlets do
+the rest:
 
 * the reader takes REPLY_BATCH datagrams off the socket and wakes each waiting call; a reply whose
   call is unknown (late, after its 504; duplicate; or never ours) or that comes from another address
@@ -61,7 +62,7 @@ class CallError(Exception):
 
 @dataclass(slots=True, eq=False)
 class _Pending:
-    waiter: Waiter | None  # None once the caller stopped waiting
+    done: Callable[[object], None] | None  # gets the result once; None after
     datagram: bytes
     deadline: float
     provider: str | None = None  # None while queued
@@ -163,10 +164,12 @@ class TunnelCaller:
 
     # -- calls ----------------------------------------------------------------------------------
 
-    def call(self, encode: Callable[[int], bytes]) -> tuple[bytes, str]:
-        """Make one call: ``encode(request_id)`` gives its Dubbo request frame. Returns the Dubbo
-        response frame and the key of the provider that answered; raises :class:`CallError` (no
-        provider, saturated, timeout) or the codec's error (status hint 413 for a call too large)."""
+    def submit(self, encode: Callable[[int], bytes], done: Callable[[object], None]) -> None:
+        """Start one call: ``encode(request_id)`` gives its Dubbo request frame. ``done`` is called
+        once, later, from the hub's greenlets, with ``(response frame, provider key)`` or a
+        :class:`CallError` (timeout, queue timeout, stop); it must not block. A call refused at once
+        raises :class:`CallError` (no provider, saturated) or the codec's error (status hint 413 for
+        a call too large) instead, and ``done`` is never called."""
         now = self.clock()
         request_id = self._ids.next(int(now * 1000) & tunnel.STAMP_MASK)
         datagram = tunnel.encode_request(request_id, encode(request_id), limit=self._request_limit)
@@ -177,8 +180,7 @@ class TunnelCaller:
         verdict = decision[0]
         if verdict == "reject":
             raise self._rejection(decision[1])
-        waiter = Waiter()
-        pending = _Pending(waiter, datagram, deadline)
+        pending = _Pending(done, datagram, deadline)
         self._pending[request_id] = pending
         self._deadlines.append((deadline, request_id))
         self.counters["calls"] += 1
@@ -186,10 +188,14 @@ class TunnelCaller:
             self._send(pending, decision[1], now)
         else:
             self.counters["queued"] += 1
-        try:
-            result = waiter.get()
-        finally:
-            pending.waiter = None
+
+    def call(self, encode: Callable[[int], bytes]) -> tuple[bytes, str]:
+        """:meth:`submit` and wait: returns the Dubbo response frame and the key of the provider that
+        answered, or raises :class:`CallError` or the codec's error. For a greenlet."""
+        waiter = Waiter()
+        switch = waiter.switch
+        self.submit(encode, lambda result: self._loop.run_callback(switch, result))
+        result = waiter.get()
         if isinstance(result, CallError):
             raise result
         return result
@@ -224,8 +230,12 @@ class TunnelCaller:
                 self._send(pending, key, now)
 
     def _wake(self, pending: _Pending, value) -> None:
-        if pending.waiter is not None:
-            self._loop.run_callback(pending.waiter.switch, value)
+        done, pending.done = pending.done, None
+        if done is not None:
+            try:
+                done(value)
+            except Exception:  # the reader and the sweeper go on whatever a callback does
+                log.exception("a call's completion failed")
 
     def _fail(self, request_id: int, error: CallError) -> None:
         pending = self._pending.pop(request_id, None)

@@ -1,81 +1,83 @@
-"""The consumer sidecar: an HTTP/1.1 server on gevent that turns each call into a tunnel call.
+"""The consumer sidecar: an HTTP/1.1 server that turns each call into a tunnel call.
 
-One greenlet per client connection runs the loop: bytes from the socket into the pure
-:class:`~sidecar.codecs.http1.ServerConnection`, a whole request out of it, :func:`sidecar.codecs.calls.parse_call`,
-:meth:`sidecar.runtime.caller.TunnelCaller.call`, :func:`sidecar.codecs.calls.reply_for`, the response back. Requests
-pipelined on one connection are answered one after the other, so always in order.
+The HTTP side is :class:`~sidecar.runtime.http_server.HttpServer`: callbacks on the hub's loop, no
+greenlet per connection, and the limits that keep one client from starving the others (work per
+turn, deadlines, a cap on connections, a budget for buffered bodies). This module is its handler: a
+request head is checked before its body is read (:func:`sidecar.codecs.calls.check_route`), a whole
+request becomes a call (:func:`sidecar.codecs.calls.parse_call`) that
+:meth:`~sidecar.runtime.caller.TunnelCaller.submit` sends, and the reply, when the tunnel reader
+hands it over, becomes the response (:func:`sidecar.codecs.calls.reply_for`), written at once.
 
 Errors are sorted here, at the I/O boundary: a malformed request gets its 4xx (the codec's status
-hint) with a one-line reason and the connection is closed; a call that fails gets the status of its
-:class:`~sidecar.runtime.caller.CallError`; anything unexpected is logged and gets a 500, and only if no byte
-of the reply went out. A connection silent for ``idle_timeout`` between requests is closed; a request
-head that takes longer than ``header_timeout`` gets 408 and is closed.
+hint) with a one-line reason, in JSON on the JSON route; a call that fails gets the status of its
+:class:`~sidecar.runtime.caller.CallError`; anything unexpected is logged and gets a 500.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import select
-import socket as _socket
+import socket
 import time
-
-import gevent
-from gevent import socket
-from gevent.pool import Pool
-from gevent.server import StreamServer
 
 from sidecar.codecs import calls, http1
 from sidecar.codecs.dubbo_messages import Serialization
-from sidecar.codecs.http1_wire import encode_head, status_line
 from sidecar.codecs.tunnel import hex_id
 from sidecar.errors import ProtocolError
 from sidecar.runtime.caller import CallError, TunnelCaller
+from sidecar.runtime.http_server import Handler, HttpServer, Limits
 from sidecar.runtime.registry import StaticRegistry, format_address
 from sidecar.runtime.settings import ACCESS_LOGGER, ConsumerConfig
 
-__all__ = ["ConsumerSidecar", "listening_socket", "send_all"]
+__all__ = ["ConsumerSidecar", "listening_socket"]
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger(ACCESS_LOGGER)
 
-RECV_SIZE = 64 * 1024
-# What the reaper checks a connection for: waiting for a request (idle timeout), inside a request head
-# (header timeout), inside a body (idle timeout between pieces), or busy with a call (the call's timeout).
-_IDLE, _HEAD, _BODY, _BUSY = "idle", "head", "body", "busy"
 _SERIALIZATIONS = {"hessian2": Serialization.HESSIAN2, "fastjson": Serialization.FASTJSON}
 
 
-def send_all(sock: socket.socket, data: bytes) -> None:
-    """``sock.sendall(data)`` without gevent's per-call ``getsockopt``: one ``send`` is enough for a
-    reply that fits the socket buffer, which is nearly every reply."""
-    sent = sock.send(data)
-    if sent < len(data):
-        sock.sendall(memoryview(data)[sent:])
-
-
 def listening_socket(address: tuple[str, int], *, reuse_port: bool = False, backlog: int = 1024) -> socket.socket:
-    """A TCP socket listening on ``address``; with ``reuse_port`` several processes may share it
-    (``SO_REUSEPORT``: the kernel spreads the connections over them)."""
-    family = _socket.AF_INET6 if ":" in address[0] else _socket.AF_INET
-    sock = socket.socket(family, _socket.SOCK_STREAM)
-    sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
-    sock.bind(address)
-    sock.listen(backlog)
+    """A non-blocking TCP socket listening on ``address``; with ``reuse_port`` several processes may
+    share it (``SO_REUSEPORT``: the kernel spreads the connections over them)."""
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
     return sock
 
 
-class ConsumerSidecar:
+def limits_of(config: ConsumerConfig) -> Limits:
+    """The HTTP server's limits from the consumer's settings."""
+    return Limits(
+        idle_timeout=config.idle_timeout,
+        header_timeout=config.header_timeout,
+        request_timeout=config.request_timeout,
+        send_timeout=config.send_timeout,
+        max_head=config.max_head,
+        max_body=config.max_body,
+        max_connections=config.max_connections,
+        max_buffered=config.max_buffered,
+        body_budget=config.body_budget,
+        retry_after=config.retry_after,
+    )
+
+
+class ConsumerSidecar(Handler):
     """One consumer process (one worker of ``--workers N``).
 
     ``listener`` is an already-listening socket (the workers' shared port) or None to bind
     ``config.listen``. ``registry`` defaults to the static list in ``config.providers``. ``keys``
     are the tunnel keys (:func:`sidecar.ops.tunnel_keys.load_keys`); none: datagrams are not tagged.
     """
-
-    REAP_INTERVAL = 0.1  # seconds between the reaper's rounds: the resolution of idle and header timeouts
 
     def __init__(
         self, config: ConsumerConfig, *, listener=None, registry=None, consumer_id: int | None = None, keys=()
@@ -98,18 +100,13 @@ class ConsumerSidecar:
         )
         self._workers = config.workers
         self._listener = listener
-        self._server: StreamServer | None = None
+        self._server: HttpServer | None = None
         self._serialization = _SERIALIZATIONS[config.serialization]
-        self._clients: dict[socket.socket, list] = {}  # connection -> [state, deadline]
-        self._reaper: gevent.Greenlet | None = None
         self._stopping = False
-        self.connections = 0
-        self.requests = 0
-        self.timeouts = 0
 
     @property
     def address(self) -> tuple[str, int]:
-        return self._server.socket.getsockname()[:2]
+        return self._server.address
 
     def start(self) -> None:
         self.caller.start()
@@ -117,41 +114,29 @@ class ConsumerSidecar:
         listener = self._listener
         if listener is None:
             listener = listening_socket(self.config.listen, reuse_port=self.config.workers > 1)
-        self._server = StreamServer(listener, self._handle, spawn=Pool(self.config.max_connections))
+        self._server = HttpServer(listener, self, limits_of(self.config))
         self._server.start()
-        self._reaper = gevent.spawn(self._reap)
 
     def _providers_changed(self, entries) -> None:
         workers = self._workers
         entries = [e._replace(threshold=max(1, e.threshold // workers)) if e.threshold else e for e in entries]
         self.caller.set_providers(entries)
 
-    def serve_forever(self) -> None:
-        self._server.serve_forever()
-
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, give the calls in flight up to ``timeout`` seconds, then close. Connections
         waiting for a request are closed at once; the others after the reply they are busy with."""
-        if self._server is None:
+        if self._server is None or self._stopping:
             return
         self._stopping = True
-        self._server.close()
-        end = time.monotonic() + timeout
-        self._close_idle()
-        while self.caller.pending and time.monotonic() < end:
-            gevent.sleep(0.01)
-        self._close_idle()
-        self._server.stop(timeout=max(0.0, end - time.monotonic()))
+        self._server.stop(timeout)
         self.registry.stop()
         self.caller.stop()
-        if self._reaper is not None:
-            self._reaper.kill()
 
     def health(self) -> tuple[bool, str]:
         """``(True, "ok")`` while serving: listening, with at least one provider known; else False and why."""
         if self._stopping:
             return False, "draining"
-        if self._server is None or self._server.closed:
+        if self._server is None:
             return False, "not listening"
         if not self.caller.balancer.providers:
             return False, "no provider known"
@@ -166,152 +151,99 @@ class ConsumerSidecar:
         refusal = self.caller.balancer.refusal(self.caller.clock())
         return (True, "ok") if refusal is None else (False, refusal)
 
+    @property
+    def counters(self) -> dict[str, int]:
+        """The HTTP side's counts: connections accepted, requests, timeouts, shed, refused, over budget."""
+        return dict(self._server.counters) if self._server is not None else {}
+
     def stats(self) -> dict:
+        http = self.counters
         return {
-            "connections": self.connections,
-            "requests": self.requests,
-            "timeouts": self.timeouts,
+            "connections": http.get("connections", 0),
+            "requests": http.get("requests", 0),
+            "timeouts": http.get("timeouts", 0),
+            "http": {**http, "open": len(self._server.open) if self._server else 0},
             **self.caller.stats(),
         }
 
-    # -- one connection ---------------------------------------------------------------------------
+    # -- the HTTP server's handler --------------------------------------------------------------
 
-    def _handle(self, sock: socket.socket, address) -> None:
-        self.connections += 1
+    def check(self, request: http1.Request) -> ProtocolError | None:
         try:
-            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        config = self.config
-        conn = http1.ServerConnection(max_head=config.max_head, max_body=config.max_body)
-        watch = [_IDLE, time.monotonic() + config.idle_timeout]  # what the reaper checks
-        self._clients[sock] = watch
-        client = format_address(*address[:2]) if config.access_log else None  # None: no access log
-        try:
-            self._serve(sock, conn, watch, client)
-        except (ConnectionError, TimeoutError, OSError) as e:
-            log.debug("connection from %s ended: %s", address, e)
-        finally:
-            del self._clients[sock]
-            sock.close()
+            calls.check_route(request.method, request.target, request.headers)
+        except ProtocolError as e:
+            return e
+        return None
 
-    def _serve(self, sock: socket.socket, conn: http1.ServerConnection, watch: list, client: str | None) -> None:
-        config = self.config
-        recv, receive_data, next_event = sock.recv, conn.receive_data, conn.next_event
-        request = None
-        started = 0.0  # when the request head was read
-        body = []
-        while True:
-            try:
-                event = next_event()
-            except ProtocolError as e:
-                self._send_error(sock, conn, e.status_hint, e.reason)
-                return
-            kind = type(event)
-            if event is http1.NEED_DATA:
-                data = recv(RECV_SIZE)
-                receive_data(data)
-                if data and watch[0] is _IDLE:  # the first bytes of a head: it must end in time
-                    watch[0], watch[1] = _HEAD, time.monotonic() + config.header_timeout
-                continue
-            if kind is http1.Request:
-                request, body, started = event, [], time.monotonic()
-                watch[0], watch[1] = _BODY, started + config.idle_timeout
-                if (http1.get_header(event.headers, "expect") or "").lower() == "100-continue":
-                    send_all(sock, conn.send(http1.InformationalResponse(100)))
-            elif kind is http1.Data:
-                body.append(event.data)
-                watch[1] = time.monotonic() + config.idle_timeout
-            elif kind is http1.EndOfMessage:
-                watch[0] = _BUSY
-                self.requests += 1
-                response = self._respond(request, b"".join(body), client, started)
-                send_all(sock, conn.send(response))
-                if conn.our_state is not http1.DONE or not conn.keep_alive or self._stopping:
-                    return
-                conn.start_next_cycle()
-                request = None
-                watch[0], watch[1] = _IDLE, time.monotonic() + config.idle_timeout
-            elif kind is http1.ConnectionClosed or event is http1.PAUSED:
-                return
+    def error(self, status: int, reason: str, headers: tuple = (), request: http1.Request | None = None):
+        form = request is None or calls.json_route(request.target) is None
+        reply = calls.error_reply(status, reason, form=form, headers=headers)
+        return http1.Response(reply.status, reply.headers, reply.body)
 
-    def _close_idle(self) -> None:
-        idle = [sock for sock, watch in self._clients.items() if watch[0] is _IDLE]
-        waiting = _readable(idle)  # a request already in a socket's buffer came before the stop: served
-        for sock in idle:
-            if sock.fileno() not in waiting:
-                try:
-                    sock.shutdown(_socket.SHUT_RDWR)  # its greenlet reads end of file and ends
-                except OSError:
-                    pass
+    def refused(self, request: http1.Request, error: ProtocolError, connection) -> None:
+        self._bad_call(request, error, connection.respond, time.monotonic(), self._client(connection))
 
-    def _reap(self) -> None:
-        """Every ``REAP_INTERVAL``: close the connections idle past ``idle_timeout``; answer 408 to
-        those whose request head or body is late, and close them. Shutting a socket down wakes its
-        greenlet with end of file, so no greenlet is ever killed mid-call, and no read needs a timer
-        of its own."""
-        while True:
-            gevent.sleep(self.REAP_INTERVAL)
-            now = time.monotonic()
-            late = [
-                (sock, watch[0]) for sock, watch in self._clients.items() if watch[0] is not _BUSY and watch[1] < now
-            ]
-            for sock, state in late:
-                try:
-                    if state is not _IDLE:
-                        sock.send(_canned(408, "the request did not arrive in time"))
-                    sock.shutdown(_socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                self.timeouts += 1
+    def _client(self, connection) -> str | None:
+        """The client's address for the access log; None when the log is off (no cost then)."""
+        return format_address(*connection.address[:2]) if self.config.access_log else None
 
-    def _respond(
-        self, request: http1.Request, body: bytes, client: str | None = None, started: float = 0.0
-    ) -> http1.Response:
-        """The reply to one call. With ``client`` (the access log is on) the call is logged too,
-        timed from ``started``; without it, the access log costs this method one ``is None`` check."""
-        form = True
-        frame = provider = tunnel_id = None
+    def _bad_call(self, request, error: ProtocolError, respond, started, client) -> None:
+        form = calls.json_route(request.target) is None
+        reply = calls.error_reply(error.status_hint, error.reason, form=form, headers=getattr(error, "headers", ()))
+        self._send(request, reply, respond, started, client)
+
+    def handle(self, request: http1.Request, body: bytes, connection) -> None:
+        started = time.monotonic()
+        respond = connection.respond
+        client = self._client(connection)
+        form = calls.json_route(request.target) is None
         try:
             call = calls.parse_call(request.method, request.target, request.headers, body)
-            form = call.form
             serialization = self._serialization
-            frame, provider = self.caller.call(
-                lambda request_id: calls.encode_call(call, request_id, serialization=serialization)
+            self.caller.submit(
+                lambda request_id: calls.encode_call(call, request_id, serialization=serialization),
+                lambda result: self._answer(request, call, result, respond, started, client),
             )
-            reply = calls.reply_for(call, frame)
-            if self.config.provider_header:
-                reply.headers.append(("X-Provider", provider))
         except CallError as e:
-            tunnel_id, provider = e.request_id, e.provider
-            if e.status == 504:
-                log.warning("%s", e.reason, extra={"request_id": hex_id(tunnel_id), "provider": provider})
-            reply = calls.error_reply(e.status, e.reason, form=form, headers=e.headers)
+            self._answer(request, None, e, respond, started, client, form=form)
+        except ProtocolError as e:
+            self._bad_call(request, e, respond, started, client)
+        except Exception:
+            log.exception("call failed: %s %s", request.method, request.target)
+            self._send(request, calls.error_reply(500, "internal error in the consumer sidecar", form=form), respond,
+                       started, client)  # fmt: skip
+
+    def _answer(self, request, call, result, respond, started, client, form=True) -> None:
+        """The reply to one call: ``result`` is ``(frame, provider)`` or a :class:`CallError`."""
+        frame = provider = tunnel_id = None
+        if call is not None:
+            form = call.form
+        try:
+            if isinstance(result, CallError):
+                tunnel_id, provider = result.request_id, result.provider
+                if result.status == 504:
+                    log.warning("%s", result.reason, extra={"request_id": hex_id(tunnel_id), "provider": provider})
+                reply = calls.error_reply(result.status, result.reason, form=form, headers=result.headers)
+            else:
+                frame, provider = result
+                reply = calls.reply_for(call, frame)
+                if self.config.provider_header:
+                    reply.headers.append(("X-Provider", provider))
         except ProtocolError as e:
             reply = calls.error_reply(e.status_hint, e.reason, form=form, headers=getattr(e, "headers", ()))
         except Exception:
-            log.exception("call failed: %s %s", request.method, request.target)
+            log.exception("reply failed: %s %s", request.method, request.target)
             reply = calls.error_reply(500, "internal error in the consumer sidecar", form=form)
+        self._send(request, reply, respond, started, client, frame, tunnel_id, provider)
+
+    def _send(self, request, reply, respond, started, client, frame=None, tunnel_id=None, provider=None) -> None:
         headers = reply.headers
         request_id = http1.get_header(request.headers, "x-request-id")
         if request_id is not None:
             headers = [*headers, ("X-Request-Id", request_id)]
         if client is not None:
             _log_access(request, reply.status, client, started, frame, tunnel_id, provider, request_id)
-        return http1.Response(reply.status, headers, reply.body)
-
-    def _send_error(self, sock: socket.socket, conn: http1.ServerConnection, status: int, reason: str) -> None:
-        try:
-            if conn.our_state is http1.SEND_RESPONSE:
-                reply = calls.error_reply(status, reason)
-                data = conn.send(http1.Response(reply.status, list(reply.headers), reply.body))
-            elif conn.our_state is http1.IDLE:  # no request to answer yet (a head that never ended)
-                data = _canned(status, reason)
-            else:
-                return  # a reply is partly out: closing is all we can do
-            send_all(sock, data)
-        except (ProtocolError, OSError) as e:
-            log.debug("could not send %d: %s", status, e)
+        respond(http1.Response(reply.status, headers, reply.body))
 
 
 def _log_access(request, status, client, started, frame, tunnel_id, provider, client_request_id) -> None:
@@ -337,18 +269,3 @@ def _log_access(request, status, client, started, frame, tunnel_id, provider, cl
     if provider is not None:
         fields["provider"] = provider
     access_log.info("%s %s %d", request.method, request.target, status, extra=fields)
-
-
-def _readable(socks: list[socket.socket]) -> set[int]:
-    """The file descriptors of ``socks`` with bytes (or an end of file) to read, without waiting."""
-    poller = select.poll()
-    for sock in socks:
-        poller.register(sock.fileno(), select.POLLIN)
-    return {fd for fd, _ in poller.poll(0)}
-
-
-def _canned(status: int, reason: str) -> bytes:
-    """A complete error response that closes the connection, for when there is no request to answer."""
-    reply = calls.error_reply(status, reason)
-    headers = [*reply.headers, ("Content-Length", str(len(reply.body))), ("Connection", "close")]
-    return encode_head(status_line(reply.status, "", True), headers) + reply.body

@@ -29,9 +29,13 @@ class ConsumerConfig:
     retry_after: int = 1  # seconds, the Retry-After of a 503 for a full wait queue
     idle_timeout: float = 60.0  # a keep-alive connection silent that long is closed
     header_timeout: float = 10.0  # a request head must arrive whole within this
+    request_timeout: float = 30.0  # the whole request (head and body) within this of its first byte
+    send_timeout: float = 10.0  # a response must be taken by the client within this
     max_head: int = 16 * 1024  # request line plus headers (over: 431)
     max_body: int = 1024 * 1024  # request body (over: 413)
-    max_connections: int = 10000  # per worker; a full pool stops accepting
+    max_connections: int = 10000  # per worker; then the longest idle connection is closed for a new one
+    max_buffered: int = 64 * 1024  # bytes of pipelined requests read ahead of their turn, per connection
+    body_budget: int = 64 * 1024 * 1024  # request bodies buffered at once, all connections (over: 503)
     tunnel_bind: tuple[str, int] = ("127.0.0.1", 0)  # the UDP socket the tunnel uses
     datagram_limit: int = 65507  # the largest tunnel datagram sent
     serialization: str = "hessian2"  # of the Dubbo requests: hessian2 or fastjson

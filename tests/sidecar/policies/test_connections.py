@@ -24,7 +24,9 @@ def test_each_phase_has_its_deadline_and_busy_has_none():
     assert limits.phase("a") == BUSY and limits.overdue(100.0) == []
     limits.idle("a", deadline=105.0)
     assert limits.overdue(104.9) == [] and limits.overdue(105.0) == ["a"]
-    assert "a" not in limits and len(limits) == 0 and limits.phase("a") is None  # overdue: forgotten
+    assert limits.phase("a") == BUSY and limits.overdue(1000.0) == []  # the I/O layer's to close now
+    limits.closed("a")
+    assert "a" not in limits and len(limits) == 0 and limits.phase("a") is None
 
 
 def test_overdue_connections_come_earliest_deadline_first():
