@@ -25,19 +25,11 @@ from integrations.demo.hello_service import java_string_hash
 from sidecar.codecs import http1
 from sidecar.tools.demo import ALPHABET, form_body, read_response
 from tests.support.dubbo_peer import WAIT, Process
+from tests.support.waiting import wait_until
 
 __all__ = ["Call", "Load", "WAIT", "consumer_sidecar", "provider_sidecar", "service", "wait_exit", "wait_until"]
 
 _ENV = {**os.environ, "SIDECAR_LOG_LEVEL": "warning"}
-
-
-def wait_until(predicate, what: str, timeout: float = WAIT) -> None:
-    """Let gevent run until ``predicate()`` holds; fails after ``timeout`` (a bound, not a measurement)."""
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        gevent.sleep(0.01)
 
 
 def _wait_line(process: Process, pattern: str) -> re.Match[str]:

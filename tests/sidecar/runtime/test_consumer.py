@@ -4,7 +4,6 @@ sidecars: UDP sockets that answer tunnel requests as told (at once, late, never,
 from __future__ import annotations
 
 import json
-import urllib.parse
 
 import gevent
 import gevent.event
@@ -16,118 +15,9 @@ from sidecar.codecs.dubbo_messages import Response, Status
 from sidecar.codecs.javatypes import java_exception
 from sidecar.ops.config import ConsumerConfig
 from sidecar.runtime.consumer import ConsumerSidecar
-from sidecar.runtime.registry import ProviderEntry
-from tests.support.dubbo_peer import java_hash
-
-SERVICE = "com.alibaba.dubbo.performance.demo.provider.IHelloService"
-
-
-class FakeProvider:
-    """Answers each REQUEST datagram with ``hash`` of its argument after ``delay`` seconds, or as
-    ``behave(request)`` says: a Response, or None for no answer."""
-
-    def __init__(self, delay: float = 0.0, behave=None):
-        self.delay, self.behave = delay, behave
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.address = self.sock.getsockname()
-        self.received = []
-        self.in_flight = self.most_in_flight = 0
-        self.greenlet = gevent.spawn(self._serve)
-
-    def entry(self, weight=1.0, threshold=None) -> ProviderEntry:
-        return ProviderEntry(*self.address, weight, threshold)
-
-    def _serve(self):
-        while True:
-            data, source = self.sock.recvfrom(65535)
-            datagram = tunnel.decode(data)
-            decoder = dubbo.DubboDecoder()
-            decoder.receive_data(datagram.frame)
-            request = decoder.next_event()
-            self.received.append(request)
-            gevent.spawn(self._answer, datagram.request_id, request, source)
-
-    def _answer(self, request_id, request, source):
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        try:
-            gevent.sleep(self.delay)
-            if self.behave is not None:
-                response = self.behave(request)
-            else:
-                response = Response(request_id, value=java_hash(request.arguments[0]))
-            if response is not None:
-                self.sock.sendto(tunnel.encode_replies([(request_id, dubbo.encode(response))]), source)
-        finally:
-            self.in_flight -= 1
-
-    def close(self):
-        self.greenlet.kill()
-        self.sock.close()
-
-
-@pytest.fixture
-def start():
-    started = []
-
-    def start(providers, **options):
-        config = ConsumerConfig(listen=("127.0.0.1", 0), providers=tuple(providers), **options)
-        sidecar = ConsumerSidecar(config, consumer_id=7)
-        sidecar.start()
-        started.append(sidecar)
-        return sidecar
-
-    yield start
-    for sidecar in started:
-        sidecar.stop(timeout=1)
-
-
-@pytest.fixture
-def provider():
-    fake = FakeProvider()
-    yield fake
-    fake.close()
-
-
-def form(parameter: str, **fields) -> bytes:
-    values = {"interface": SERVICE, "method": "hash", "parameterTypesString": "Ljava/lang/String;"}
-    values.update(fields)
-    values["parameter"] = parameter
-    return urllib.parse.urlencode(values).encode()
-
-
-class Client:
-    def __init__(self, address):
-        self.sock = socket.create_connection(address, timeout=10)
-        self.conn = http1.ClientConnection()
-
-    def request(self, body=b"", target="/", headers=(), method="POST"):
-        self.sock.sendall(self.conn.send(http1.ClientRequest(method, target, list(headers), body)))
-        return self.response()
-
-    def response(self):
-        while True:
-            event = self.conn.next_event()
-            if isinstance(event, http1.Response):
-                return event
-            if event is not http1.NEED_DATA:
-                return event
-            self.conn.receive_data(self.sock.recv(65536))
-
-    def raw(self, data: bytes) -> bytes:
-        """Send raw bytes and read until the server closes."""
-        self.sock.sendall(data)
-        out = b""
-        while chunk := self.sock.recv(65536):
-            out += chunk
-        return out
-
-    def close(self):
-        self.sock.close()
-
-
-FORM_HEADERS = [("Content-Type", "application/x-www-form-urlencoded")]
+from tests.support.dubbo_peer import SERVICE, java_hash
+from tests.support.fakes import FakeProvider
+from tests.support.http_clients import FORM_HEADERS, Client, form
 
 
 def test_form_call_answers_the_hash(start, provider):
