@@ -18,6 +18,7 @@ from sidecar.runtime.consumer import ConsumerSidecar
 from tests.support.dubbo_peer import SERVICE, java_hash
 from tests.support.fakes import FakeProvider
 from tests.support.http_clients import FORM_HEADERS, Client, form
+from tests.support.waiting import wait_until
 
 
 def test_form_call_answers_the_hash(start, provider):
@@ -138,7 +139,7 @@ def test_no_answer_is_504_and_the_late_reply_is_dropped(start):
         sidecar = start([late.entry()], call_timeout=0.2)
         reply = Client(sidecar.address).request(form("slow"), headers=FORM_HEADERS)
         assert reply.status == 504 and b"no answer from provider" in reply.body
-        gevent.sleep(0.4)
+        wait_until(lambda: sidecar.caller.dropped["late or unknown"], "the late reply")
         assert sidecar.caller.dropped["late or unknown"] == 1
         assert sidecar.caller.pending == 0
     finally:
@@ -171,9 +172,9 @@ def test_saturated_providers_queue_then_503_with_retry_after(start):
             replies[i] = Client(sidecar.address).request(form(f"q{i}"), headers=FORM_HEADERS)
 
         first = gevent.spawn(call, 0)
-        gevent.sleep(0.05)  # the first call holds the only slot
+        wait_until(lambda: slow.received, "the first call to hold the only slot")
         second = gevent.spawn(call, 1)
-        gevent.sleep(0.05)  # the second waits in the queue
+        wait_until(lambda: sidecar.stats()["queued"] == 1, "the second call to wait in the queue")
         call(2)  # the queue is full
         gevent.joinall([first, second])
         assert replies[0].status == 200 and replies[1].status == 200
@@ -201,8 +202,7 @@ def test_foreign_and_garbage_datagrams_are_dropped_and_counted(start):
         sidecar = start([silent.entry()], call_timeout=0.5)
         target = sidecar.caller.address
         result = gevent.spawn(lambda: Client(sidecar.address).request(form("x"), headers=FORM_HEADERS))
-        gevent.sleep(0.1)
-        request_id = sidecar.caller.balancer._calls and next(iter(sidecar.caller.balancer._calls))
+        request_id = wait_until(lambda: silent.received, "the call to reach the provider")[0].request_id
         forged = tunnel.encode_replies([(request_id, dubbo.encode(Response(request_id, value=1)))])
         other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         other.sendto(forged, target)
@@ -236,9 +236,7 @@ def test_calls_share_by_weight_when_they_pile_up(start):
     try:
         sidecar = start([small.entry(weight=1), large.entry(weight=3)])
         clients = [gevent.spawn(Client(sidecar.address).request, form(str(i)), "/", FORM_HEADERS) for i in range(40)]
-        with gevent.Timeout(10):
-            while len(small.received) + len(large.received) < 40:
-                gevent.sleep(0.01)
+        wait_until(lambda: len(small.received) + len(large.received) >= 40, "every call to reach a provider")
         assert (len(small.received), len(large.received)) == (10, 30)
         release.set()
         assert all(g.get(timeout=5).status == 200 for g in clients)
@@ -256,7 +254,7 @@ def test_stop_closes_idle_connections_at_once_and_lets_a_call_in_flight_finish(p
         idle = Client(sidecar.address)
         assert idle.request(form("warm"), headers=FORM_HEADERS).status == 200
         busy = gevent.spawn(Client(sidecar.address).request, form("in flight"), "/", FORM_HEADERS)
-        gevent.sleep(0.1)
+        wait_until(lambda: len(slow.received) == 2, "the call to be in flight at the provider")
         stopper = gevent.spawn(sidecar.stop, 10)
         assert idle.sock.recv(100) == b""  # closed before the call in flight ends
         assert not busy.ready()

@@ -99,7 +99,7 @@ def test_calls_in_flight_when_the_service_dies_get_service_error(provider_sideca
         for request_id in ids:
             consumer.send_call(request_id, "x")
         wait_until(lambda: sidecar.stats()["forwarded"] == len(ids), "the calls to go out")
-        gevent.sleep(0.05)  # let the pool's writers send them
+        wait_until(lambda: sidecar.stats()["pool"]["in_flight"] == len(ids), "the calls to be in flight")
     finally:
         process.stop(signal.SIGKILL)
     replies = consumer.receive(len(ids))
@@ -160,7 +160,7 @@ def test_stop_answers_what_the_service_did_not_in_time(provider_sidecars, consum
 def test_serve_forever_returns_after_stop(service, provider_sidecars):
     sidecar = provider_sidecars(service)
     server = gevent.spawn(sidecar.serve_forever)
-    gevent.sleep(0.01)
+    gevent.idle()  # serve_forever runs until it waits
     sidecar.stop(timeout=1)
     assert server.join(WAIT) is None and server.dead
 

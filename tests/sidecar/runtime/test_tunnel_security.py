@@ -18,6 +18,7 @@ from sidecar.runtime.registry import ProviderEntry
 from tests.support.dubbo_peer import WAIT, java_hash
 from tests.support.fakes import FakeProvider, now_ms, parse
 from tests.support.http_clients import FORM_HEADERS, Client, form
+from tests.support.waiting import wait_until
 
 OLD = bytes(range(32))
 NEW = bytes(range(100, 132))
@@ -236,7 +237,7 @@ def test_the_allowlist_applies_to_keyed_datagrams_too(service, make_provider, co
 
 
 def test_the_consumer_takes_replies_only_from_the_provider_the_call_went_to():
-    silent = FakeProvider(behave=lambda request: None)
+    silent = FakeProvider(behave=lambda request: None, auth=TunnelAuth([OLD], window_ms=WINDOW_MS))
     try:
         entry = silent.entry()
         config = ConsumerConfig(listen=("127.0.0.1", 0), providers=(entry,), call_timeout=0.5)
@@ -244,8 +245,7 @@ def test_the_consumer_takes_replies_only_from_the_provider_the_call_went_to():
         consumer.start()
         try:
             result = gevent.spawn(call, consumer)
-            gevent.sleep(0.1)
-            request_id = next(iter(consumer.caller._pending))
+            request_id = wait_until(lambda: silent.received, "the call to reach the provider")[0].request_id
             forged = tunnel.encode_replies([(request_id, dubbo.encode(Response(request_id, value=1)))])
             other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             other.sendto(TunnelAuth([OLD], window_ms=WINDOW_MS).seal(forged, now_ms()), consumer.caller.address)

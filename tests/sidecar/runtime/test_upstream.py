@@ -132,7 +132,7 @@ def test_service_killed_then_restarted_on_the_same_port(pool_for):
         wait_until(lambda: pool.connections == 2, "both connections")
         for request_id in range(1, 51):
             pool.send(encode(hash_call(request_id, str(request_id))))
-        gevent.sleep(0.05)  # let the writers send
+        wait_until(lambda: pool.stats()["writes"] == 2, "each connection to write its calls")
     finally:
         process.stop(signal.SIGKILL)
     collector.wait(50)
@@ -305,12 +305,11 @@ def test_a_full_socket_buffer_hands_the_rest_to_the_writer_in_order(pool_for):
         big = "x" * 60_000
         for request_id in range(1, 101):  # 6 MB: more than the socket buffers on both sides
             pool.send(encode(hash_call(request_id, big)))
-        gevent.sleep(0.05)
+        wait_until(lambda: pool.stats()["writes"] == 1, "the first write")
         connection = pool._live[0]
         assert connection.writing and connection.writer is not None  # the writer owns what is left
         for request_id in range(101, 111):  # queued behind it, not written ahead of it
             pool.send(encode(hash_call(request_id, "small")))
-        gevent.sleep(0.01)
         release.set()
         collector.wait(110)
         assert seen == list(range(1, 111)) and collector.lost == {}
