@@ -10,6 +10,8 @@ import pytest
 from sidecar.codecs import http1
 from tests.support.dubbo_peer import SAMPLES, WAIT, java_hash, start_backend
 from tests.support.http_clients import ProcessClient, form, form_request
+from tests.support.ports import unread_bytes
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +91,9 @@ def test_sigterm_lets_the_call_in_progress_finish_and_exits_0():
     try:
         client.sock.sendall(http1.ClientConnection().send(form_request("hello")))
         client.conn.send(form_request("hello"))
-        # SIGTERM while the call waits out its latency: it is still answered
-        threading.Timer(0.3, process.popen.send_signal, args=(signal.SIGTERM,)).start()
+        peer = client.sock.getsockname()[1]
+        wait_until(lambda: unread_bytes(port, peer) == 0, "the backend to read the call")
+        process.popen.send_signal(signal.SIGTERM)  # while the call waits out its latency: it is still answered
         assert client.receive().body == b"99162322"
         assert process.popen.wait(WAIT) == 0
     finally:
