@@ -9,6 +9,8 @@
 - ``mqdb``'s engine imports neither ``mqdb.tools`` nor ``mqdb.cli``; ``mqdb.tools`` not ``mqdb.cli``.
 - ``mqdb`` never imports ``sidecar``, ``integrations`` or ``gevent``; ``sidecar`` never imports ``mqdb``.
 - ``click`` is imported only by ``cli.py`` / ``__main__.py`` modules or inside a ``cli`` package.
+- No test module imports another: shared fakes and helpers live in ``tests/support/``, shared fixtures
+  in ``conftest.py`` files.
 """
 
 import ast
@@ -213,6 +215,24 @@ def test_codecs_and_policies_do_not_read_the_wall_clock():
                 if owner.split(".")[-1] in ("datetime", "date"):
                     found.append(f"{file.relative_to(ROOT)}:{node.lineno} reads {owner}.{node.attr}()")
     assert found == []
+
+
+def enclosing_test_module(name: str) -> str | None:
+    """The test module (``test_*``) that the dotted ``name`` is or lies inside, else None."""
+    parts = name.split(".")
+    for index, part in enumerate(parts):
+        if part.startswith("test_"):
+            return ".".join(parts[: index + 1])
+    return None
+
+
+def test_no_test_module_imports_another():
+    found = set()
+    for file in (ROOT / "tests").rglob("*.py"):
+        for name, line in imports_of(file):
+            if (module := enclosing_test_module(name)) is not None:
+                found.add(f"{file.relative_to(ROOT)}:{line} imports {module}")
+    assert sorted(found) == []
 
 
 @pytest.mark.parametrize(

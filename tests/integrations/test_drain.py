@@ -14,6 +14,8 @@ from gevent import socket
 from tests.support.sidecar_load import (
     WAIT,
     Load,
+    admin_address,
+    admin_stats,
     consumer_sidecar,
     provider_sidecar,
     service,
@@ -47,6 +49,12 @@ def _refused_while(address: tuple[str, int], draining) -> bool:
     raise AssertionError(f"{address} still accepts connections")
 
 
+def _passed_on(admin: tuple[str, int], written: int) -> bool:
+    """Whether the consumer has read ``written`` calls and holds none in its queue: each went to a provider."""
+    stats = admin_stats(admin)
+    return stats["http"]["requests"] == written and stats["queued"] == 0
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_consumer_sigterm_finishes_every_call_in_flight_and_refuses_new_connections(processes, workers):
     dubbo, port = service(SLOW_MS)
@@ -76,18 +84,19 @@ def test_provider_sigterm_finishes_every_call_in_flight_and_the_other_provider_t
     processes.append(stopping)
     staying, staying_key = provider_sidecar(port)
     processes.append(staying)
-    options = ("--call-timeout", "1", "--provider-header")
+    options = ("--call-timeout", "1", "--provider-header", "--admin", "127.0.0.1:0")
     consumer, address = consumer_sidecar([f"{stopping_key}=1", f"{staying_key}=1"], *options)
     processes.append(consumer)
+    admin = admin_address(consumer)
     load = Load(address, 8)
     try:
         wait_until(lambda: load.answered(lambda c: c.provider == stopping_key) >= 4, "calls to the stopping provider")
         wait_until(lambda: len(load.outstanding()) >= 6, "calls in flight")
         # A call is in flight at the provider sidecar once the consumer has passed it on: the clients
-        # hold their next calls for a moment (far longer than a hop on loopback, far shorter than a
-        # call), so that every call written is there when the signal comes.
+        # hold their next calls until the consumer has read every call written and queues none, so
+        # that every call written is there when the signal comes.
         load.held = True
-        gevent.sleep(0.05)
+        wait_until(lambda: _passed_on(admin, len(load.calls)), "the consumer to pass every call on")
         in_flight = load.signal(stopping.pid, signal.SIGTERM)
         load.held = False
         assert wait_exit(stopping) == 0, "".join(stopping.stderr)

@@ -10,12 +10,10 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,6 +23,8 @@ import pytest
 from integrations import etcd_registry as er
 from sidecar.runtime.registry import ProviderEntry
 from tests.support.dubbo_peer import ROOT, WAIT, java_hash
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 PREFIX = er.service_prefix(er.DEFAULT_INTERFACE)
 TTL = 2  # seconds: the lease of the provider sidecars here, so a killed one is gone soon
@@ -113,28 +113,12 @@ ETCD = shutil.which("etcd") or ("/usr/bin/etcd" if os.path.exists("/usr/bin/etcd
 needs_etcd = pytest.mark.skipif(ETCD is None, reason="etcd is not installed (Debian package etcd-server)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _until(predicate, what: str, timeout: float = WAIT):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting: {what}")
-
-
 class Etcd:
     """One etcd member on free loopback ports; :meth:`start` again after :meth:`kill` keeps its data."""
 
     def __init__(self, data_dir: str):
         self.data_dir = data_dir
-        self.client_port, self.peer_port = _free_port(), _free_port()
+        self.client_port, self.peer_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.client_port}"
         self.endpoint = f"etcd://127.0.0.1:{self.client_port}"
         self.process: subprocess.Popen | None = None
@@ -147,7 +131,7 @@ class Etcd:
              "--initial-advertise-peer-urls", peer, "--initial-cluster", f"t={peer}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        _until(self._healthy, "etcd answers")
+        wait_until(self._healthy, "etcd answers")
         return self
 
     def _healthy(self) -> bool:
@@ -336,13 +320,13 @@ def test_provider_registers_and_deregisters_on_graceful_stop(etcd, children):
     service = _service(children)
     provider = _provider(children, etcd.endpoint, service, weight=64)
     key = PREFIX + provider.address
-    assert _until(lambda: etcd.entries().get(key), "the key appears") == {"weight": 64.0, "threshold": None}
+    assert wait_until(lambda: etcd.entries().get(key), "the key appears") == {"weight": 64.0, "threshold": None}
     consumer = _consumer(children, etcd.endpoint)
     status, body, by = call(consumer, "hello")
     assert (status, body, by) == (200, str(java_hash("hello")), provider.address)
     assert provider.stop() == 0
     assert key not in etcd.entries()  # deleted by the stop itself, not by the lease running out
-    _until(lambda: call(consumer)[0] == 503, "the consumer forgets the provider")
+    wait_until(lambda: call(consumer)[0] == 503, "the consumer forgets the provider")
     status, body, _ = call(consumer)
     assert status == 503 and "no provider" in body
 
@@ -352,12 +336,12 @@ def test_a_killed_provider_leaves_when_its_lease_expires(etcd, children):
     service = _service(children)
     provider = _provider(children, etcd.endpoint, service)
     key = PREFIX + provider.address
-    _until(lambda: key in etcd.entries(), "the key appears")
+    wait_until(lambda: key in etcd.entries(), "the key appears")
     consumer = _consumer(children, etcd.endpoint)
-    _until(lambda: _answered_by(consumer, provider), "calls reach the provider")
+    wait_until(lambda: _answered_by(consumer, provider), "calls reach the provider")
     provider.stop(signal.SIGKILL)
-    _until(lambda: key not in etcd.entries(), "the lease expires")
-    _until(lambda: call(consumer)[0] == 503, "the consumer forgets the provider")
+    wait_until(lambda: key not in etcd.entries(), "the lease expires")
+    wait_until(lambda: call(consumer)[0] == 503, "the consumer forgets the provider")
 
 
 @needs_etcd
@@ -365,11 +349,11 @@ def test_a_provider_joins_while_load_runs(etcd, children):
     service = _service(children)
     first = _provider(children, etcd.endpoint, service)
     consumer = _consumer(children, etcd.endpoint)
-    _until(lambda: _answered_by(consumer, first), "calls reach the first provider")
+    wait_until(lambda: _answered_by(consumer, first), "calls reach the first provider")
     load = Load(consumer)
     try:
         second = _provider(children, etcd.endpoint, service)
-        _until(lambda: load.providers.get(second.address), "calls reach the second provider")
+        wait_until(lambda: load.providers.get(second.address), "calls reach the second provider")
     finally:
         load.stop()
     assert set(load.statuses) == {200}, load.statuses
@@ -382,14 +366,14 @@ def test_etcd_down_at_consumer_start_is_reported_and_providers_appear_later(chil
         etcd = Etcd(os.path.join(tmp, "data"))  # ports chosen, nothing listening yet
         try:
             consumer = _consumer(children, etcd.endpoint)
-            _until(lambda: "unreachable" in consumer.err(), "the consumer reports etcd down")
+            wait_until(lambda: "unreachable" in consumer.err(), "the consumer reports etcd down")
             assert etcd.endpoint in consumer.err()
             status, body, _ = call(consumer)
             assert status == 503 and "no provider" in body
             etcd.start()
             service = _service(children)
             provider = _provider(children, etcd.endpoint, service)
-            _until(lambda: _answered_by(consumer, provider), "the consumer finds the provider")
+            wait_until(lambda: _answered_by(consumer, provider), "the consumer finds the provider")
             assert consumer.stop() == 0
         finally:
             etcd.kill()
@@ -402,10 +386,10 @@ def test_etcd_down_at_provider_start_is_reported_and_registration_retried(childr
         try:
             service = _service(children)
             provider = _provider(children, etcd.endpoint, service)
-            _until(lambda: "cannot register" in provider.err(), "the provider reports etcd down")
+            wait_until(lambda: "cannot register" in provider.err(), "the provider reports etcd down")
             assert "still serving" in provider.err()
             etcd.start()
-            _until(lambda: PREFIX + provider.address in etcd.entries(), "the provider registers")
+            wait_until(lambda: PREFIX + provider.address in etcd.entries(), "the provider registers")
         finally:
             etcd.kill()
 
@@ -415,20 +399,20 @@ def test_killing_etcd_under_load_keeps_the_last_known_providers(etcd, children):
     service = _service(children)
     providers = [_provider(children, etcd.endpoint, service) for _ in range(2)]
     consumer = _consumer(children, etcd.endpoint)
-    _until(lambda: _knows(consumer, providers), "the consumer lists both providers")
+    wait_until(lambda: _knows(consumer, providers), "the consumer lists both providers")
     load = Load(consumer)
     try:
         etcd.kill()
-        _until(lambda: "unreachable" in consumer.err(), "the consumer reports etcd down")
+        wait_until(lambda: "unreachable" in consumer.err(), "the consumer reports etcd down")
         before = sum(load.statuses.values())
-        _until(lambda: sum(load.statuses.values()) > before + 20, "calls go on")
+        wait_until(lambda: sum(load.statuses.values()) > before + 20, "calls go on")
     finally:
         load.stop()
     assert set(load.statuses) == {200}, load.statuses
     assert set(load.providers) == {p.address for p in providers}
     assert load.wrong == 0
     # the provider sidecars report it too, keep serving, and still stop cleanly
-    _until(lambda: all("cannot register" in p.err() or "expired" in p.err() for p in providers), "providers notice")
+    wait_until(lambda: all("cannot register" in p.err() or "expired" in p.err() for p in providers), "providers notice")
     for provider in providers:
         assert provider.stop() == 0
     assert consumer.stop() == 0

@@ -3,70 +3,15 @@
 from __future__ import annotations
 
 import signal
-import socket
-import sys
 import threading
-from urllib.parse import quote
 
 import pytest
 
 from sidecar.codecs import http1
-from tests.support.dubbo_peer import SAMPLES, SERVICE, WAIT, Process, java_hash
-
-
-def form_body(parameter: str, **overrides: str) -> bytes:
-    fields = {
-        "interface": SERVICE,
-        "method": "hash",
-        "parameterTypesString": "Ljava/lang/String;",
-        "parameter": parameter,
-        **overrides,
-    }
-    return "&".join(f"{name}={quote(value, safe='')}" for name, value in fields.items()).encode()
-
-
-def form_request(parameter: str, *, request_id: str | None = None, **overrides: str) -> http1.ClientRequest:
-    headers = [("Content-Type", "application/x-www-form-urlencoded")]
-    if request_id is not None:
-        headers.append(("X-Request-Id", request_id))
-    return http1.ClientRequest("POST", "/", headers, form_body(parameter, **overrides))
-
-
-class Client:
-    """One keep-alive connection; ``pipeline`` writes several requests before reading any answer."""
-
-    def __init__(self, port: int):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-        self.conn = http1.ClientConnection(host=f"127.0.0.1:{port}")
-
-    def pipeline(self, *requests: http1.ClientRequest) -> list[http1.Response]:
-        self.sock.sendall(b"".join(http1.ClientConnection().send(request) for request in requests))
-        responses = []
-        for request in requests:
-            self.conn.send(request)  # only to move the parser's state; the bytes went out above
-            responses.append(self._receive())
-        return responses
-
-    def call(self, request: http1.ClientRequest) -> http1.Response:
-        return self.pipeline(request)[0]
-
-    def _receive(self) -> http1.Response:
-        while True:
-            event = self.conn.next_event()
-            if event is http1.NEED_DATA:
-                self.conn.receive_data(self.sock.recv(65536))
-            elif isinstance(event, http1.Response):
-                return event
-            else:
-                raise AssertionError(f"connection ended: {event}")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def start_backend(*options: str) -> tuple[Process, int]:
-    process = Process([sys.executable, "-m", "integrations.demo.http_backend", "--port", "0", *options])
-    return process, int(process.wait_for_line(r"^listening 127\.0\.0\.1:(\d+)$").group(1))
+from tests.support.dubbo_peer import SAMPLES, WAIT, java_hash, start_backend
+from tests.support.http_clients import ProcessClient, form, form_request
+from tests.support.ports import unread_bytes
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +22,7 @@ def backend():
 
 
 def test_hashes_of_every_sample_on_one_keep_alive_connection(backend):
-    client = Client(backend)
+    client = ProcessClient(backend)
     try:
         for text in SAMPLES.values():
             response = client.call(form_request(text))
@@ -89,7 +34,7 @@ def test_hashes_of_every_sample_on_one_keep_alive_connection(backend):
 
 def test_pipelined_requests_are_answered_in_order_and_echo_the_request_id(backend):
     texts = ["", "a", "hello", "x" * 1023, "你好"]
-    client = Client(backend)
+    client = ProcessClient(backend)
     try:
         responses = client.pipeline(*(form_request(t, request_id=f"id-{i}") for i, t in enumerate(texts)))
     finally:
@@ -105,12 +50,12 @@ def test_pipelined_requests_are_answered_in_order_and_echo_the_request_id(backen
         (form_request("a", interface="com.example.Other"), 400),
         (form_request("a", parameterTypesString="I"), 400),
         (http1.ClientRequest("POST", "/", [], b"interface=%zz"), 400),
-        (http1.ClientRequest("POST", "/elsewhere", [], form_body("a")), 404),
+        (http1.ClientRequest("POST", "/elsewhere", [], form("a")), 404),
         (http1.ClientRequest("GET", "/"), 405),
     ],
 )
 def test_other_requests_get_a_client_error_and_the_connection_stays(backend, request_, status):
-    client = Client(backend)
+    client = ProcessClient(backend)
     try:
         assert client.call(request_).status == status
         assert client.call(form_request("hello")).body == b"99162322"
@@ -124,7 +69,7 @@ def test_calls_beyond_the_capacity_get_503_at_once():
         statuses = []
 
         def call(text: str) -> None:
-            client = Client(port)
+            client = ProcessClient(port)
             try:
                 statuses.append(client.call(form_request(text)).status)
             finally:
@@ -142,13 +87,14 @@ def test_calls_beyond_the_capacity_get_503_at_once():
 
 def test_sigterm_lets_the_call_in_progress_finish_and_exits_0():
     process, port = start_backend("--latency-ms", "2000")
-    client = Client(port)
+    client = ProcessClient(port)
     try:
         client.sock.sendall(http1.ClientConnection().send(form_request("hello")))
         client.conn.send(form_request("hello"))
-        # SIGTERM while the call waits out its latency: it is still answered
-        threading.Timer(0.3, process.popen.send_signal, args=(signal.SIGTERM,)).start()
-        assert client._receive().body == b"99162322"
+        peer = client.sock.getsockname()[1]
+        wait_until(lambda: unread_bytes(port, peer) == 0, "the backend to read the call")
+        process.popen.send_signal(signal.SIGTERM)  # while the call waits out its latency: it is still answered
+        assert client.receive().body == b"99162322"
         assert process.popen.wait(WAIT) == 0
     finally:
         client.close()

@@ -9,12 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from sidecar.tools import demo, topology
 from tests.support.dubbo_peer import ROOT, WAIT
+from tests.support.waiting import wait_until
 
 SMALL = topology.Scenario("test", (4, 8, 12), 20.0, (16,))
 
@@ -58,9 +58,10 @@ def test_workers_share_the_port():
         result = demo.drive(topo.consumer_address, 16, 1.0, seed=3)
         worker = consumer[1]
         os.kill(worker, signal.SIGKILL)  # the supervisor starts another
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline and (len(topo.pids()["consumer"]) < 3 or worker in topo.pids()["consumer"]):
-            time.sleep(0.1)
+        wait_until(
+            lambda: len(topo.pids()["consumer"]) >= 3 and worker not in topo.pids()["consumer"],
+            "the supervisor to replace the worker",
+        )
         assert len(topo.pids()["consumer"]) == 3
         again = demo.drive(topo.consumer_address, 8, 0.5, seed=4)
     assert result.errors == 0 and again.errors == 0

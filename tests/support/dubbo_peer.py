@@ -1,5 +1,6 @@
-"""Helpers for tests that run real processes: start one and wait for its ready line, stop it by PID,
-and talk Dubbo 2 to it over a plain blocking socket with our own codec."""
+"""Helpers for tests that run real processes: start one (the demo Dubbo service, the HTTP backend) and
+wait for its ready line, stop it by PID, and talk Dubbo 2 to it over a plain blocking socket with our
+own codec."""
 
 from __future__ import annotations
 
@@ -108,6 +109,13 @@ def start_provider(*options: str) -> tuple[Process, int]:
     return process, int(match.group(1))
 
 
+def start_backend(*options: str) -> tuple[Process, int]:
+    """``python -m integrations.demo.http_backend --port 0 ...``, and the port it listens on."""
+    process = Process([sys.executable, "-m", "integrations.demo.http_backend", "--port", "0", *options])
+    match = process.wait_for_line(r"^listening 127\.0\.0\.1:(\d+)$")
+    return process, int(match.group(1))
+
+
 def hash_call(request_id: int, text, *, method: str = "hash", **fields) -> Request:
     """A call of ``IHelloService.method(String)`` with the attachments a Java consumer sends."""
     version = fields.pop("service_version", "0.0.0")
@@ -187,6 +195,7 @@ __all__ = [
     "Serialization",
     "hash_call",
     "java_hash",
+    "start_backend",
     "start_provider",
     "utf16_length",
 ]

@@ -10,6 +10,7 @@ and its status, body and ``X-Provider``.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import random
@@ -25,19 +26,23 @@ from integrations.demo.hello_service import java_string_hash
 from sidecar.codecs import http1
 from sidecar.tools.demo import ALPHABET, form_body, read_response
 from tests.support.dubbo_peer import WAIT, Process
+from tests.support.http_clients import Client
+from tests.support.waiting import wait_until
 
-__all__ = ["Call", "Load", "WAIT", "consumer_sidecar", "provider_sidecar", "service", "wait_exit", "wait_until"]
+__all__ = [
+    "Call",
+    "Load",
+    "WAIT",
+    "admin_address",
+    "admin_stats",
+    "consumer_sidecar",
+    "provider_sidecar",
+    "service",
+    "wait_exit",
+    "wait_until",
+]
 
 _ENV = {**os.environ, "SIDECAR_LOG_LEVEL": "warning"}
-
-
-def wait_until(predicate, what: str, timeout: float = WAIT) -> None:
-    """Let gevent run until ``predicate()`` holds; fails after ``timeout`` (a bound, not a measurement)."""
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        gevent.sleep(0.01)
 
 
 def _wait_line(process: Process, pattern: str) -> re.Match[str]:
@@ -86,6 +91,23 @@ def consumer_sidecar(providers: list[str], *options: str) -> tuple[Process, tupl
     process = Process([sys.executable, "-m", "sidecar", *args], env=_ENV)
     match = _wait_line(process, r"^listening (\S+):(\d+)$")
     return process, (match.group(1), int(match.group(2)))
+
+
+def admin_address(process: Process) -> tuple[str, int]:
+    """The admin endpoint of a sidecar started with ``--admin``, from the line after its ``listening`` line."""
+    match = _wait_line(process, r"^admin (\S+):(\d+)$")
+    return match.group(1), int(match.group(2))
+
+
+def admin_stats(admin: tuple[str, int]) -> dict:
+    """The sidecar's ``/stats`` from its admin endpoint at ``admin``, asked without blocking gevent."""
+    client = Client(admin)
+    try:
+        reply = client.request(b"", "/stats", method="GET")
+    finally:
+        client.close()
+    assert reply.status == 200, reply
+    return json.loads(reply.body)
 
 
 @dataclass(eq=False)

@@ -13,11 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sidecar.codecs import http1, tunnel
 from sidecar.ops import admin, metrics
 from sidecar.ops.admin_supervisor import fetch
-from sidecar.runtime.provider import ProviderSidecar
-from tests.sidecar.runtime.test_consumer import FORM_HEADERS, Client, FakeProvider, form
-from tests.sidecar.runtime.test_consumer import start as start  # noqa: F401 - the fixture
-from tests.sidecar.runtime.test_provider import FakeConsumer, free_port, wait_until
-from tests.sidecar.runtime.test_provider import service as service  # noqa: F401 - the module's fixture
+from tests.support.fakes import FakeProvider
+from tests.support.http_clients import FORM_HEADERS, Client, form
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 
 def get(address, target: str, method: str = "GET") -> http1.Response:
@@ -177,21 +176,6 @@ def test_worker_serves_raw_stats_on_a_unix_socket(start, servers, providers, tmp
     assert pool.apply(fetch, (path, "/healthz")) == (200, b"ok\n")
 
 
-@pytest.fixture
-def provider_sidecars():
-    made = []
-
-    def make(dubbo_port: int) -> ProviderSidecar:
-        sidecar = ProviderSidecar(("127.0.0.1", 0), ("127.0.0.1", dubbo_port), backoff=0.05, max_backoff=0.2)
-        sidecar.start()
-        made.append(sidecar)
-        return sidecar
-
-    yield make
-    for sidecar in made:
-        sidecar.stop(timeout=1)
-
-
 def test_provider_without_its_service_is_not_ready(provider_sidecars, servers):
     sidecar = provider_sidecars(free_port())
     server = servers(admin.for_provider(sidecar, ("127.0.0.1", 0)))
@@ -200,12 +184,12 @@ def test_provider_without_its_service_is_not_ready(provider_sidecars, servers):
     assert reply.body.count(b"\n") == 1
 
 
-def test_provider_healthz_stats_and_metrics(service, provider_sidecars, servers):  # noqa: F811
+def test_provider_healthz_stats_and_metrics(service, provider_sidecars, servers, consumers):
     sidecar = provider_sidecars(service)
     assert sidecar.pool.wait_connected(10)
     server = servers(admin.for_provider(sidecar, ("127.0.0.1", 0)))
     assert get(server.address, "/healthz").status == 200
-    consumer = FakeConsumer(sidecar.address)
+    consumer = consumers(sidecar.address)
     ids = [consumer.new_id() for _ in range(3)]
     for request_id in ids:
         consumer.send_call(request_id, "hello")

@@ -21,9 +21,9 @@ from sidecar import cli
 from sidecar.codecs import tunnel
 from sidecar.ops import config, logs
 from sidecar.ops.config import ConsumerConfig
-from tests.sidecar.runtime.test_consumer import FORM_HEADERS, Client, FakeProvider, form
-from tests.sidecar.runtime.test_consumer import start as start  # noqa: F401 - the fixture
 from tests.support.dubbo_peer import ROOT, WAIT
+from tests.support.fakes import FakeProvider
+from tests.support.http_clients import FORM_HEADERS, Client, form
 
 NOON = 1714564800.123  # 2024-05-01T12:00:00.123Z
 HEX16 = re.compile(r"[0-9a-f]{16}")

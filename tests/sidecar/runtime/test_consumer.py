@@ -4,7 +4,6 @@ sidecars: UDP sockets that answer tunnel requests as told (at once, late, never,
 from __future__ import annotations
 
 import json
-import urllib.parse
 
 import gevent
 import gevent.event
@@ -16,118 +15,10 @@ from sidecar.codecs.dubbo_messages import Response, Status
 from sidecar.codecs.javatypes import java_exception
 from sidecar.ops.config import ConsumerConfig
 from sidecar.runtime.consumer import ConsumerSidecar
-from sidecar.runtime.registry import ProviderEntry
-from tests.support.dubbo_peer import java_hash
-
-SERVICE = "com.alibaba.dubbo.performance.demo.provider.IHelloService"
-
-
-class FakeProvider:
-    """Answers each REQUEST datagram with ``hash`` of its argument after ``delay`` seconds, or as
-    ``behave(request)`` says: a Response, or None for no answer."""
-
-    def __init__(self, delay: float = 0.0, behave=None):
-        self.delay, self.behave = delay, behave
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.address = self.sock.getsockname()
-        self.received = []
-        self.in_flight = self.most_in_flight = 0
-        self.greenlet = gevent.spawn(self._serve)
-
-    def entry(self, weight=1.0, threshold=None) -> ProviderEntry:
-        return ProviderEntry(*self.address, weight, threshold)
-
-    def _serve(self):
-        while True:
-            data, source = self.sock.recvfrom(65535)
-            datagram = tunnel.decode(data)
-            decoder = dubbo.DubboDecoder()
-            decoder.receive_data(datagram.frame)
-            request = decoder.next_event()
-            self.received.append(request)
-            gevent.spawn(self._answer, datagram.request_id, request, source)
-
-    def _answer(self, request_id, request, source):
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        try:
-            gevent.sleep(self.delay)
-            if self.behave is not None:
-                response = self.behave(request)
-            else:
-                response = Response(request_id, value=java_hash(request.arguments[0]))
-            if response is not None:
-                self.sock.sendto(tunnel.encode_replies([(request_id, dubbo.encode(response))]), source)
-        finally:
-            self.in_flight -= 1
-
-    def close(self):
-        self.greenlet.kill()
-        self.sock.close()
-
-
-@pytest.fixture
-def start():
-    started = []
-
-    def start(providers, **options):
-        config = ConsumerConfig(listen=("127.0.0.1", 0), providers=tuple(providers), **options)
-        sidecar = ConsumerSidecar(config, consumer_id=7)
-        sidecar.start()
-        started.append(sidecar)
-        return sidecar
-
-    yield start
-    for sidecar in started:
-        sidecar.stop(timeout=1)
-
-
-@pytest.fixture
-def provider():
-    fake = FakeProvider()
-    yield fake
-    fake.close()
-
-
-def form(parameter: str, **fields) -> bytes:
-    values = {"interface": SERVICE, "method": "hash", "parameterTypesString": "Ljava/lang/String;"}
-    values.update(fields)
-    values["parameter"] = parameter
-    return urllib.parse.urlencode(values).encode()
-
-
-class Client:
-    def __init__(self, address):
-        self.sock = socket.create_connection(address, timeout=10)
-        self.conn = http1.ClientConnection()
-
-    def request(self, body=b"", target="/", headers=(), method="POST"):
-        self.sock.sendall(self.conn.send(http1.ClientRequest(method, target, list(headers), body)))
-        return self.response()
-
-    def response(self):
-        while True:
-            event = self.conn.next_event()
-            if isinstance(event, http1.Response):
-                return event
-            if event is not http1.NEED_DATA:
-                return event
-            self.conn.receive_data(self.sock.recv(65536))
-
-    def raw(self, data: bytes) -> bytes:
-        """Send raw bytes and read until the server closes."""
-        self.sock.sendall(data)
-        out = b""
-        while chunk := self.sock.recv(65536):
-            out += chunk
-        return out
-
-    def close(self):
-        self.sock.close()
-
-
-FORM_HEADERS = [("Content-Type", "application/x-www-form-urlencoded")]
+from tests.support.dubbo_peer import SERVICE, java_hash
+from tests.support.fakes import FakeProvider
+from tests.support.http_clients import FORM_HEADERS, Client, form
+from tests.support.waiting import wait_until
 
 
 def test_form_call_answers_the_hash(start, provider):
@@ -248,7 +139,7 @@ def test_no_answer_is_504_and_the_late_reply_is_dropped(start):
         sidecar = start([late.entry()], call_timeout=0.2)
         reply = Client(sidecar.address).request(form("slow"), headers=FORM_HEADERS)
         assert reply.status == 504 and b"no answer from provider" in reply.body
-        gevent.sleep(0.4)
+        wait_until(lambda: sidecar.caller.dropped["late or unknown"], "the late reply")
         assert sidecar.caller.dropped["late or unknown"] == 1
         assert sidecar.caller.pending == 0
     finally:
@@ -281,9 +172,9 @@ def test_saturated_providers_queue_then_503_with_retry_after(start):
             replies[i] = Client(sidecar.address).request(form(f"q{i}"), headers=FORM_HEADERS)
 
         first = gevent.spawn(call, 0)
-        gevent.sleep(0.05)  # the first call holds the only slot
+        wait_until(lambda: slow.received, "the first call to hold the only slot")
         second = gevent.spawn(call, 1)
-        gevent.sleep(0.05)  # the second waits in the queue
+        wait_until(lambda: sidecar.stats()["queued"] == 1, "the second call to wait in the queue")
         call(2)  # the queue is full
         gevent.joinall([first, second])
         assert replies[0].status == 200 and replies[1].status == 200
@@ -311,8 +202,7 @@ def test_foreign_and_garbage_datagrams_are_dropped_and_counted(start):
         sidecar = start([silent.entry()], call_timeout=0.5)
         target = sidecar.caller.address
         result = gevent.spawn(lambda: Client(sidecar.address).request(form("x"), headers=FORM_HEADERS))
-        gevent.sleep(0.1)
-        request_id = sidecar.caller.balancer._calls and next(iter(sidecar.caller.balancer._calls))
+        request_id = wait_until(lambda: silent.received, "the call to reach the provider")[0].request_id
         forged = tunnel.encode_replies([(request_id, dubbo.encode(Response(request_id, value=1)))])
         other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         other.sendto(forged, target)
@@ -346,9 +236,7 @@ def test_calls_share_by_weight_when_they_pile_up(start):
     try:
         sidecar = start([small.entry(weight=1), large.entry(weight=3)])
         clients = [gevent.spawn(Client(sidecar.address).request, form(str(i)), "/", FORM_HEADERS) for i in range(40)]
-        with gevent.Timeout(10):
-            while len(small.received) + len(large.received) < 40:
-                gevent.sleep(0.01)
+        wait_until(lambda: len(small.received) + len(large.received) >= 40, "every call to reach a provider")
         assert (len(small.received), len(large.received)) == (10, 30)
         release.set()
         assert all(g.get(timeout=5).status == 200 for g in clients)
@@ -366,7 +254,7 @@ def test_stop_closes_idle_connections_at_once_and_lets_a_call_in_flight_finish(p
         idle = Client(sidecar.address)
         assert idle.request(form("warm"), headers=FORM_HEADERS).status == 200
         busy = gevent.spawn(Client(sidecar.address).request, form("in flight"), "/", FORM_HEADERS)
-        gevent.sleep(0.1)
+        wait_until(lambda: len(slow.received) == 2, "the call to be in flight at the provider")
         stopper = gevent.spawn(sidecar.stop, 10)
         assert idle.sock.recv(100) == b""  # closed before the call in flight ends
         assert not busy.ready()

@@ -5,122 +5,24 @@ tunnel REQUEST datagrams and read the REPLY_BATCH datagrams that come back."""
 from __future__ import annotations
 
 import signal
-import time
 
 import gevent
 import pytest
-from gevent import socket
 
 from sidecar.codecs import dubbo, tunnel
 from sidecar.codecs.dubbo_messages import Response, Status
 from sidecar.runtime.provider import CallTable, ProviderSidecar, rewrite_id
 from tests.support.dubbo_peer import WAIT, hash_call, java_hash, start_provider
-
-
-class FakeConsumer:
-    """A consumer sidecar's tunnel socket: numbered calls out, replies in, datagrams counted."""
-
-    def __init__(self, sidecar_address, consumer_id: int = 7):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.target = sidecar_address
-        self.ids = tunnel.RequestIds(consumer_id)
-        self.batch_sizes: list[int] = []
-
-    def new_id(self) -> int:
-        return self.ids.next(int(time.monotonic() * 1000) & tunnel.STAMP_MASK)
-
-    def send_call(self, request_id: int, text: str, **fields) -> None:
-        frame = dubbo.encode(hash_call(request_id, text, **fields))
-        self.sock.sendto(tunnel.encode_request(request_id, frame), self.target)
-
-    def send_raw(self, datagram: bytes) -> None:
-        self.sock.sendto(datagram, self.target)
-
-    def receive(self, count: int) -> dict[int, Response]:
-        """The next ``count`` replies by tunnel request id (each checked to carry that id)."""
-        replies: dict[int, Response] = {}
-        with gevent.Timeout(WAIT, AssertionError(f"only {len(replies)} of {count} replies")):
-            while len(replies) < count:
-                data, source = self.sock.recvfrom(65535)
-                assert source[:2] == tuple(self.target)
-                batch = tunnel.decode(data)
-                assert isinstance(batch, tunnel.ReplyBatch)
-                self.batch_sizes.append(len(batch.replies))
-                for reply in batch.replies:
-                    response = parse(reply.frame)
-                    assert response.request_id == reply.request_id
-                    assert reply.request_id not in replies, "two replies for one call"
-                    replies[reply.request_id] = response
-        return replies
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def parse(frame: bytes) -> Response:
-    decoder = dubbo.DubboDecoder()
-    decoder.receive_data(frame)
-    return decoder.next_event()
-
-
-def free_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
-
-
-def wait_until(condition, what: str) -> None:
-    with gevent.Timeout(WAIT, AssertionError(f"timed out waiting for {what}")):
-        while not condition():
-            gevent.sleep(0.01)
-
-
-@pytest.fixture(scope="module")
-def service():
-    process, port = start_provider("--latency-ms", "20", "--capacity", "5000")
-    yield port
-    assert process.stop() == 0, process.stderr
+from tests.support.fakes import parse
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
-def make_sidecar():
-    made = []
-
-    def make(port: int, **options) -> ProviderSidecar:
-        options.setdefault("backoff", 0.05)
-        options.setdefault("max_backoff", 0.2)
-        sidecar = ProviderSidecar(("127.0.0.1", 0), ("127.0.0.1", port), **options)
-        sidecar.start()
-        made.append(sidecar)
-        return sidecar
-
-    yield make
-    for sidecar in made:
-        sidecar.stop(timeout=1)
-
-
-@pytest.fixture
-def sidecar(service, make_sidecar):
-    sidecar = make_sidecar(service, pool_size=2)
+def sidecar(service, provider_sidecars):
+    sidecar = provider_sidecars(service, pool_size=2)
     assert sidecar.pool.wait_connected(WAIT)
     return sidecar
-
-
-@pytest.fixture
-def consumers():
-    made = []
-
-    def make(address, consumer_id: int = 7) -> FakeConsumer:
-        consumer = FakeConsumer(address, consumer_id)
-        made.append(consumer)
-        return consumer
-
-    yield make
-    for consumer in made:
-        consumer.close()
 
 
 def test_many_calls_all_answered_and_batched(sidecar, consumers):
@@ -173,8 +75,8 @@ def test_bad_datagrams_are_dropped_and_counted_and_serving_goes_on(sidecar, cons
     assert stats["datagrams_in"] == 7 and stats["rejected"] == 1 and stats["answered"] == 1
 
 
-def test_service_down_calls_get_service_error_at_once(make_sidecar, consumers):
-    sidecar = make_sidecar(free_port(), pool_size=1)
+def test_service_down_calls_get_service_error_at_once(provider_sidecars, consumers):
+    sidecar = provider_sidecars(free_port(), pool_size=1)
     consumer = consumers(sidecar.address)
     ids = [consumer.new_id() for _ in range(20)]
     for request_id in ids:
@@ -187,17 +89,17 @@ def test_service_down_calls_get_service_error_at_once(make_sidecar, consumers):
     assert stats["upstream_errors"] == len(ids) and stats["forwarded"] == 0 and stats["in_flight"] == 0
 
 
-def test_calls_in_flight_when_the_service_dies_get_service_error(make_sidecar, consumers):
+def test_calls_in_flight_when_the_service_dies_get_service_error(provider_sidecars, consumers):
     process, port = start_provider("--latency-ms", "60000")
     try:
-        sidecar = make_sidecar(port, pool_size=2)
+        sidecar = provider_sidecars(port, pool_size=2)
         assert sidecar.pool.wait_connected(WAIT)
         consumer = consumers(sidecar.address)
         ids = [consumer.new_id() for _ in range(30)]
         for request_id in ids:
             consumer.send_call(request_id, "x")
         wait_until(lambda: sidecar.stats()["forwarded"] == len(ids), "the calls to go out")
-        gevent.sleep(0.05)  # let the pool's writers send them
+        wait_until(lambda: sidecar.stats()["pool"]["in_flight"] == len(ids), "the calls to be in flight")
     finally:
         process.stop(signal.SIGKILL)
     replies = consumer.receive(len(ids))
@@ -207,10 +109,10 @@ def test_calls_in_flight_when_the_service_dies_get_service_error(make_sidecar, c
     assert sidecar.stats()["in_flight"] == 0
 
 
-def test_calls_never_answered_are_forgotten_after_the_timeout(make_sidecar, consumers):
+def test_calls_never_answered_are_forgotten_after_the_timeout(provider_sidecars, consumers):
     process, port = start_provider("--latency-ms", "1500")
     try:
-        sidecar = make_sidecar(port, pool_size=1, call_timeout=0.2)
+        sidecar = provider_sidecars(port, pool_size=1, call_timeout=0.2)
         assert sidecar.pool.wait_connected(WAIT)
         consumer = consumers(sidecar.address)
         for _ in range(10):
@@ -225,8 +127,8 @@ def test_calls_never_answered_are_forgotten_after_the_timeout(make_sidecar, cons
         assert process.stop() == 0
 
 
-def test_stop_waits_for_calls_in_flight(service, make_sidecar, consumers):
-    sidecar = make_sidecar(service, pool_size=1)
+def test_stop_waits_for_calls_in_flight(service, provider_sidecars, consumers):
+    sidecar = provider_sidecars(service, pool_size=1)
     assert sidecar.pool.wait_connected(WAIT)
     consumer = consumers(sidecar.address)
     ids = [consumer.new_id() for _ in range(50)]
@@ -239,10 +141,10 @@ def test_stop_waits_for_calls_in_flight(service, make_sidecar, consumers):
     sidecar.stop()  # twice is harmless
 
 
-def test_stop_answers_what_the_service_did_not_in_time(make_sidecar, consumers):
+def test_stop_answers_what_the_service_did_not_in_time(provider_sidecars, consumers):
     process, port = start_provider("--latency-ms", "60000")
     try:
-        sidecar = make_sidecar(port, pool_size=1)
+        sidecar = provider_sidecars(port, pool_size=1)
         assert sidecar.pool.wait_connected(WAIT)
         consumer = consumers(sidecar.address)
         request_id = consumer.new_id()
@@ -255,10 +157,10 @@ def test_stop_answers_what_the_service_did_not_in_time(make_sidecar, consumers):
         assert process.stop() == 0
 
 
-def test_serve_forever_returns_after_stop(service, make_sidecar):
-    sidecar = make_sidecar(service)
+def test_serve_forever_returns_after_stop(service, provider_sidecars):
+    sidecar = provider_sidecars(service)
     server = gevent.spawn(sidecar.serve_forever)
-    gevent.sleep(0.01)
+    gevent.idle()  # serve_forever runs until it waits
     sidecar.stop(timeout=1)
     assert server.join(WAIT) is None and server.dead
 
@@ -326,10 +228,10 @@ def test_a_reply_the_socket_does_not_take_at_once_waits_and_is_sent(sidecar, con
     assert sidecar.stats()["datagrams_out"] == len(consumer.batch_sizes) and sidecar.stats()["dropped"] == {}
 
 
-def test_regression_stop_left_requests_already_received_unanswered(service, make_sidecar, consumers):
+def test_regression_stop_left_requests_already_received_unanswered(service, provider_sidecars, consumers):
     # stop() killed the reader and closed the socket: requests that had arrived before the stop but
     # were still in the socket's buffer never got an answer, and their consumers answered 504
-    sidecar = make_sidecar(service, pool_size=1)
+    sidecar = provider_sidecars(service, pool_size=1)
     assert sidecar.pool.wait_connected(WAIT)
     consumer = consumers(sidecar.address)
     ids = [consumer.new_id() for _ in range(3)]

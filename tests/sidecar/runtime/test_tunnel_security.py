@@ -4,8 +4,6 @@ that send what an attacker would: no tag, a wrong key, a changed byte, an old ti
 
 from __future__ import annotations
 
-import time
-
 import gevent
 import pytest
 from gevent import socket
@@ -17,97 +15,32 @@ from sidecar.ops.config import ConsumerConfig
 from sidecar.runtime.consumer import ConsumerSidecar
 from sidecar.runtime.provider import ProviderSidecar
 from sidecar.runtime.registry import ProviderEntry
-from tests.sidecar.runtime.test_consumer import FORM_HEADERS, Client, FakeProvider, form
-from tests.support.dubbo_peer import WAIT, hash_call, java_hash, start_provider
+from tests.support.dubbo_peer import WAIT, java_hash
+from tests.support.fakes import FakeProvider, now_ms, parse
+from tests.support.http_clients import FORM_HEADERS, Client, form
+from tests.support.waiting import wait_until
 
 OLD = bytes(range(32))
 NEW = bytes(range(100, 132))
 WINDOW_MS = 30_000
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-@pytest.fixture(scope="module")
-def service():
-    process, port = start_provider("--latency-ms", "5", "--capacity", "5000")
-    yield port
-    assert process.stop() == 0, process.stderr
-
-
 @pytest.fixture
-def make_provider():
-    made = []
-
+def make_provider(provider_sidecars):
     def make(port: int, **options) -> ProviderSidecar:
-        sidecar = ProviderSidecar(("127.0.0.1", 0), ("127.0.0.1", port), pool_size=1, backoff=0.05, **options)
-        sidecar.start()
-        made.append(sidecar)
+        sidecar = provider_sidecars(port, pool_size=1, **options)
         assert sidecar.pool.wait_connected(WAIT)
         return sidecar
 
-    yield make
-    for sidecar in made:
-        sidecar.stop(timeout=1)
+    return make
 
 
 @pytest.fixture
-def make_consumer():
-    made = []
-
+def make_consumer(start):
     def make(provider: ProviderSidecar, keys=(), **options) -> ConsumerSidecar:
-        entry = ProviderEntry(*provider.address, 100.0, None)
-        config = ConsumerConfig(listen=("127.0.0.1", 0), providers=(entry,), **options)
-        sidecar = ConsumerSidecar(config, consumer_id=7, keys=keys)
-        sidecar.start()
-        made.append(sidecar)
-        return sidecar
+        return start([ProviderEntry(*provider.address, 100.0, None)], keys=keys, **options)
 
-    yield make
-    for sidecar in made:
-        sidecar.stop(timeout=1)
-
-
-class RawConsumer:
-    """A UDP socket that sends REQUEST datagrams, sealed or not, and reads what comes back."""
-
-    def __init__(self, target):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.target = target
-        self.ids = tunnel.RequestIds(9)
-
-    def plain(self, text: str = "hello") -> tuple[int, bytes]:
-        request_id = self.ids.next(int(time.monotonic() * 1000) & tunnel.STAMP_MASK)
-        return request_id, tunnel.encode_request(request_id, dubbo.encode(hash_call(request_id, text)))
-
-    def send(self, datagram: bytes) -> None:
-        self.sock.sendto(datagram, self.target)
-
-    def receive(self, timeout: float = WAIT) -> bytes | None:
-        try:
-            with gevent.Timeout(timeout):
-                return self.sock.recvfrom(65535)[0]
-        except gevent.Timeout:
-            return None
-
-    def close(self):
-        self.sock.close()
-
-
-@pytest.fixture
-def raw():
-    made = []
-
-    def make(target) -> RawConsumer:
-        consumer = RawConsumer(target)
-        made.append(consumer)
-        return consumer
-
-    yield make
-    for consumer in made:
-        consumer.close()
+    return make
 
 
 def call(consumer: ConsumerSidecar, text: str = "hello"):
@@ -120,9 +53,7 @@ def call(consumer: ConsumerSidecar, text: str = "hello"):
 
 def answer_of(datagram: bytes, auth: TunnelAuth) -> Response:
     batch = tunnel.decode(auth.open(datagram, now_ms())[0])
-    decoder = dubbo.DubboDecoder()
-    decoder.receive_data(batch.replies[0].frame)
-    return decoder.next_event()
+    return parse(batch.replies[0].frame)
 
 
 # -- both directions ----------------------------------------------------------------------------
@@ -217,15 +148,15 @@ def test_rotation_keeps_calls_flowing(service, make_provider, make_consumer, pro
 # -- what an attacker sends to the provider -----------------------------------------------------
 
 
-def test_forged_and_damaged_requests_are_dropped_and_counted(service, make_provider, raw):
+def test_forged_and_damaged_requests_are_dropped_and_counted(service, make_provider, consumers):
     provider = make_provider(service, keys=[OLD])
-    attacker = raw(provider.address)
+    attacker = consumers(provider.address, 9)
     good, wrong = TunnelAuth([OLD], window_ms=WINDOW_MS), TunnelAuth([NEW], window_ms=WINDOW_MS)
-    _, plain = attacker.plain()
+    _, plain = attacker.new_request()
     tampered = bytearray(good.seal(plain, now_ms()))
     tampered[40] ^= 0x01
-    _, plain_old = attacker.plain()
-    _, plain_future = attacker.plain()
+    _, plain_old = attacker.new_request()
+    _, plain_future = attacker.new_request()
     for datagram in (
         plain,  # no tag
         wrong.seal(plain, now_ms()),  # unknown key
@@ -233,37 +164,37 @@ def test_forged_and_damaged_requests_are_dropped_and_counted(service, make_provi
         good.seal(plain_old, now_ms() - WINDOW_MS - 5_000),  # stale
         good.seal(plain_future, now_ms() + WINDOW_MS + 5_000),  # stale, from the future
     ):
-        attacker.send(datagram)
-    assert attacker.receive(0.5) is None
+        attacker.send_raw(datagram)
+    assert attacker.receive_datagram(0.5) is None
     stats = provider.stats()
     assert stats["dropped"] == {"no tag": 1, "unknown key": 1, "bad tag": 1, "stale": 2}
     assert stats["forwarded"] == 0 and stats["datagrams_out"] == 0
 
 
-def test_a_replayed_request_is_answered_once(service, make_provider, raw):
+def test_a_replayed_request_is_answered_once(service, make_provider, consumers):
     provider = make_provider(service, keys=[OLD])
-    attacker = raw(provider.address)
+    attacker = consumers(provider.address, 9)
     auth = TunnelAuth([OLD], window_ms=WINDOW_MS)
-    _, plain = attacker.plain("once")
+    _, plain = attacker.new_request("once")
     sealed = auth.seal(plain, now_ms())
-    attacker.send(sealed)
-    reply = attacker.receive()
+    attacker.send_raw(sealed)
+    reply = attacker.receive_datagram()
     assert reply is not None and answer_of(reply, auth).value == java_hash("once")
-    attacker.send(sealed)  # the same bytes again, well within the window
-    attacker.send(auth.seal(plain, now_ms()))  # or freshly stamped: same request id
-    assert attacker.receive(0.5) is None
+    attacker.send_raw(sealed)  # the same bytes again, well within the window
+    attacker.send_raw(auth.seal(plain, now_ms()))  # or freshly stamped: same request id
+    assert attacker.receive_datagram(0.5) is None
     stats = provider.stats()
     assert stats["dropped"] == {"replayed": 2} and stats["forwarded"] == 1
 
 
-def test_a_malformed_but_authentic_request_still_gets_bad_request(service, make_provider, raw):
+def test_a_malformed_but_authentic_request_still_gets_bad_request(service, make_provider, consumers):
     provider = make_provider(service, keys=[OLD])
-    attacker = raw(provider.address)
+    attacker = consumers(provider.address, 9)
     auth = TunnelAuth([OLD], window_ms=WINDOW_MS)
-    request_id, plain = attacker.plain()
+    request_id, plain = attacker.new_request()
     broken = plain[:-1]  # the Dubbo frame is one byte short
-    attacker.send(auth.seal(broken, now_ms()))
-    reply = attacker.receive()
+    attacker.send_raw(auth.seal(broken, now_ms()))
+    reply = attacker.receive_datagram()
     assert reply is not None
     answer = answer_of(reply, auth)
     assert answer.request_id == request_id and answer.status == Status.BAD_REQUEST
@@ -272,7 +203,7 @@ def test_a_malformed_but_authentic_request_still_gets_bad_request(service, make_
 # -- sources ------------------------------------------------------------------------------------
 
 
-def test_without_a_key_only_loopback_is_accepted(service, make_provider, raw):
+def test_without_a_key_only_loopback_is_accepted(service, make_provider, consumers):
     provider = make_provider(service)
     assert provider.sources.allows("127.0.0.1") and not provider.sources.allows("192.0.2.10")
     before = provider.stats()["datagrams_in"]
@@ -280,33 +211,33 @@ def test_without_a_key_only_loopback_is_accepted(service, make_provider, raw):
     provider._on_datagram(b"anything", ("::ffff:192.0.2.10", 4000, 0, 0))
     stats = provider.stats()
     assert stats["dropped"] == {"source not allowed": 2} and stats["datagrams_in"] == before + 2
-    attacker = raw(provider.address)  # loopback, unkeyed: served as before
-    _, plain = attacker.plain("local")
-    attacker.send(plain)
-    assert attacker.receive() is not None
+    attacker = consumers(provider.address, 9)  # loopback, unkeyed: served as before
+    _, plain = attacker.new_request("local")
+    attacker.send_raw(plain)
+    assert attacker.receive_datagram() is not None
 
 
-def test_the_allowlist_is_exact(service, make_provider, raw):
+def test_the_allowlist_is_exact(service, make_provider, consumers):
     provider = make_provider(service, allow_sources=["192.0.2.0/24"])
-    attacker = raw(provider.address)
-    _, plain = attacker.plain()
-    attacker.send(plain)  # from 127.0.0.1, not listed
-    assert attacker.receive(0.5) is None
+    attacker = consumers(provider.address, 9)
+    _, plain = attacker.new_request()
+    attacker.send_raw(plain)  # from 127.0.0.1, not listed
+    assert attacker.receive_datagram(0.5) is None
     assert provider.stats()["dropped"] == {"source not allowed": 1}
     assert provider.sources.allows("192.0.2.77") and not provider.sources.allows("198.51.100.1")
 
 
-def test_the_allowlist_applies_to_keyed_datagrams_too(service, make_provider, raw):
+def test_the_allowlist_applies_to_keyed_datagrams_too(service, make_provider, consumers):
     provider = make_provider(service, keys=[OLD], allow_sources=["127.0.0.2/32"])
-    attacker = raw(provider.address)
-    _, plain = attacker.plain()
-    attacker.send(TunnelAuth([OLD], window_ms=WINDOW_MS).seal(plain, now_ms()))
-    assert attacker.receive(0.5) is None
+    attacker = consumers(provider.address, 9)
+    _, plain = attacker.new_request()
+    attacker.send_raw(TunnelAuth([OLD], window_ms=WINDOW_MS).seal(plain, now_ms()))
+    assert attacker.receive_datagram(0.5) is None
     assert provider.stats()["dropped"] == {"source not allowed": 1}
 
 
 def test_the_consumer_takes_replies_only_from_the_provider_the_call_went_to():
-    silent = FakeProvider(behave=lambda request: None)
+    silent = FakeProvider(behave=lambda request: None, auth=TunnelAuth([OLD], window_ms=WINDOW_MS))
     try:
         entry = silent.entry()
         config = ConsumerConfig(listen=("127.0.0.1", 0), providers=(entry,), call_timeout=0.5)
@@ -314,8 +245,7 @@ def test_the_consumer_takes_replies_only_from_the_provider_the_call_went_to():
         consumer.start()
         try:
             result = gevent.spawn(call, consumer)
-            gevent.sleep(0.1)
-            request_id = next(iter(consumer.caller._pending))
+            request_id = wait_until(lambda: silent.received, "the call to reach the provider")[0].request_id
             forged = tunnel.encode_replies([(request_id, dubbo.encode(Response(request_id, value=1)))])
             other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             other.sendto(TunnelAuth([OLD], window_ms=WINDOW_MS).seal(forged, now_ms()), consumer.caller.address)

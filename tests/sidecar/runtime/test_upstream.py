@@ -10,13 +10,14 @@ import gevent
 import gevent.event
 import gevent.queue
 import pytest
-from gevent import socket
 from gevent.server import StreamServer
 
 from sidecar.codecs.dubbo import NEED_DATA, DubboDecoder, Event, Response, Status, encode, heartbeat
 from sidecar.errors import ProtocolError, UpstreamUnavailable
 from sidecar.runtime.upstream import DubboPool
 from tests.support.dubbo_peer import WAIT, hash_call, java_hash, start_provider
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 
 class Collector:
@@ -58,12 +59,6 @@ def parse_frame(frame: bytes):
     return message
 
 
-def wait_until(condition, what: str) -> None:
-    with gevent.Timeout(WAIT, AssertionError(f"timed out waiting for {what}")):
-        while not condition():
-            gevent.sleep(0.01)
-
-
 @pytest.fixture
 def pool_for():
     pools = []
@@ -80,13 +75,6 @@ def pool_for():
     yield make
     for pool in pools:
         pool.close()
-
-
-@pytest.fixture(scope="module")
-def service():
-    process, port = start_provider("--latency-ms", "20", "--capacity", "2000")
-    yield port
-    assert process.stop() == 0, process.stderr
 
 
 def test_many_calls_multiplexed_over_two_connections(service, pool_for):
@@ -144,7 +132,7 @@ def test_service_killed_then_restarted_on_the_same_port(pool_for):
         wait_until(lambda: pool.connections == 2, "both connections")
         for request_id in range(1, 51):
             pool.send(encode(hash_call(request_id, str(request_id))))
-        gevent.sleep(0.05)  # let the writers send
+        wait_until(lambda: pool.stats()["writes"] == 2, "each connection to write its calls")
     finally:
         process.stop(signal.SIGKILL)
     collector.wait(50)
@@ -171,11 +159,7 @@ def test_service_killed_then_restarted_on_the_same_port(pool_for):
 
 
 def test_no_service_at_all(pool_for):
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()  # nothing listens there now
-    pool, _ = pool_for(port, size=1)
+    pool, _ = pool_for(free_port(), size=1)  # nothing listens there
     wait_until(lambda: pool.stats()["connect_failures"] >= 2, "connection attempts")
     with pytest.raises(UpstreamUnavailable, match="refused"):
         pool.send(encode(hash_call(1, "x")))
@@ -321,12 +305,11 @@ def test_a_full_socket_buffer_hands_the_rest_to_the_writer_in_order(pool_for):
         big = "x" * 60_000
         for request_id in range(1, 101):  # 6 MB: more than the socket buffers on both sides
             pool.send(encode(hash_call(request_id, big)))
-        gevent.sleep(0.05)
+        wait_until(lambda: pool.stats()["writes"] == 1, "the first write")
         connection = pool._live[0]
         assert connection.writing and connection.writer is not None  # the writer owns what is left
         for request_id in range(101, 111):  # queued behind it, not written ahead of it
             pool.send(encode(hash_call(request_id, "small")))
-        gevent.sleep(0.01)
         release.set()
         collector.wait(110)
         assert seen == list(range(1, 111)) and collector.lost == {}

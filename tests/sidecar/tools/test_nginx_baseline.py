@@ -9,25 +9,11 @@ import pytest
 
 from sidecar.tools.nginx_baseline import Nginx, NginxError, find_nginx, nginx_config
 from sidecar.tools.procstat import CpuMeter, children
-from tests.integrations.test_http_backend import Client, form_request, start_backend
 from tests.support.dubbo_peer import SAMPLES, java_hash
+from tests.support.http_clients import ProcessClient, form_request
+from tests.support.ports import free_port
 
 needs_nginx = pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (apt-get install nginx-light)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def backends():
-    """Two http_backend processes (1 ms latency); yields their ports."""
-    started = [start_backend("--latency-ms", "1") for _ in range(2)]
-    yield [port for _, port in started]
-    for process, _ in started:
-        assert process.stop() == 0
 
 
 # -- configuration ----------------------------------------------------------------------------------
@@ -81,7 +67,7 @@ def test_nginx_proxies_the_form_call_to_both_backends(backends, tmp_path):
         assert children(nginx.pid) == [nginx.worker_pid]
         meter = CpuMeter([nginx.worker_pid])
         meter.start()
-        client = Client(port)
+        client = ProcessClient(port)
         try:
             for i, text in enumerate([*SAMPLES.values(), *(f"call {n}" for n in range(20))]):
                 response = client.call(form_request(text, request_id=str(i)))

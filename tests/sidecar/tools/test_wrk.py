@@ -15,7 +15,7 @@ from sidecar.tools import wrk
 from sidecar.tools.nginx_baseline import Nginx, find_nginx
 from sidecar.tools.wrk import SCRIPT, WrkResult, parse_wrk_output, wrk_command
 from sidecar.tools.wrk_run import WrkError, find_wrk, run_wrk
-from tests.sidecar.tools.test_nginx_baseline import backends, free_port  # noqa: F401 -- backends is a fixture
+from tests.support.ports import free_port
 
 # -- captured output of wrk 4.1.0 (Debian) against integrations.demo.http_backend -------------------------
 
@@ -182,7 +182,7 @@ needs_nginx = pytest.mark.skipif(find_nginx() is None, reason="nginx is not inst
 
 @needs_wrk
 @needs_nginx
-def test_through_nginx_every_answer_checks_out(backends, tmp_path):  # noqa: F811
+def test_through_nginx_every_answer_checks_out(backends, tmp_path):
     port = free_port()
     with Nginx(port, [("127.0.0.1", backends[0], 1), ("127.0.0.1", backends[1], 2)], tmp_path):
         result, output = run_wrk(f"http://127.0.0.1:{port}/", 16, 2, threads=2)
