@@ -19,6 +19,7 @@ import os
 import select
 import socket as _socket
 import time
+from dataclasses import dataclass
 
 import gevent
 from gevent import socket
@@ -44,6 +45,15 @@ RECV_SIZE = 64 * 1024
 # (header timeout), inside a body (idle timeout between pieces), or busy with a call (the call's timeout).
 _IDLE, _HEAD, _BODY, _BUSY = "idle", "head", "body", "busy"
 _SERIALIZATIONS = {"hessian2": Serialization.HESSIAN2, "fastjson": Serialization.FASTJSON}
+
+
+@dataclass(slots=True, eq=False)
+class _Watch:
+    """What the reaper checks of one connection: its ``state`` (one of the four above) and the time on
+    the monotonic clock by which that state must end (``deadline``; not checked while busy)."""
+
+    state: str
+    deadline: float
 
 
 def send_all(sock: socket.socket, data: bytes) -> None:
@@ -100,7 +110,7 @@ class ConsumerSidecar:
         self._listener = listener
         self._server: StreamServer | None = None
         self._serialization = _SERIALIZATIONS[config.serialization]
-        self._clients: dict[socket.socket, list] = {}  # connection -> [state, deadline]
+        self._clients: dict[socket.socket, _Watch] = {}
         self._reaper: gevent.Greenlet | None = None
         self._stopping = False
         self.connections = 0
@@ -175,7 +185,7 @@ class ConsumerSidecar:
             pass
         config = self.config
         conn = http1.ServerConnection(max_head=config.max_head, max_body=config.max_body)
-        watch = [_IDLE, time.monotonic() + config.idle_timeout]  # what the reaper checks
+        watch = _Watch(_IDLE, time.monotonic() + config.idle_timeout)
         self._clients[sock] = watch
         client = format_address(*address[:2]) if config.access_log else None  # None: no access log
         try:
@@ -186,7 +196,7 @@ class ConsumerSidecar:
             del self._clients[sock]
             sock.close()
 
-    def _serve(self, sock: socket.socket, conn: http1.ServerConnection, watch: list, client: str | None) -> None:
+    def _serve(self, sock: socket.socket, conn: http1.ServerConnection, watch: _Watch, client: str | None) -> None:
         config = self.config
         recv, receive_data, next_event = sock.recv, conn.receive_data, conn.next_event
         request = None
@@ -202,19 +212,19 @@ class ConsumerSidecar:
             if event is http1.NEED_DATA:
                 data = recv(RECV_SIZE)
                 receive_data(data)
-                if data and watch[0] is _IDLE:  # the first bytes of a head: it must end in time
-                    watch[0], watch[1] = _HEAD, time.monotonic() + config.header_timeout
+                if data and watch.state is _IDLE:  # the first bytes of a head: it must end in time
+                    watch.state, watch.deadline = _HEAD, time.monotonic() + config.header_timeout
                 continue
             if kind is http1.Request:
                 request, body, started = event, [], time.monotonic()
-                watch[0], watch[1] = _BODY, started + config.idle_timeout
+                watch.state, watch.deadline = _BODY, started + config.idle_timeout
                 if (http1.get_header(event.headers, "expect") or "").lower() == "100-continue":
                     send_all(sock, conn.send(http1.InformationalResponse(100)))
             elif kind is http1.Data:
                 body.append(event.data)
-                watch[1] = time.monotonic() + config.idle_timeout
+                watch.deadline = time.monotonic() + config.idle_timeout
             elif kind is http1.EndOfMessage:
-                watch[0] = _BUSY
+                watch.state = _BUSY
                 self.requests += 1
                 response = self._respond(request, b"".join(body), client, started)
                 send_all(sock, conn.send(response))
@@ -222,12 +232,12 @@ class ConsumerSidecar:
                     return
                 conn.start_next_cycle()
                 request = None
-                watch[0], watch[1] = _IDLE, time.monotonic() + config.idle_timeout
+                watch.state, watch.deadline = _IDLE, time.monotonic() + config.idle_timeout
             elif kind is http1.ConnectionClosed or event is http1.PAUSED:
                 return
 
     def _close_idle(self) -> None:
-        idle = [sock for sock, watch in self._clients.items() if watch[0] is _IDLE]
+        idle = [sock for sock, watch in self._clients.items() if watch.state is _IDLE]
         waiting = _readable(idle)  # a request already in a socket's buffer came before the stop: served
         for sock in idle:
             if sock.fileno() not in waiting:
@@ -245,7 +255,9 @@ class ConsumerSidecar:
             gevent.sleep(self.REAP_INTERVAL)
             now = time.monotonic()
             late = [
-                (sock, watch[0]) for sock, watch in self._clients.items() if watch[0] is not _BUSY and watch[1] < now
+                (sock, watch.state)
+                for sock, watch in self._clients.items()
+                if watch.state is not _BUSY and watch.deadline < now
             ]
             for sock, state in late:
                 try:
