@@ -147,18 +147,21 @@ class TunnelCaller:
         return len(self._pending)
 
     def set_providers(self, entries: Iterable[ProviderEntry]) -> None:
-        """Make the balancer's providers exactly ``entries`` (a registry's callback)."""
+        """Make the balancer's providers exactly ``entries`` (a registry's callback). Host names are
+        resolved first, by the hub's resolver (only the calling greenlet waits); then the balancer and
+        the address table change together."""
         entries = list(entries)
-        keys = set()
+        addresses = {}
         for entry in entries:
-            info = _socket.getaddrinfo(entry.host, entry.port, type=_socket.SOCK_DGRAM)
-            self._addresses[entry.key] = info[0][4][:2]
+            info = socket.getaddrinfo(entry.host, entry.port, type=_socket.SOCK_DGRAM)
+            addresses[entry.key] = info[0][4][:2]
+        for entry in entries:
             threshold = entry.threshold if entry.threshold is not None else self.threshold
             self.balancer.add_provider(entry.key, entry.weight, threshold)
-            keys.add(entry.key)
         for key in self.balancer.providers:
-            if key not in keys:
+            if key not in addresses:
                 self.balancer.remove_provider(key)
+        self._addresses.update(addresses)
         self._dispatch(self.balancer.release(self.clock()))
 
     # -- calls ----------------------------------------------------------------------------------
