@@ -109,3 +109,37 @@ def test_provider_host_names_are_resolved_by_the_hubs_resolver(make_caller, prov
     frame, key = call.get(timeout=WAIT)
     assert key == f"provider.invalid:{provider.address[1]}"
     assert frame == dubbo.encode(Response(request_id, value=5))
+
+
+def test_a_removed_provider_leaves_the_address_table_and_its_call_in_flight_still_gets_the_reply(make_caller):
+    leaving, staying = Provider(), Provider()
+    try:
+        caller = make_caller()
+        caller.set_providers([leaving.entry()])
+        call = gevent.spawn(caller.call, hash_call)
+        request_id, source = leaving.receive()
+        caller.set_providers([staying.entry()])
+        assert caller._addresses == {staying.key: staying.address}
+        assert caller.balancer.providers == (staying.key,)
+        leaving.answer(request_id, source, value=9)
+        assert call.get(timeout=WAIT) == (dubbo.encode(Response(request_id, value=9)), leaving.key)
+        assert caller.dropped == {}
+        assert caller.pending == 0 and caller.balancer.in_flight == 0
+    finally:
+        leaving.close()
+        staying.close()
+
+
+def test_the_address_table_follows_every_registry_update(make_caller):
+    providers = [Provider() for _ in range(3)]
+    try:
+        caller = make_caller()
+        caller.set_providers([p.entry() for p in providers])
+        assert caller._addresses == {p.key: p.address for p in providers}
+        caller.set_providers([providers[2].entry()])
+        assert caller._addresses == {providers[2].key: providers[2].address}
+        caller.set_providers([])
+        assert caller._addresses == {}
+    finally:
+        for p in providers:
+            p.close()
