@@ -1,7 +1,11 @@
 """The consumer's tunnel caller on loopback UDP, in this process on gevent, with a clock the test moves:
-providers are UDP sockets that hand the test each call and answer only when told."""
+providers are UDP sockets that hand the test each call and answer only when told. The deadline sweep
+runs on its own greenlet as in production; only the clock it reads is the test's."""
 
 from __future__ import annotations
+
+import select
+import time
 
 import gevent
 import pytest
@@ -9,7 +13,7 @@ from gevent import socket
 
 from sidecar.codecs import dubbo, tunnel
 from sidecar.codecs.dubbo_messages import Request, Response
-from sidecar.runtime.caller import TunnelCaller
+from sidecar.runtime.caller import CallError, TunnelCaller
 from sidecar.runtime.registry import ProviderEntry
 
 SERVICE = "com.alibaba.dubbo.performance.demo.provider.IHelloService"
@@ -51,12 +55,41 @@ class Provider:
         frame = dubbo.encode(Response(request_id, value=value))
         self.sock.sendto(tunnel.encode_replies([(request_id, frame)]), to)
 
+    def idle(self) -> bool:
+        """No datagram is waiting to be received."""
+        return not select.select([self.sock], [], [], 0)[0]
+
     def close(self) -> None:
         self.sock.close()
 
 
 def hash_call(request_id: int) -> bytes:
     return dubbo.encode(Request(request_id, SERVICE, "hash", "Ljava/lang/String;", ["x"], {}))
+
+
+def start_call(caller: TunnelCaller) -> gevent.Greenlet:
+    """A greenlet making one call; its value is ``(frame, provider key)`` or the :class:`CallError`."""
+
+    def call():
+        try:
+            return caller.call(hash_call)
+        except CallError as error:
+            return error
+
+    return gevent.spawn(call)
+
+
+def wait_until(predicate, what: str) -> None:
+    end = time.monotonic() + WAIT
+    while not predicate():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        gevent.sleep(0.001)
+
+
+def assert_nothing_left(caller: TunnelCaller) -> None:
+    assert caller.pending == 0
+    assert caller.balancer.in_flight == 0 and caller.balancer.queued == 0
+    assert not caller._deadlines
 
 
 @pytest.fixture
@@ -143,3 +176,84 @@ def test_the_address_table_follows_every_registry_update(make_caller):
     finally:
         for p in providers:
             p.close()
+
+
+# -- the deadline sweep -------------------------------------------------------------------------------
+
+
+def test_a_call_unanswered_at_its_deadline_gets_504(make_caller, provider, clock):
+    caller = make_caller(call_timeout=3.0)
+    caller.set_providers([provider.entry()])
+    call = start_call(caller)
+    request_id, _ = provider.receive()
+    caller._sweep_once(clock() + 2.999)
+    assert not call.ready() and caller.pending == 1
+    clock.now += 3.0
+    error = call.get(timeout=WAIT)
+    assert isinstance(error, CallError)
+    assert (error.status, error.headers) == (504, ())
+    assert error.reason == f"no answer from provider {provider.key} within 3.000 s"
+    assert (error.request_id, error.provider) == (request_id, provider.key)
+    assert caller.counters["timeouts"] == 1
+    assert caller.balancer.stats()[provider.key].timeouts == 1
+    assert_nothing_left(caller)
+
+
+def test_a_call_whose_deadline_passes_in_the_wait_queue_gets_503_with_retry_after(make_caller, provider, clock):
+    caller = make_caller(call_timeout=3.0, retry_after=2)
+    caller.set_providers([provider.entry(threshold=1)])
+    first = start_call(caller)
+    first_id, _ = provider.receive()
+    clock.now += 1.0
+    queued = start_call(caller)
+    wait_until(lambda: caller.balancer.queued == 1, "the second call to queue")
+    clock.now += 3.0  # past both deadlines: the queued call's first, then the first call's
+    error = queued.get(timeout=WAIT)
+    assert isinstance(error, CallError)
+    assert (error.status, error.headers) == (503, (("Retry-After", "2"),))
+    assert error.reason == "every provider stayed at its threshold for the whole call timeout (3 s)"
+    assert error.provider is None and error.request_id not in (None, first_id)
+    timed_out = first.get(timeout=WAIT)
+    assert (timed_out.status, timed_out.request_id) == (504, first_id)
+    assert provider.idle()  # the queued call never went out
+    assert (caller.counters["queue_timeouts"], caller.counters["timeouts"]) == (1, 1)
+    assert_nothing_left(caller)
+
+
+def test_the_slot_of_a_call_that_timed_out_goes_to_the_queued_call(make_caller, provider, clock):
+    caller = make_caller(call_timeout=3.0)
+    caller.set_providers([provider.entry(threshold=1)])
+    first = start_call(caller)
+    provider.receive()
+    clock.now += 1.0
+    queued = start_call(caller)
+    wait_until(lambda: caller.balancer.queued == 1, "the second call to queue")
+    clock.now += 2.0  # the first call's deadline; the queued call has a second left
+    assert first.get(timeout=WAIT).status == 504
+    request_id, source = provider.receive()
+    provider.answer(request_id, source, value=3)
+    assert queued.get(timeout=WAIT) == (dubbo.encode(Response(request_id, value=3)), provider.key)
+    clock.now += 1.0  # the answered call's deadline: the sweep finds nothing to end
+    wait_until(lambda: not caller._deadlines, "the sweep to pass the answered call's deadline")
+    assert (caller.counters["answered"], caller.counters["timeouts"], caller.counters["queue_timeouts"]) == (1, 1, 0)
+    assert_nothing_left(caller)
+
+
+def test_after_the_sweep_no_call_is_left_pending(make_caller, provider, clock):
+    caller = make_caller(call_timeout=3.0, threshold=2, queue_size=8)
+    caller.set_providers([provider.entry()])
+    calls = [start_call(caller) for _ in range(6)]
+    wait_until(lambda: caller.pending == 6, "six calls to start")
+    assert caller.balancer.queued == 4
+    answered_id, source = provider.receive()
+    provider.receive()
+    provider.answer(answered_id, source)  # its slot goes to the first queued call
+    provider.receive()
+    clock.now += 3.0
+    outcomes = [call.get(timeout=WAIT) for call in calls]
+    assert outcomes[0] == (dubbo.encode(Response(answered_id, value=1)), provider.key)
+    assert [outcome.status for outcome in outcomes[1:]] == [504, 504, 503, 503, 503]
+    counters = caller.counters
+    assert (counters["calls"], counters["answered"], counters["timeouts"], counters["queue_timeouts"]) == (6, 1, 2, 3)
+    assert provider.idle()
+    assert_nothing_left(caller)
