@@ -66,6 +66,7 @@ class _Pending:
     datagram: bytes
     deadline: float
     provider: str | None = None  # None while queued
+    address: tuple[str, int] | None = None  # where it was sent; a reply must come from there
     sent: float = 0.0
 
 
@@ -104,7 +105,7 @@ class TunnelCaller:
         self._ids = tunnel.RequestIds(consumer_id)
         self._pending: dict[int, _Pending] = {}
         self._deadlines: deque[tuple[float, int]] = deque()
-        self._addresses: dict[str, tuple[str, int]] = {}  # provider key -> its tunnel address
+        self._addresses: dict[str, tuple[str, int]] = {}  # provider key -> its tunnel address, known providers only
         self._sock: socket.socket | None = None
         self._greenlets: list[gevent.Greenlet] = []
         self._loop = get_hub().loop
@@ -148,18 +149,21 @@ class TunnelCaller:
         return len(self._pending)
 
     def set_providers(self, entries: Iterable[ProviderEntry]) -> None:
-        """Make the balancer's providers exactly ``entries`` (a registry's callback)."""
+        """Make the balancer's providers exactly ``entries`` (a registry's callback). Host names are
+        resolved first, by the hub's resolver (only the calling greenlet waits); then the balancer and
+        the address table change together. A removed provider's calls in flight still get their replies."""
         entries = list(entries)
-        keys = set()
+        addresses = {}
         for entry in entries:
-            info = _socket.getaddrinfo(entry.host, entry.port, type=_socket.SOCK_DGRAM)
-            self._addresses[entry.key] = info[0][4][:2]
+            info = socket.getaddrinfo(entry.host, entry.port, type=_socket.SOCK_DGRAM)
+            addresses[entry.key] = info[0][4][:2]
+        for entry in entries:
             threshold = entry.threshold if entry.threshold is not None else self.threshold
             self.balancer.add_provider(entry.key, entry.weight, threshold)
-            keys.add(entry.key)
         for key in self.balancer.providers:
-            if key not in keys:
+            if key not in addresses:
                 self.balancer.remove_provider(key)
+        self._addresses = addresses
         self._dispatch(self.balancer.release(self.clock()))
 
     # -- calls ----------------------------------------------------------------------------------
@@ -214,9 +218,10 @@ class TunnelCaller:
         return (("Retry-After", str(self.retry_after)),)
 
     def _send(self, pending: _Pending, key: str, now: float) -> None:
-        pending.provider, pending.sent = key, now
+        address = self._addresses[key]
+        pending.provider, pending.address, pending.sent = key, address, now
         try:
-            self._sock.sendto(pending.datagram, self._addresses[key])
+            self._sock.sendto(pending.datagram, address)
             self.counters["datagrams_out"] += 1
         except OSError as e:  # the call will time out and count against the provider
             self.counters["send_errors"] += 1
@@ -281,7 +286,7 @@ class TunnelCaller:
                 if pending is None or pending.provider is None:
                     dropped["late or unknown"] += 1
                     continue
-                if self._addresses.get(pending.provider) != source[:2]:
+                if pending.address != source[:2]:
                     dropped["wrong source"] += 1
                     continue
                 del pending_calls[reply.request_id]

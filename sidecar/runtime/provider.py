@@ -113,7 +113,7 @@ class CallTable:
         oldest = now - self.timeout
         expired = []
         for upstream_id, call in self._calls.items():
-            if call[2] > oldest:
+            if call.started > oldest:
                 break
             expired.append((upstream_id, call))
         for upstream_id, _ in expired:
@@ -396,7 +396,7 @@ class ProviderSidecar:
             self.dropped["late or unknown reply"] += 1
             return
         self.counters["answered"] += 1
-        self._queue_reply(call, rewrite_id(frame, call[1]))
+        self._queue_reply(call, rewrite_id(frame, call.tunnel_id))
 
     def _on_lost(self, upstream_ids: list[int], reason: str) -> None:
         host, port = self.dubbo
@@ -413,12 +413,12 @@ class ProviderSidecar:
         if call is None:
             return
         self.counters["upstream_errors" if status == Status.SERVICE_ERROR else "rejected"] += 1
-        log.info("answered %s: %s", Status(status).name, message, extra={"request_id": hex_id(call[1])})
-        self._queue_reply(call, error_reply(call[1], call[3], status, message))
+        log.info("answered %s: %s", Status(status).name, message, extra={"request_id": hex_id(call.tunnel_id)})
+        self._queue_reply(call, error_reply(call.tunnel_id, call.flags, status, message))
 
     def _queue_reply(self, call: Call, frame: bytes) -> None:
-        tunnel_id = call[1]
-        key = (call[0], tunnel_id >> tunnel.CONSUMER_SHIFT)
+        tunnel_id = call.tunnel_id
+        key = (call.address, tunnel_id >> tunnel.CONSUMER_SHIFT)
         batcher = self._outgoing.get(key)
         if batcher is None:
             batcher = self._outgoing[key] = tunnel.ReplyBatcher(key[1], limit=self._batch_limit)
@@ -426,7 +426,7 @@ class ProviderSidecar:
             batcher.add(tunnel_id, frame)
         except LocalProtocolError as exc:  # too large for a datagram: a small error reply instead
             self.dropped["reply too large"] += 1
-            batcher.add(tunnel_id, error_reply(tunnel_id, call[3], Status.BAD_RESPONSE, exc.reason))
+            batcher.add(tunnel_id, error_reply(tunnel_id, call.flags, Status.BAD_RESPONSE, exc.reason))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.run_callback(self._flush)  # runs once this turn of the loop has run what was ready

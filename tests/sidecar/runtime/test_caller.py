@@ -1,0 +1,259 @@
+"""The consumer's tunnel caller on loopback UDP, in this process on gevent, with a clock the test moves:
+providers are UDP sockets that hand the test each call and answer only when told. The deadline sweep
+runs on its own greenlet as in production; only the clock it reads is the test's."""
+
+from __future__ import annotations
+
+import select
+import time
+
+import gevent
+import pytest
+from gevent import socket
+
+from sidecar.codecs import dubbo, tunnel
+from sidecar.codecs.dubbo_messages import Request, Response
+from sidecar.runtime.caller import CallError, TunnelCaller
+from sidecar.runtime.registry import ProviderEntry
+
+SERVICE = "com.alibaba.dubbo.performance.demo.provider.IHelloService"
+WAIT = 10.0  # seconds a test waits for something to happen before it fails: a bound, never a measurement
+
+
+class FakeClock:
+    """The caller's clock: stands still until the test moves it."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Provider:
+    """A provider sidecar's UDP socket, driven by the test."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(WAIT)
+        self.address = self.sock.getsockname()
+
+    def entry(self, threshold: int | None = None) -> ProviderEntry:
+        return ProviderEntry(*self.address, 1.0, threshold)
+
+    @property
+    def key(self) -> str:
+        return self.entry().key
+
+    def receive(self) -> tuple[int, tuple[str, int]]:
+        """The request id of the next call that arrives, and the address it came from."""
+        data, source = self.sock.recvfrom(65535)
+        return tunnel.decode(data).request_id, source
+
+    def answer(self, request_id: int, to: tuple[str, int], value: int = 1) -> None:
+        frame = dubbo.encode(Response(request_id, value=value))
+        self.sock.sendto(tunnel.encode_replies([(request_id, frame)]), to)
+
+    def idle(self) -> bool:
+        """No datagram is waiting to be received."""
+        return not select.select([self.sock], [], [], 0)[0]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def hash_call(request_id: int) -> bytes:
+    return dubbo.encode(Request(request_id, SERVICE, "hash", "Ljava/lang/String;", ["x"], {}))
+
+
+def start_call(caller: TunnelCaller) -> gevent.Greenlet:
+    """A greenlet making one call; its value is ``(frame, provider key)`` or the :class:`CallError`."""
+
+    def call():
+        try:
+            return caller.call(hash_call)
+        except CallError as error:
+            return error
+
+    return gevent.spawn(call)
+
+
+def wait_until(predicate, what: str) -> None:
+    end = time.monotonic() + WAIT
+    while not predicate():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        gevent.sleep(0.001)
+
+
+def assert_nothing_left(caller: TunnelCaller) -> None:
+    assert caller.pending == 0
+    assert caller.balancer.in_flight == 0 and caller.balancer.queued == 0
+    assert not caller._deadlines
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def make_caller(clock):
+    made = []
+
+    def make(**options) -> TunnelCaller:
+        caller = TunnelCaller(consumer_id=7, clock=clock, **options)
+        caller.start()
+        made.append(caller)
+        return caller
+
+    yield make
+    for caller in made:
+        caller.stop()
+
+
+@pytest.fixture
+def provider():
+    fake = Provider()
+    yield fake
+    fake.close()
+
+
+def test_provider_host_names_are_resolved_by_the_hubs_resolver(make_caller, provider):
+    hub = gevent.get_hub()
+    real = hub.resolver
+    asked = []
+
+    class Resolver:
+        def getaddrinfo(self, host, port, family=0, type=0, proto=0, flags=0):
+            asked.append((host, port))
+            return real.getaddrinfo("127.0.0.1", port, family, type, proto, flags)
+
+    caller = make_caller()
+    hub.resolver = Resolver()
+    try:
+        caller.set_providers([ProviderEntry("provider.invalid", provider.address[1], 1.0)])
+    finally:
+        hub.resolver = real
+    assert asked == [("provider.invalid", provider.address[1])]
+    call = gevent.spawn(caller.call, hash_call)
+    request_id, source = provider.receive()
+    provider.answer(request_id, source, value=5)
+    frame, key = call.get(timeout=WAIT)
+    assert key == f"provider.invalid:{provider.address[1]}"
+    assert frame == dubbo.encode(Response(request_id, value=5))
+
+
+def test_a_removed_provider_leaves_the_address_table_and_its_call_in_flight_still_gets_the_reply(make_caller):
+    leaving, staying = Provider(), Provider()
+    try:
+        caller = make_caller()
+        caller.set_providers([leaving.entry()])
+        call = gevent.spawn(caller.call, hash_call)
+        request_id, source = leaving.receive()
+        caller.set_providers([staying.entry()])
+        assert caller._addresses == {staying.key: staying.address}
+        assert caller.balancer.providers == (staying.key,)
+        leaving.answer(request_id, source, value=9)
+        assert call.get(timeout=WAIT) == (dubbo.encode(Response(request_id, value=9)), leaving.key)
+        assert caller.dropped == {}
+        assert caller.pending == 0 and caller.balancer.in_flight == 0
+    finally:
+        leaving.close()
+        staying.close()
+
+
+def test_the_address_table_follows_every_registry_update(make_caller):
+    providers = [Provider() for _ in range(3)]
+    try:
+        caller = make_caller()
+        caller.set_providers([p.entry() for p in providers])
+        assert caller._addresses == {p.key: p.address for p in providers}
+        caller.set_providers([providers[2].entry()])
+        assert caller._addresses == {providers[2].key: providers[2].address}
+        caller.set_providers([])
+        assert caller._addresses == {}
+    finally:
+        for p in providers:
+            p.close()
+
+
+# -- the deadline sweep -------------------------------------------------------------------------------
+
+
+def test_a_call_unanswered_at_its_deadline_gets_504(make_caller, provider, clock):
+    caller = make_caller(call_timeout=3.0)
+    caller.set_providers([provider.entry()])
+    call = start_call(caller)
+    request_id, _ = provider.receive()
+    caller._sweep_once(clock() + 2.999)
+    assert not call.ready() and caller.pending == 1
+    clock.now += 3.0
+    error = call.get(timeout=WAIT)
+    assert isinstance(error, CallError)
+    assert (error.status, error.headers) == (504, ())
+    assert error.reason == f"no answer from provider {provider.key} within 3.000 s"
+    assert (error.request_id, error.provider) == (request_id, provider.key)
+    assert caller.counters["timeouts"] == 1
+    assert caller.balancer.stats()[provider.key].timeouts == 1
+    assert_nothing_left(caller)
+
+
+def test_a_call_whose_deadline_passes_in_the_wait_queue_gets_503_with_retry_after(make_caller, provider, clock):
+    caller = make_caller(call_timeout=3.0, retry_after=2)
+    caller.set_providers([provider.entry(threshold=1)])
+    first = start_call(caller)
+    first_id, _ = provider.receive()
+    clock.now += 1.0
+    queued = start_call(caller)
+    wait_until(lambda: caller.balancer.queued == 1, "the second call to queue")
+    clock.now += 3.0  # past both deadlines: the queued call's first, then the first call's
+    error = queued.get(timeout=WAIT)
+    assert isinstance(error, CallError)
+    assert (error.status, error.headers) == (503, (("Retry-After", "2"),))
+    assert error.reason == "every provider stayed at its threshold for the whole call timeout (3 s)"
+    assert error.provider is None and error.request_id not in (None, first_id)
+    timed_out = first.get(timeout=WAIT)
+    assert (timed_out.status, timed_out.request_id) == (504, first_id)
+    assert provider.idle()  # the queued call never went out
+    assert (caller.counters["queue_timeouts"], caller.counters["timeouts"]) == (1, 1)
+    assert_nothing_left(caller)
+
+
+def test_the_slot_of_a_call_that_timed_out_goes_to_the_queued_call(make_caller, provider, clock):
+    caller = make_caller(call_timeout=3.0)
+    caller.set_providers([provider.entry(threshold=1)])
+    first = start_call(caller)
+    provider.receive()
+    clock.now += 1.0
+    queued = start_call(caller)
+    wait_until(lambda: caller.balancer.queued == 1, "the second call to queue")
+    clock.now += 2.0  # the first call's deadline; the queued call has a second left
+    assert first.get(timeout=WAIT).status == 504
+    request_id, source = provider.receive()
+    provider.answer(request_id, source, value=3)
+    assert queued.get(timeout=WAIT) == (dubbo.encode(Response(request_id, value=3)), provider.key)
+    clock.now += 1.0  # the answered call's deadline: the sweep finds nothing to end
+    wait_until(lambda: not caller._deadlines, "the sweep to pass the answered call's deadline")
+    assert (caller.counters["answered"], caller.counters["timeouts"], caller.counters["queue_timeouts"]) == (1, 1, 0)
+    assert_nothing_left(caller)
+
+
+def test_after_the_sweep_no_call_is_left_pending(make_caller, provider, clock):
+    caller = make_caller(call_timeout=3.0, threshold=2, queue_size=8)
+    caller.set_providers([provider.entry()])
+    calls = [start_call(caller) for _ in range(6)]
+    wait_until(lambda: caller.pending == 6, "six calls to start")
+    assert caller.balancer.queued == 4
+    answered_id, source = provider.receive()
+    provider.receive()
+    provider.answer(answered_id, source)  # its slot goes to the first queued call
+    provider.receive()
+    clock.now += 3.0
+    outcomes = [call.get(timeout=WAIT) for call in calls]
+    assert outcomes[0] == (dubbo.encode(Response(answered_id, value=1)), provider.key)
+    assert [outcome.status for outcome in outcomes[1:]] == [504, 504, 503, 503, 503]
+    counters = caller.counters
+    assert (counters["calls"], counters["answered"], counters["timeouts"], counters["queue_timeouts"]) == (6, 1, 2, 3)
+    assert provider.idle()
+    assert_nothing_left(caller)
