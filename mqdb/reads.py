@@ -17,7 +17,7 @@ import lz4.block
 
 from .coding import VarintError, checksum, decode_varint
 from .errors import CorruptionError
-from .format import FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE
+from .format import ENTRY_LENGTH, ENTRY_SHIFT, FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE, entry_offset
 from .stage import distribute
 
 OPEN = -1  # the block id that stands for a queue's unfinished block
@@ -191,7 +191,7 @@ def _after(sh, qid: int, b: int) -> int:
 
 
 def _where(sh, b: int) -> int:
-    return sh.b_entry[b] >> 16 if b >= 0 else -1
+    return entry_offset(sh.b_entry[b]) if b >= 0 else -1
 
 
 def _load(sh, qid: int, b: int):
@@ -203,8 +203,8 @@ def _load(sh, qid: int, b: int):
         return raw, 0, sh.skip[qid], sh.count[qid] - sealed, sealed
     bcount = sh.b_count[b]
     entry = sh.b_entry[b]
-    offset = entry >> 16
-    size = entry & 0xFFFF
+    offset = entry >> ENTRY_SHIFT
+    size = entry & ENTRY_LENGTH
     if offset + size > sh.written:
         sh.write_pending()
     rec = os.pread(sh.fd, size, offset)
@@ -239,8 +239,8 @@ def _readahead(sh, b: int) -> None:
         if b < 0 or b in sh.cache:
             return
         entry = sh.b_entry[b]
-        offset = entry >> 16
+        offset = entry >> ENTRY_SHIFT
         if offset >= sh.written:
             return
-        os.posix_fadvise(sh.fd, offset, entry & 0xFFFF, _WILLNEED)
+        os.posix_fadvise(sh.fd, offset, entry & ENTRY_LENGTH, _WILLNEED)
         sh.readaheads += 1

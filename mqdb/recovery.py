@@ -149,7 +149,7 @@ def _apply(sh, start: int, end: int, names_data: bytes, names_base: int, payload
 
 
 def _attach(sh, rec) -> None:
-    sh.add_block(rec.qid, rec.offset * 65536 + rec.length, rec.count)
+    sh.add_block(rec.qid, format.pack_entry(rec.offset, rec.length), rec.count)
     last = sh.last_b[rec.qid]
     sh.count[rec.qid] = sh.b_end[last]
     raw = int.from_bytes(rec.payload[:2], "little") if rec.flags & format.FLAG_LZ4 else rec.size
