@@ -71,7 +71,8 @@ class Shard:
         self.spill_limit = opts["spill_bytes"] // opts["shards"]  # for the spill file and for the stage
         self.stage_chunk = stage.chunk_bytes(self.spill_limit)
         self.drain_due = False
-        # queues: name -> handle (qid << 10 | shard number), and columns indexed by qid
+        self.grew = False  # staged a chunk or took a pool slice since the db last looked (see DB.reading)
+        # queues: name -> qid, and columns indexed by qid
         self.queues: dict[str, int] = {}
         self.names: list[str] = []
         self.count = array("q")  # messages of the queue in blocks (sealed or unfinished)
@@ -111,15 +112,14 @@ class Shard:
 
     # --- queues -----------------------------------------------------------------------------------
     def create(self, name: str, persist: bool = True) -> int:
+        """Add queue ``name``; return its qid."""
         qid = len(self.names)
-        handle = qid << 10 | self.number  # see db._SHARD_BITS
         if persist:
             entry = checkpoint.encode_name(name)
             self.names_pending += entry
             self.names_since_commit += entry
         self.names.append(name)
-        self.queues[name] = handle
-        self.db.route[name] = handle
+        self.queues[name] = qid
         for col, value in (
             (self.count, 0), (self.total, 0), (self.pos, 0), (self.fill, 0), (self.skip, 0), (self.head, -1),
             (self.spilled, -1), (self.first_b, -1), (self.last_b, -1), (self.nblk, 0),
@@ -234,7 +234,7 @@ class Shard:
     def _grow(self, qid: int, pos: int) -> int:
         """Chain a new slice to the unfinished block of ``qid``; return its arena offset."""
         pool = self.pool
-        self.db.reading = False
+        self.grew = True
         s = pool.alloc()
         while s < 0:  # make_room never touches the block being written, so ``pos`` stays valid
             self.db.make_room(self, qid)

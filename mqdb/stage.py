@@ -58,7 +58,7 @@ def write_chunk(sh) -> None:
     sh.stage_frames += len(buf)
     sh.stage_buf = bytearray()
     sh.stage_qids = array("i")
-    sh.db.reading = False
+    sh.grew = True
     if sh.stage_tail > sh.spill_limit:
         distribute(sh)
 
