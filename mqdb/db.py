@@ -14,7 +14,7 @@ from .options import resolve
 from .pool import SlicePool
 from .reads import read
 from .shard import Shard
-from .stage import distribute, write_chunk
+from .stage import distribute
 from .stage import put as stage_put
 
 _MAX_NAME_BYTES = 65535
@@ -74,19 +74,6 @@ class DB:
         with sh.lock:
             if sh.closed:
                 raise ClosedError()
-            n = len(msg)
-            if n < 0x80:  # stage it: one length byte, the bytes, the queue id (see stage.py)
-                buf = sh.stage_buf
-                buf.append(n)
-                buf += msg
-                sh.stage_qids.append(qid)
-                total = sh.total
-                c = total[qid]
-                total[qid] = c + 1
-                if len(buf) >= sh.stage_chunk:
-                    write_chunk(sh)
-                    self._grew(sh)
-                return c
             c = stage_put(sh, qid, msg)
             if sh.grew:
                 self._grew(sh)
