@@ -90,19 +90,26 @@ class Continued(NamedTuple):
     pos: int  # where in ``block.raw`` the next frame starts
 
 
+_new = tuple.__new__  # makes a record from a tuple, skipping the Python-level __new__ of NamedTuple
+
+
 def _frames(raw, p: int, n: int, out: list | None) -> int:
     """Walk ``n`` frames of ``raw`` from ``p``, appending their messages to ``out`` (None: step over
     them); return where the next frame starts. A position past the end of ``raw`` means the last
     message goes on in the next block: ``out`` then ends with its first part."""
-    append = None if out is None else out.append
+    if out is None:
+        for _ in range(n):
+            size = raw[p]
+            p = p + 1 + size if size < 0x80 else sum(decode_varint(raw, p))
+        return p
+    append = out.append
     for _ in range(n):
         size = raw[p]
         if size < 0x80:
             p += 1
         else:
             size, p = decode_varint(raw, p)
-        if append is not None:
-            append(raw[p : p + size])
+        append(raw[p : p + size])
         p += size
     return p
 
@@ -174,7 +181,7 @@ def _decoded(sh, qid: int, b: int) -> Decoded:
     msgs: list[bytes] = []
     p = _frames(blk.raw, blk.start + blk.skip, blk.count, msgs)
     over = p - len(blk.raw)
-    hit = Decoded(msgs, blk.first, msgs.pop(), over) if over > 0 else Decoded(msgs, blk.first, None, 0)
+    hit = _new(Decoded, (msgs, blk.first, msgs.pop(), over)) if over > 0 else _new(Decoded, (msgs, blk.first, None, 0))
     if b >= 0 and sh.cache_blocks:
         if len(cache) >= sh.cache_blocks:
             del cache[next(iter(cache))]
@@ -214,7 +221,7 @@ def _load(sh, qid: int, b: int) -> Block:
     """Block ``b`` of ``qid``, read and verified (or the unfinished block, for OPEN)."""
     if b == OPEN:
         sealed = sh.sealed_messages(qid)
-        return Block(sh.open_bytes(qid), 0, sh.skip[qid], sh.count[qid] - sealed, sealed)
+        return _new(Block, (sh.open_bytes(qid), 0, sh.skip[qid], sh.count[qid] - sealed, sealed))
     bcount = sh.b_count[b]
     entry = sh.b_entry[b]
     offset = entry >> ENTRY_SHIFT
@@ -231,8 +238,8 @@ def _load(sh, qid: int, b: int) -> Block:
     if kind != KIND_BLOCK or got_qid != qid or psize + RECORD_SIZE != size or got_count != bcount:
         raise CorruptionError(sh.data_path, offset, "the index and the block header disagree", sh.names[qid])
     if flags & FLAG_LZ4:
-        return Block(_decompress(sh, qid, offset, rec), 0, skip, bcount, sh.b_end[b] - bcount)
-    return Block(rec, RECORD_SIZE, skip, bcount, sh.b_end[b] - bcount)
+        return _new(Block, (_decompress(sh, qid, offset, rec), 0, skip, bcount, sh.b_end[b] - bcount))
+    return _new(Block, (rec, RECORD_SIZE, skip, bcount, sh.b_end[b] - bcount))
 
 
 def _decompress(sh, qid: int, offset: int, rec: bytes) -> bytes:
