@@ -164,6 +164,7 @@ class DB:
         return self._shards[h & _SHARD_MASK].total[h >> _SHARD_BITS]
 
     def __contains__(self, queue) -> bool:
+        self._check_open()
         return isinstance(queue, str) and queue in self.route
 
     def __iter__(self):
