@@ -14,7 +14,8 @@ from .format import INDEX_HEADER, INDEX_HEADER_SIZE, INDEX_MAGIC, VERSION
 
 class Checkpoint:
     """What an index checkpoint holds: totals, and every sealed block in file order as three
-    columns: owning queue id, file offset * 65536 + record length, messages starting in it."""
+    columns: owning queue id, entry (file offset and record length, format.pack_entry), messages
+    starting in it."""
 
     __slots__ = ("data_len", "names_len", "seq", "queues", "messages", "payload", "raw", "stored", "flushed_ns",
                  "b_qid", "b_entry", "b_count")  # fmt: skip

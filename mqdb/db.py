@@ -14,7 +14,7 @@ from .options import resolve
 from .pool import SlicePool
 from .reads import read
 from .shard import Shard
-from .stage import distribute, write_chunk
+from .stage import distribute
 from .stage import put as stage_put
 
 _MAX_NAME_BYTES = 65535
@@ -35,8 +35,8 @@ class DB:
         self._closed = True
         self._lock_fd = -1
         self.readonly = opts["readonly"]
-        self.route: dict = {}  # queue name -> Queue, read without a lock (a cache over the shard maps)
-        self.reading = False  # cleared whenever staged puts or the pool grow (see stage.write_chunk, Shard._grow)
+        self.route: dict = {}  # queue name -> handle, read without a lock (a cache over the shard maps)
+        self.reading = False  # cleared whenever a shard grew: staged a chunk or took a pool slice (Shard.grew)
         if self.readonly:
             if not os.path.exists(os.path.join(self.path, format.MANIFEST)):
                 raise StoreNotFoundError(f"no mqdb store at {self.path} (no {format.MANIFEST} file)")
@@ -56,6 +56,8 @@ class DB:
             self._release_lock()
             raise
         self.recovery = [r for r in (sh.recovery for sh in self._shards) if r["dropped_bytes"] or r["reason"]]
+        for sh in self._shards:
+            self._route(sh, 0)
         self._closed = False
         self._nshards = len(self._shards)
         if self.readonly:
@@ -72,19 +74,10 @@ class DB:
         with sh.lock:
             if sh.closed:
                 raise ClosedError()
-            n = len(msg)
-            if n < 0x80:  # stage it: one length byte, the bytes, the queue id (see stage.py)
-                buf = sh.stage_buf
-                buf.append(n)
-                buf += msg
-                sh.stage_qids.append(qid)
-                total = sh.total
-                c = total[qid]
-                total[qid] = c + 1
-                if len(buf) >= sh.stage_chunk:
-                    write_chunk(sh)
-                return c
-            return stage_put(sh, qid, msg)
+            c = stage_put(sh, qid, msg)
+            if sh.grew:
+                self._grew(sh)
+            return c
 
     def _put_slow(self, queue, msg) -> int:
         self._check_name(queue)
@@ -100,9 +93,14 @@ class DB:
         with sh.lock:
             if sh.closed:
                 raise ClosedError()
-            h = sh.queues.get(queue)
-            qid = sh.create(queue) if h is None else h >> _SHARD_BITS
-            return stage_put(sh, qid, msg)
+            qid = sh.queues.get(queue)
+            if qid is None:
+                qid = sh.create(queue)
+                self.route[queue] = qid << _SHARD_BITS | sh.number
+            c = stage_put(sh, qid, msg)
+            if sh.grew:
+                self._grew(sh)
+            return c
 
     def flush(self) -> None:
         """Write everything put so far; after it returns, a crash of the process loses none of it
@@ -113,6 +111,8 @@ class DB:
         for sh in self._shards:
             with sh.lock:
                 sh.commit()
+                if sh.grew:
+                    self._grew(sh)
         if self.options["sync"]:
             _fsync_dir(self.path)
 
@@ -148,7 +148,10 @@ class DB:
         with sh.lock:
             if sh.closed:
                 raise ClosedError()
-            return read(sh, h >> _SHARD_BITS, offset, num)
+            msgs = read(sh, h >> _SHARD_BITS, offset, num)
+            if sh.grew:
+                self._grew(sh)
+            return msgs
 
     def count(self, queue: str) -> int:
         """Number of messages in ``queue`` (0 for a queue never written)."""
@@ -161,6 +164,7 @@ class DB:
         return self._shards[h & _SHARD_MASK].total[h >> _SHARD_BITS]
 
     def __contains__(self, queue) -> bool:
+        self._check_open()
         return isinstance(queue, str) and queue in self.route
 
     def __iter__(self):
@@ -183,8 +187,22 @@ class DB:
         applied = 0
         for sh in self._shards:
             with sh.lock:
+                known = len(sh.names)
                 applied += sh.refresh()
+                self._route(sh, known)
         return applied
+
+    def _route(self, sh: Shard, start: int) -> None:
+        """Route the queues of ``sh`` from qid ``start`` on (the ones it loaded or picked up)."""
+        route = self.route
+        names = sh.names
+        for qid in range(start, len(names)):
+            route[names[qid]] = qid << _SHARD_BITS | sh.number
+
+    def _grew(self, sh: Shard) -> None:
+        """``sh`` staged a chunk or took pool slices: a write phase, so the next read starts reading again."""
+        sh.grew = False
+        self.reading = False
 
     def _start_reading(self) -> None:
         """The first read after a write phase: distribute every staged message to its blocks, and if
@@ -195,6 +213,8 @@ class DB:
             with sh.lock:
                 if not sh.closed:
                     distribute(sh)
+                    if sh.grew:
+                        self._grew(sh)
         if self._pool.in_use > self._drain_slices:
             for sh in self._shards:
                 with sh.lock:

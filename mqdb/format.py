@@ -33,7 +33,26 @@ def stage_name(shard: int) -> str:
     return f"{shard:03d}.stage"
 
 
-# spill fragment header: the queue's previous fragment as offset * 65536 + length (-1: none)
+# --- entries: where a record or fragment is, as one integer ---------------------------------------
+# entry = offset * 65536 + length: the index keeps one per block (FORMAT.md, NNN.idx), the spill file
+# one per fragment; every length fits 16 bits because a block is at most 65535 bytes.
+ENTRY_SHIFT = 16
+ENTRY_LENGTH = (1 << ENTRY_SHIFT) - 1
+
+
+def pack_entry(offset: int, length: int) -> int:
+    return offset << ENTRY_SHIFT | length
+
+
+def entry_offset(entry: int) -> int:
+    return entry >> ENTRY_SHIFT
+
+
+def entry_length(entry: int) -> int:
+    return entry & ENTRY_LENGTH
+
+
+# spill fragment header: the queue's previous fragment as an entry (-1: none)
 SPILL = struct.Struct("<q")
 
 

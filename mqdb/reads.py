@@ -12,12 +12,13 @@ Called with the shard lock held. Two ways through:
 
 import os
 from bisect import bisect_right
+from typing import NamedTuple
 
 import lz4.block
 
 from .coding import VarintError, checksum, decode_varint
 from .errors import CorruptionError
-from .format import FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE
+from .format import ENTRY_LENGTH, ENTRY_SHIFT, FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE, entry_offset
 from .stage import distribute
 
 OPEN = -1  # the block id that stands for a queue's unfinished block
@@ -61,41 +62,77 @@ def read(sh, qid: int, offset: int, num: int) -> list[bytes]:
         raise CorruptionError(sh.data_path, -1, f"frames do not parse ({e})", sh.names[qid]) from None
 
 
-def _random(sh, qid: int, k: int, end: int) -> list[bytes]:
-    b = locate(sh, qid, k)
-    raw, start, skip, bcount, first = _load(sh, qid, b)
-    p = start + skip
-    i = first
-    while i < k:  # step over the messages before the offset
-        n = raw[p]
-        p = p + 1 + n if n < 0x80 else sum(decode_varint(raw, p))
-        i += 1
-    out = []
-    last = first + bcount
-    size = len(raw)
-    while k < end:
-        if k == last:  # the next message starts in a later block
-            b = _after(sh, qid, b)
-            raw, start, skip, bcount, first = _load(sh, qid, b)
-            p = start + skip
-            last = first + bcount
-            size = len(raw)
-            continue
-        n = raw[p]
-        if n < 0x80:
+class Block(NamedTuple):
+    """A block of a queue, loaded and verified."""
+
+    raw: bytes  # the buffer that holds the payload: the record itself unless it was compressed
+    start: int  # where the payload starts in ``raw``
+    skip: int  # leading payload bytes that finish the message the previous block left unfinished
+    count: int  # messages that start in the block
+    first: int  # the queue index of the first of them
+
+
+class Decoded(NamedTuple):
+    """A block split into messages, as sequential readers keep it in the cache."""
+
+    msgs: list  # the whole messages that start in the block
+    first: int  # the queue index of the first of them
+    tail: bytes | None  # the start of a last message that goes on in the next block, or None
+    missing: int  # bytes of that message still to come
+
+
+class Continued(NamedTuple):
+    """A message finished from the blocks after the one where it starts."""
+
+    msg: bytes
+    b: int  # the block where it ends
+    block: Block  # that block
+    pos: int  # where in ``block.raw`` the next frame starts
+
+
+_new = tuple.__new__  # makes a record from a tuple, skipping the Python-level __new__ of NamedTuple
+
+
+def _frames(raw, p: int, n: int, out: list | None) -> int:
+    """Walk ``n`` frames of ``raw`` from ``p``, appending their messages to ``out`` (None: step over
+    them); return where the next frame starts. A position past the end of ``raw`` means the last
+    message goes on in the next block: ``out`` then ends with its first part."""
+    if out is None:
+        for _ in range(n):
+            size = raw[p]
+            p = p + 1 + size if size < 0x80 else sum(decode_varint(raw, p))
+        return p
+    append = out.append
+    for _ in range(n):
+        size = raw[p]
+        if size < 0x80:
             p += 1
         else:
-            n, p = decode_varint(raw, p)
-        stop = p + n
-        if stop <= size:
-            out.append(raw[p:stop])
-            p = stop
-        else:
-            msg, b, raw, p, bcount, first = _continued(sh, qid, b, raw[p:], stop - size)
-            out.append(msg)
-            last = first + bcount
-            size = len(raw)
-        k += 1
+            size, p = decode_varint(raw, p)
+        append(raw[p : p + size])
+        p += size
+    return p
+
+
+def _random(sh, qid: int, k: int, end: int) -> list[bytes]:
+    b = locate(sh, qid, k)
+    blk = _load(sh, qid, b)
+    p = _frames(blk.raw, blk.start + blk.skip, k - blk.first, None)  # step over the messages before the offset
+    out: list[bytes] = []
+    while k < end:
+        last = blk.first + blk.count
+        if k == last:  # the next message starts in a later block
+            b = _after(sh, qid, b)
+            blk = _load(sh, qid, b)
+            p = blk.start + blk.skip
+            continue
+        take = (end if end < last else last) - k
+        p = _frames(blk.raw, p, take, out)
+        k += take
+        if p > len(blk.raw):
+            cont = _continued(sh, qid, b, out.pop(), p - len(blk.raw))
+            out.append(cont.msg)
+            b, blk, p = cont.b, cont.block, cont.pos
     _remember(sh, qid, k, b)
     return out
 
@@ -103,16 +140,17 @@ def _random(sh, qid: int, k: int, end: int) -> list[bytes]:
 def _sequential(sh, qid: int, k: int, end: int, b: int) -> list[bytes]:
     out = []
     while True:
-        msgs, first, cont = _decoded(sh, qid, b)
+        msgs, first, tail, missing = _decoded(sh, qid, b)
         i = k - first
         take = msgs[i : i + end - k]
         out += take
         k += len(take)
         if k >= end:
             break
-        if cont is not None and k == first + len(msgs):  # the block's last message goes on
-            msg, b = _continued(sh, qid, b, cont[0], cont[1])[:2]
-            out.append(msg)
+        if tail is not None and k == first + len(msgs):  # the block's last message goes on
+            cont = _continued(sh, qid, b, tail, missing)
+            out.append(cont.msg)
+            b = cont.b
             k += 1
             if k >= end:
                 break
@@ -132,33 +170,18 @@ def _remember(sh, qid: int, k: int, b: int) -> None:
         del cursors[qid]
 
 
-def _decoded(sh, qid: int, b: int) -> tuple:
-    """(the whole messages that start and end in block ``b``, the index of the first, and None or
-    (bytes, bytes still missing) of a last message that continues); cached for sealed blocks."""
+def _decoded(sh, qid: int, b: int) -> Decoded:
+    """Block ``b`` split into messages; cached for sealed blocks."""
     cache = sh.cache
     hit = cache.get(b)
     if hit is not None:
         sh.cache_hits += 1
         return hit
-    raw, start, skip, bcount, first = _load(sh, qid, b)
-    msgs = []
-    append = msgs.append
-    p = start + skip
-    size = len(raw)
-    cont = None
-    for _ in range(bcount):
-        n = raw[p]
-        if n < 0x80:
-            p += 1
-        else:
-            n, p = decode_varint(raw, p)
-        stop = p + n
-        if stop > size:
-            cont = (raw[p:], stop - size)
-            break
-        append(raw[p:stop])
-        p = stop
-    hit = (msgs, first, cont)
+    blk = _load(sh, qid, b)
+    msgs: list[bytes] = []
+    p = _frames(blk.raw, blk.start + blk.skip, blk.count, msgs)
+    over = p - len(blk.raw)
+    hit = _new(Decoded, (msgs, blk.first, msgs.pop(), over)) if over > 0 else _new(Decoded, (msgs, blk.first, None, 0))
     if b >= 0 and sh.cache_blocks:
         if len(cache) >= sh.cache_blocks:
             del cache[next(iter(cache))]
@@ -168,19 +191,19 @@ def _decoded(sh, qid: int, b: int) -> tuple:
     return hit
 
 
-def _continued(sh, qid: int, b: int, head, need: int):
-    """Finish a message that continues past block ``b``: (message, the block where it ends, that
-    block's payload, the position after the message, messages starting in it, index of the first)."""
+def _continued(sh, qid: int, b: int, head, need: int) -> Continued:
+    """Finish a message whose first ``head`` bytes are in block ``b`` and ``need`` bytes are still to come."""
     parts = [head]
     while True:
         b = _after(sh, qid, b)
-        raw, start, skip, bcount, first = _load(sh, qid, b)
+        blk = _load(sh, qid, b)
+        start, skip = blk.start, blk.skip
         if need <= skip:
-            parts.append(raw[start : start + need])
-            return b"".join(parts), b, raw, start + need, bcount, first
-        if start + skip != len(raw):
+            parts.append(blk.raw[start : start + need])
+            return Continued(b"".join(parts), b, blk, start + need)
+        if start + skip != len(blk.raw):
             raise CorruptionError(sh.data_path, _where(sh, b), "a continued message is cut", sh.names[qid])
-        parts.append(raw[start:])
+        parts.append(blk.raw[start:])
         need -= skip
 
 
@@ -191,20 +214,18 @@ def _after(sh, qid: int, b: int) -> int:
 
 
 def _where(sh, b: int) -> int:
-    return sh.b_entry[b] >> 16 if b >= 0 else -1
+    return entry_offset(sh.b_entry[b]) if b >= 0 else -1
 
 
-def _load(sh, qid: int, b: int):
-    """(buffer, where the payload starts in it, skip, messages starting, index of the first of them)
-    of block ``b`` of ``qid``. The buffer is the verified record itself unless it was compressed."""
+def _load(sh, qid: int, b: int) -> Block:
+    """Block ``b`` of ``qid``, read and verified (or the unfinished block, for OPEN)."""
     if b == OPEN:
-        raw = sh.open_bytes(qid)
         sealed = sh.sealed_messages(qid)
-        return raw, 0, sh.skip[qid], sh.count[qid] - sealed, sealed
+        return _new(Block, (sh.open_bytes(qid), 0, sh.skip[qid], sh.count[qid] - sealed, sealed))
     bcount = sh.b_count[b]
     entry = sh.b_entry[b]
-    offset = entry >> 16
-    size = entry & 0xFFFF
+    offset = entry >> ENTRY_SHIFT
+    size = entry & ENTRY_LENGTH
     if offset + size > sh.written:
         sh.write_pending()
     rec = os.pread(sh.fd, size, offset)
@@ -217,8 +238,8 @@ def _load(sh, qid: int, b: int):
     if kind != KIND_BLOCK or got_qid != qid or psize + RECORD_SIZE != size or got_count != bcount:
         raise CorruptionError(sh.data_path, offset, "the index and the block header disagree", sh.names[qid])
     if flags & FLAG_LZ4:
-        return _decompress(sh, qid, offset, rec), 0, skip, bcount, sh.b_end[b] - bcount
-    return rec, RECORD_SIZE, skip, bcount, sh.b_end[b] - bcount
+        return _new(Block, (_decompress(sh, qid, offset, rec), 0, skip, bcount, sh.b_end[b] - bcount))
+    return _new(Block, (rec, RECORD_SIZE, skip, bcount, sh.b_end[b] - bcount))
 
 
 def _decompress(sh, qid: int, offset: int, rec: bytes) -> bytes:
@@ -239,8 +260,8 @@ def _readahead(sh, b: int) -> None:
         if b < 0 or b in sh.cache:
             return
         entry = sh.b_entry[b]
-        offset = entry >> 16
+        offset = entry >> ENTRY_SHIFT
         if offset >= sh.written:
             return
-        os.posix_fadvise(sh.fd, offset, entry & 0xFFFF, _WILLNEED)
+        os.posix_fadvise(sh.fd, offset, entry & ENTRY_LENGTH, _WILLNEED)
         sh.readaheads += 1

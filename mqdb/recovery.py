@@ -59,8 +59,7 @@ def load(sh) -> dict:
     sh.names_pending = bytearray()
     sh.names_since_commit = bytearray()
     stop, dropped_blocks, applied, payload = _apply(sh, sh.committed, data_size, names_data, 0, payload)
-    # every block is sealed at a commit: raw block bytes = payload + length prefixes
-    sh.varint_extra = sh.raw_bytes - payload - sum(sh.count)
+    _count_prefixes(sh, payload)
     sh.tail = sh.written = sh.committed
     dropped = data_size - sh.committed
     names_dropped = len(names_data) - sh.names_written
@@ -96,7 +95,8 @@ def refresh(sh) -> int:
         return 0
     names_size = os.fstat(sh.names_fd).st_size
     names_data = os.pread(sh.names_fd, names_size - sh.names_written, sh.names_written)
-    _, _, applied, _ = _apply(sh, sh.committed, data_size, names_data, sh.names_written, 0)
+    _, _, applied, payload = _apply(sh, sh.committed, data_size, names_data, sh.names_written, sh.payload())
+    _count_prefixes(sh, payload)
     sh.tail = sh.written = sh.committed
     sh.total = array("q", sh.count)
     return applied
@@ -148,8 +148,14 @@ def _apply(sh, start: int, end: int, names_data: bytes, names_base: int, payload
     return stops[-1], len(provisional), applied, payload
 
 
+def _count_prefixes(sh, payload: int) -> None:
+    """Set the length-prefix bytes beyond the first of each message, from the payload of the last
+    commit: every loaded block was sealed at a commit, so raw block bytes = payload + length prefixes."""
+    sh.varint_extra = sh.raw_bytes - payload - sum(sh.count)
+
+
 def _attach(sh, rec) -> None:
-    sh.add_block(rec.qid, rec.offset * 65536 + rec.length, rec.count)
+    sh.add_block(rec.qid, format.pack_entry(rec.offset, rec.length), rec.count)
     last = sh.last_b[rec.qid]
     sh.count[rec.qid] = sh.b_end[last]
     raw = int.from_bytes(rec.payload[:2], "little") if rec.flags & format.FLAG_LZ4 else rec.size

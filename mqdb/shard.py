@@ -21,7 +21,18 @@ import lz4.block
 from . import checkpoint, format, recovery, stage
 from .coding import checksum, encode_varint
 from .errors import ReadOnlyError
-from .format import FLAG_CONTINUES, FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE, SPILL, seal_record
+from .format import (
+    FLAG_CONTINUES,
+    FLAG_LZ4,
+    KIND_BLOCK,
+    RECORD,
+    RECORD_SIZE,
+    SPILL,
+    entry_length,
+    entry_offset,
+    pack_entry,
+    seal_record,
+)
 
 _IOV_MAX = 1024
 BIG_QUEUE_BLOCKS = 8  # past this many blocks a queue also keeps an array of its block ids
@@ -60,7 +71,8 @@ class Shard:
         self.spill_limit = opts["spill_bytes"] // opts["shards"]  # for the spill file and for the stage
         self.stage_chunk = stage.chunk_bytes(self.spill_limit)
         self.drain_due = False
-        # queues: name -> handle (qid << 10 | shard number), and columns indexed by qid
+        self.grew = False  # staged a chunk or took a pool slice since the db last looked (see DB.reading)
+        # queues: name -> qid, and columns indexed by qid
         self.queues: dict[str, int] = {}
         self.names: list[str] = []
         self.count = array("q")  # messages of the queue in blocks (sealed or unfinished)
@@ -69,13 +81,13 @@ class Shard:
         self.fill = array("i")  # bytes in the unfinished block
         self.skip = array("i")  # leading bytes of the unfinished block that end the previous message
         self.head = array("i")  # first pool slice of the unfinished block, -1 if none
-        self.spilled = array("q")  # the block's last spilled fragment: offset * 65536 + length, -1 if none
+        self.spilled = array("q")  # entry of the block's last spilled fragment, -1 if none
         self.first_b = array("i")  # first and last sealed block of the queue, -1 if none
         self.last_b = array("i")
         self.nblk = array("i")  # sealed blocks of the queue
         # sealed blocks, by block id: the sparse index
         self.b_qid = array("i")  # the queue that owns the block
-        self.b_entry = array("q")  # file offset * 65536 + record length
+        self.b_entry = array("q")  # file offset and record length as one entry (format.pack_entry)
         self.b_end = array("q")  # messages of the queue that start in this block or before it
         self.b_count = array("i")  # messages that start in this block
         self.b_next = array("i")  # next block of the same queue, -1 if none
@@ -100,15 +112,14 @@ class Shard:
 
     # --- queues -----------------------------------------------------------------------------------
     def create(self, name: str, persist: bool = True) -> int:
+        """Add queue ``name``; return its qid."""
         qid = len(self.names)
-        handle = qid << 10 | self.number  # see db._SHARD_BITS
         if persist:
             entry = checkpoint.encode_name(name)
             self.names_pending += entry
             self.names_since_commit += entry
         self.names.append(name)
-        self.queues[name] = handle
-        self.db.route[name] = handle
+        self.queues[name] = qid
         for col, value in (
             (self.count, 0), (self.total, 0), (self.pos, 0), (self.fill, 0), (self.skip, 0), (self.head, -1),
             (self.spilled, -1), (self.first_b, -1), (self.last_b, -1), (self.nblk, 0),
@@ -223,7 +234,7 @@ class Shard:
     def _grow(self, qid: int, pos: int) -> int:
         """Chain a new slice to the unfinished block of ``qid``; return its arena offset."""
         pool = self.pool
-        self.db.reading = False
+        self.grew = True
         s = pool.alloc()
         while s < 0:  # make_room never touches the block being written, so ``pos`` stays valid
             self.db.make_room(self, qid)
@@ -258,7 +269,7 @@ class Shard:
         seal_record(rec)
         offset = self.tail
         self.tail = offset + len(rec)
-        self.add_block(qid, offset * 65536 + len(rec), bcount)
+        self.add_block(qid, pack_entry(offset, len(rec)), bcount)
         self.fill[qid] = self.skip[qid] = 0
         self.pending.append(rec)
         self.pending_bytes += len(rec)
@@ -323,7 +334,7 @@ class Shard:
                 self.write_spill()
             fd = self.spill_fd
             while off >= 0:
-                frag = os.pread(fd, SPILL.size + (off & 0xFFFF), off >> 16)
+                frag = os.pread(fd, SPILL.size + entry_length(off), entry_offset(off))
                 parts.append(frag[SPILL.size :])
                 off = SPILL.unpack_from(frag)[0]
             parts.reverse()
@@ -356,7 +367,7 @@ class Shard:
             pos[q] = 0
             pending.append(SPILL.pack(spilled[q]))
             pending.append(data)
-            spilled[q] = self.spill_tail * 65536 + len(data)
+            spilled[q] = pack_entry(self.spill_tail, len(data))
             self.spill_tail += SPILL.size + len(data)
             self.spilled_fragments += 1
             if freed >= target:

@@ -27,13 +27,16 @@ def chunk_bytes(spill_limit: int) -> int:
 
 
 def put(sh, qid: int, msg) -> int:
-    """Stage a message of any size (the short ones take a faster path in DB.put)."""
+    """Stage a message of any size for queue ``qid``; return its offset in the queue."""
     n = len(msg)
-    head = encode_varint(n)
     buf = sh.stage_buf
-    buf += head
+    if n < 0x80:  # one length byte
+        buf.append(n)
+    else:
+        head = encode_varint(n)
+        buf += head
+        sh.stage_varint_extra += len(head) - 1
     buf += msg
-    sh.stage_varint_extra += len(head) - 1
     sh.stage_qids.append(qid)
     total = sh.total
     c = total[qid]
@@ -58,7 +61,7 @@ def write_chunk(sh) -> None:
     sh.stage_frames += len(buf)
     sh.stage_buf = bytearray()
     sh.stage_qids = array("i")
-    sh.db.reading = False
+    sh.grew = True
     if sh.stage_tail > sh.spill_limit:
         distribute(sh)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from .. import checkpoint
 from ..db import open as open_db
 from ..errors import CorruptionError, FormatError
-from ..format import FILE_HEADER_SIZE, KIND_COMMIT
+from ..format import FILE_HEADER_SIZE, KIND_COMMIT, entry_length, entry_offset
 from ..scan import scan
 from .inspect import ShardView, shard_views
 
@@ -122,7 +122,7 @@ class _Records:
     def __init__(self, v: ShardView, size: int, report: Report, progress):
         self.v, self.size, self.report, self.progress = v, size, report, progress
         self.problems: list[Problem] = []
-        offs = [e >> 16 for e in v.b_entry]
+        offs = [entry_offset(e) for e in v.b_entry]
         order = list(range(len(offs)))
         if any(offs[b] >= offs[b + 1] for b in range(len(offs) - 1)):
             order.sort(key=offs.__getitem__)
@@ -230,8 +230,8 @@ def _disagreement(v: ShardView, b: int, rec, name) -> str | None:
         return f"the index says the block belongs to queue {name(v.b_qid[b])!r}, its header says queue {header}"
     if rec.count != v.b_count[b]:
         return f"the index says {v.b_count[b]} messages start in the block, its header says {rec.count}"
-    if rec.length != v.b_entry[b] & 0xFFFF:
-        return f"the index says the record is {v.b_entry[b] & 0xFFFF} bytes, it is {rec.length}"
+    if rec.length != entry_length(v.b_entry[b]):
+        return f"the index says the record is {entry_length(v.b_entry[b])} bytes, it is {rec.length}"
     return None
 
 

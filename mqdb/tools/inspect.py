@@ -59,7 +59,7 @@ def require_queue(db: DB, queue: str) -> None:
 class ShardView:
     """A copy of one shard's queue names and sparse index, taken under its lock.
 
-    ``b_qid``, ``b_entry`` (file offset * 65536 + record length) and ``b_count`` list every sealed
+    ``b_qid``, ``b_entry`` (file offset and record length, ``format.pack_entry``) and ``b_count`` list every sealed
     block in file order; ``counts`` (messages in blocks) is indexed by queue id; ``committed`` is
     where the data this handle has loaded ends.
     """
@@ -115,7 +115,7 @@ def queue_infos(db: DB, prefix: str | None = None) -> list[QueueInfo]:
         sizes = [0] * len(v.names)
         for qid, entry in zip(v.b_qid, v.b_entry, strict=True):
             blocks[qid] += 1
-            sizes[qid] += entry & 0xFFFF
+            sizes[qid] += format.entry_length(entry)
         infos += [QueueInfo(v.names[q], db.count(v.names[q]), blocks[q], sizes[q]) for q in wanted]
     return infos
 

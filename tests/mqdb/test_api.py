@@ -360,3 +360,29 @@ def test_regression_full_pool_while_a_long_message_is_written_keeps_its_slices(t
                 db.flush()
         for q, msgs in enumerate(expect):
             assert db.get(f"Q{q}", 0, len(msgs)) == msgs
+
+
+def test_regression_in_on_a_closed_handle_raises_closed_error(tmp_path):
+    db = mqdb.open(tmp_path)
+    db.put("Queue-1", b"x")
+    db.close()
+    with pytest.raises(mqdb.ClosedError):
+        "Queue-1" in db  # noqa: B015
+    with pytest.raises(mqdb.ClosedError):
+        "never-written" in db  # noqa: B015
+
+
+def test_regression_readonly_refresh_counts_long_message_payload_once(tmp_path):
+    w = mqdb.open(tmp_path)
+    w.put("q", b"a")
+    w.flush()
+    with mqdb.open(tmp_path, readonly=True) as ro:
+        for size in (200, 127, 128, 20_000, 0):
+            w.put("q", b"x" * size)
+            w.put("r", b"y" * size)
+            w.flush()
+            assert ro.refresh() > 0
+            with mqdb.open(tmp_path, readonly=True) as fresh:
+                assert ro.stats()["payload_bytes"] == w.stats()["payload_bytes"] == fresh.stats()["payload_bytes"]
+    assert w.stats()["payload_bytes"] == 1 + 2 * (200 + 127 + 128 + 20_000)
+    w.close()

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 import mqdb
 from mqdb import checkpoint
 from mqdb.cli import main
+from mqdb.format import entry_offset
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORD = struct.Struct("<IBBIHHH")
@@ -318,7 +319,7 @@ def test_check_index_that_disagrees_with_the_blocks(store):
     shard = int(Path(dat).name[:3])
     idx = str(store / f"{shard:03d}.idx")
     cp = checkpoint.read(idx, shard)
-    b = [e >> 16 for e in cp.b_entry].index(offset)
+    b = [entry_offset(e) for e in cp.b_entry].index(offset)
     cp.b_count[b] += 1  # a well-formed checkpoint that lies about one block
     checkpoint.write(idx, shard, cp, sync=False)
     result = run("check", store)

@@ -8,6 +8,7 @@ import pytest
 
 import mqdb
 from mqdb import checkpoint
+from mqdb.format import entry_offset
 from mqdb.tools import inspect, transfer
 from mqdb.tools.check import Problem, check
 
@@ -167,7 +168,7 @@ def test_check_index_against_block_headers(tmp_path, field):
     path = make(tmp_path / "s")
     idx = str(path / "001.idx")
     cp = checkpoint.read(idx, 1)
-    offset = cp.b_entry[0] >> 16
+    offset = entry_offset(cp.b_entry[0])
     names = checkpoint.decode_names("", (path / "001.names").read_bytes(), 1)
     if field == "qid":
         assert len(names) > 1
