@@ -14,8 +14,9 @@ the code that answers them never run at the same time, so no socket is ever used
 
 No client can starve the others or the process (:class:`Limits` has the numbers):
 
-* **Work per turn**: one read of at most ``RECV_SIZE`` bytes and at most ``EVENTS_PER_TURN`` parser
-  events per connection, then the loop serves the others; bytes of pipelined requests beyond
+* **Work per turn**: one read of at most ``RECV_SIZE`` bytes, and at most ``EVENTS_PER_TURN`` parser
+  events or ``TURN_SECONDS`` of work (answers the handler gives at once count) per connection, then
+  the loop serves the others; bytes of pipelined requests beyond
   ``max_buffered`` are left in the kernel until the earlier ones are answered.
 * **Deadlines**: a kept-alive connection may stay silent for ``idle_timeout``; a request head must be
   whole within ``header_timeout`` of its first byte and the whole request within ``request_timeout``
@@ -23,8 +24,10 @@ No client can starve the others or the process (:class:`Limits` has the numbers)
 * **Connections**: at ``max_connections`` a new connection sheds the longest idle one (then the
   slowest client); when every connection is busy with a call, the new one gets 503 and is closed.
 * **Memory**: request bodies buffered at once, in all connections together, take at most
-  ``body_budget`` bytes; a request whose body would go past it gets 503 with ``Retry-After``. The bytes
-  are given back when the body is answered or its connection closes.
+  ``body_budget`` bytes; a request whose body would go past it gets 503 with ``Retry-After``. Bodies
+  over ``SMALL_BODY`` may fill only 7/8 of it, so large uploads cannot crowd out ordinary calls. The
+  bytes are given back when the body is answered or its connection closes (and, after a burst, the
+  freed heap goes back to the system).
 * **Errors are read**: after an error answer the server half-closes and reads on (at most
   ``DRAIN_BYTES``, for ``DRAIN_TIMEOUT``) before closing, so a client still sending its body reads
   the 413 instead of a reset.
@@ -54,10 +57,12 @@ log = logging.getLogger(__name__)
 
 RECV_SIZE = 64 * 1024  # bytes read from one connection per turn of the loop
 EVENTS_PER_TURN = 64  # parser events (requests, body pieces) handled per connection per turn
+TURN_SECONDS = 0.0005  # and at most about this much work per connection per turn (looked at every 8 events)
 ACCEPTS_PER_TURN = 64  # connections accepted per turn
-DRAIN_BYTES = 256 * 1024  # after an error answer, bytes read and dropped before the close
+DRAIN_BYTES = 2 * 1024 * 1024  # after an error answer, bytes read and dropped before the close
 DRAIN_TIMEOUT = 2.0  # seconds given to that
 REAP_INTERVAL = 0.1  # seconds between looks for late connections: the resolution of every deadline
+SMALL_BODY = 16 * 1024  # bodies up to this may use the whole body budget; larger ones 7/8 of it
 
 _READ, _WRITE = 1, 2
 
@@ -121,6 +126,8 @@ class HttpServer:
         }
         self._accepting = None
         self._reaper = None
+        self._later: list[Connection] = []  # connections with work left over from their turn
+        self._next_turn = self.loop.timer(0.0)  # fires after the next poll: every socket had its turn
 
     @property
     def address(self) -> tuple[str, int]:
@@ -160,6 +167,18 @@ class HttpServer:
             self._reaper.stop()
             self._reaper.close()
             self._reaper = None
+        self._next_turn.stop()
+
+    def later(self, connection: Connection) -> None:
+        """Let ``connection`` go on after every other ready connection had its turn."""
+        self._later.append(connection)
+        if not self._next_turn.active:
+            self._next_turn.start(self._turn)
+
+    def _turn(self) -> None:
+        connections, self._later = self._later, []
+        for connection in connections:
+            connection.process()
 
     def _close_idle(self) -> None:
         """Close the connections with no request in hand: none parsed, none waiting in the kernel (a
@@ -212,8 +231,12 @@ class HttpServer:
 
     # -- the body budget ------------------------------------------------------------------------
 
-    def reserve(self, size: int) -> bool:
-        if self.body_in_use + size > self.limits.body_budget:
+    def reserve(self, size: int, total: int) -> bool:
+        """Take ``size`` bytes of the body budget for a body that holds ``total`` bytes with them."""
+        budget = self.limits.body_budget
+        if total > SMALL_BODY:
+            budget -= budget // 8
+        if self.body_in_use + size > budget:
             return False
         self.body_in_use += size
         if size:
@@ -320,9 +343,12 @@ class Connection:
 
     def _process(self) -> None:
         conn, server = self.conn, self.server
-        for _ in range(EVENTS_PER_TURN):
+        turn_ends = time.monotonic() + TURN_SECONDS
+        for count in range(EVENTS_PER_TURN):
             if self.answering or self.closed or self.draining:
                 return
+            if count & 7 == 7 and time.monotonic() > turn_ends:
+                break
             try:
                 event = conn.next_event()
             except ProtocolError as e:
@@ -358,7 +384,7 @@ class Connection:
             else:  # ConnectionClosed
                 self.close()
                 return
-        self.server.loop.run_callback(self.process)  # more to do: after the others had their turn
+        self.server.later(self)  # more to do: after the others had their turn
 
     def _begin(self, request: http1.Request) -> bool:
         """A request head came whole: check it, reserve its body, say 100 Continue if it asked."""
@@ -388,7 +414,7 @@ class Connection:
     def _reserve(self, size: int) -> bool:
         """Take ``size`` more bytes of the body budget for this request (a declared length once, or
         chunk by chunk); when it is spent, answer 503 and return False."""
-        if self.server.reserve(size):
+        if self.server.reserve(size, self.reserved + size):
             self.reserved += size
             return True
         self.server.counters["over_budget"] += 1
