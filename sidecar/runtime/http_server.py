@@ -170,7 +170,11 @@ class HttpServer:
         self._next_turn.stop()
 
     def later(self, connection: Connection) -> None:
-        """Let ``connection`` go on after every other ready connection had its turn."""
+        """Let ``connection`` go on after every other ready connection had its turn (once per turn,
+        however often it asks)."""
+        if connection.waiting_turn:
+            return
+        connection.waiting_turn = True
         self._later.append(connection)
         if not self._next_turn.active:
             self._next_turn.start(self._turn)
@@ -178,6 +182,7 @@ class HttpServer:
     def _turn(self) -> None:
         connections, self._later = self._later, []
         for connection in connections:
+            connection.waiting_turn = False
             connection.process()
 
     def _close_idle(self) -> None:
@@ -252,8 +257,8 @@ class Connection:
 
     __slots__ = (
         "server", "sock", "fd", "address", "conn", "reader", "writer", "out", "request", "body", "reserved",
-        "declared", "rejected", "started", "answering", "closed", "eof", "draining", "drained", "in_process", "stage",
-        "__weakref__",
+        "declared", "rejected", "started", "waiting_turn", "answering", "closed", "eof", "draining", "drained",
+        "in_process", "stage", "__weakref__",
     )  # fmt: skip
 
     def __init__(self, server: HttpServer, sock: socket.socket, address):
@@ -275,6 +280,7 @@ class Connection:
         self.draining = False  # an error answer went out: read and drop, then close
         self.drained = 0
         self.in_process = False
+        self.waiting_turn = False  # in the server's list of connections to go on after the others
         self.stage = "idle"  # what the deadline is for: idle, head, body, send, drain
 
     def __repr__(self) -> str:
