@@ -185,3 +185,29 @@ def test_pipelined_requests_wait_in_the_kernel_beyond_the_read_ahead(start, prov
         assert not connection.reader.active
     finally:
         sock.close()
+
+
+def test_regression_a_busy_connection_waited_for_its_next_turn_many_times_over(start, provider):
+    # a connection with work left was queued for the next turn again on every read, so its turns
+    # grew without bound and other clients waited longer and longer
+    sidecar = start([provider.entry()])
+    server = sidecar._server
+    sock = socket.create_connection(sidecar.address)
+    seen = []
+
+    def watch():
+        while True:
+            seen.append(len(server._later) - len({id(c) for c in server._later}))
+            gevent.sleep(0)
+
+    watcher = gevent.spawn(watch)
+    try:
+        sock.sendall(
+            b"HEAD /x HTTP/1.1\r\nHost: a\r\n\r\n" * 20_000
+            + b"HEAD /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        assert read(sock, WAIT).count(b"HTTP/1.1 404 ") == 20_001
+    finally:
+        watcher.kill()
+        sock.close()
+    assert seen and max(seen) == 0  # never queued twice
