@@ -3,17 +3,19 @@
 :meth:`TunnelCaller.submit` starts one HTTP call: stamp a request id, ask the
 :class:`~sidecar.policies.balancer.Balancer` for a provider, send the REQUEST datagram (or leave it in
 the balancer's queue until a slot frees); the call's ``done`` callback gets the reply, or the error,
-once. :meth:`TunnelCaller.call` does the same and sleeps until then, for a greenlet. Two greenlets do
-the rest:
+once. :meth:`TunnelCaller.call` does the same and sleeps until then, for a greenlet. Callbacks of the
+hub's loop do the rest, on a non-blocking socket (no greenlet wakes per datagram):
 
-* the reader takes REPLY_BATCH datagrams off the socket and wakes each waiting call; a reply whose
+* the reader, when the socket is readable, takes up to ``DRAIN`` REPLY_BATCH datagrams off it and
+  hands each reply to its call's ``done``; a reply whose
   call is unknown (late, after its 504; duplicate; or never ours) or that comes from another address
   than the call went to is dropped and counted, never delivered; with tunnel ``keys`` so is a datagram
   whose tag or timestamp does not check out (:class:`~sidecar.codecs.tunnel_auth.TunnelAuth`; a replayed
   reply finds its call gone, so no replay cache is needed here), and every REQUEST is tagged;
-* the sweeper, every ``tick``, ends the calls whose deadline passed: 504 for a call that went out,
+* the sweeper, every ``TICK``, ends the calls whose deadline passed: 504 for a call that went out,
   503 with ``Retry-After`` for one that never got a provider slot; and lets the balancer release
-  queued calls when an ejection ends.
+  queued calls when an ejection ends;
+* the writer, only while the socket buffer is full, sends the datagrams that waited for room.
 
 Every call gets the same timeout, so deadlines are in the order calls start and the sweeper only looks
 at the front of a deque. Balancer time is this module's monotonic clock in seconds.
@@ -29,7 +31,6 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-import gevent
 from gevent import socket
 from gevent.hub import Waiter, get_hub
 
@@ -39,7 +40,7 @@ from sidecar.codecs.tunnel_auth import TRAILER_SIZE, AuthError, TunnelAuth
 from sidecar.errors import RemoteProtocolError
 from sidecar.policies.balancer import ALL_EJECTED, NO_PROVIDER, QUEUE_FULL, Balancer
 from sidecar.policies.histogram import Histogram
-from sidecar.runtime.registry import ProviderEntry
+from sidecar.runtime.registry import ProviderEntry, format_address
 
 __all__ = ["CallError", "TunnelCaller"]
 
@@ -74,6 +75,8 @@ class TunnelCaller:
     """Calls over the tunnel for one consumer (one worker process); see the module docstring."""
 
     TICK = 0.02  # seconds between sweeps: the resolution of deadlines
+    DRAIN = 64  # datagrams read per turn of the loop
+    BACKLOG = 65536  # datagrams that may wait for room in the socket buffer; past that they are dropped
 
     def __init__(
         self,
@@ -106,8 +109,9 @@ class TunnelCaller:
         self._pending: dict[int, _Pending] = {}
         self._deadlines: deque[tuple[float, int]] = deque()
         self._addresses: dict[str, tuple[str, int]] = {}  # provider key -> its tunnel address, known providers only
-        self._sock: socket.socket | None = None
-        self._greenlets: list[gevent.Greenlet] = []
+        self._sock: _socket.socket | None = None
+        self._watchers: list = []  # reading, sweeping, and (while datagrams wait) writing
+        self._backlog: deque[tuple[bytes, tuple[str, int]]] = deque()  # datagrams the socket had no room for
         self._loop = get_hub().loop
         self.counters: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
@@ -125,20 +129,26 @@ class TunnelCaller:
 
     def start(self) -> None:
         family = _socket.AF_INET6 if ":" in self.bind[0] else _socket.AF_INET
-        sock = socket.socket(family, _socket.SOCK_DGRAM)
+        sock = _socket.socket(family, _socket.SOCK_DGRAM)  # non-blocking; the hub's watchers say when
         try:
             sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, RECV_BUFFER)
             sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, RECV_BUFFER)
         except OSError:  # the kernel caps it; what we get is still the most we may have
             pass
         sock.bind(self.bind)
+        sock.setblocking(False)
         self._sock = sock
-        self._greenlets = [gevent.spawn(self._read_replies), gevent.spawn(self._sweep)]
+        loop = self._loop
+        self._watchers = [loop.io(sock.fileno(), 1), loop.timer(self.TICK, self.TICK), loop.io(sock.fileno(), 2)]
+        self._watchers[0].start(self._read_replies)
+        self._watchers[1].start(self._sweep)
 
     def stop(self) -> None:
         """Fail every call still waiting (503, the sidecar is stopping) and close the socket."""
-        gevent.killall(self._greenlets)
-        self._greenlets = []
+        for watcher in self._watchers:
+            watcher.stop()
+            watcher.close()
+        self._watchers = []
         for request_id in list(self._pending):
             self._fail(request_id, CallError(503, "the consumer sidecar is stopping", self._retry()))
         if self._sock is not None:
@@ -220,12 +230,46 @@ class TunnelCaller:
     def _send(self, pending: _Pending, key: str, now: float) -> None:
         address = self._addresses[key]
         pending.provider, pending.address, pending.sent = key, address, now
-        try:
-            self._sock.sendto(pending.datagram, address)
-            self.counters["datagrams_out"] += 1
-        except OSError as e:  # the call will time out and count against the provider
+        self._transmit(pending.datagram, address)
+
+    def _transmit(self, datagram: bytes, address: tuple[str, int]) -> None:
+        """Send a datagram now, or after those waiting for room in the socket buffer; past
+        ``BACKLOG`` of them it is dropped and counted (its call times out)."""
+        backlog = self._backlog
+        if not backlog:
+            try:
+                self._sock.sendto(datagram, address)
+                self.counters["datagrams_out"] += 1
+                return
+            except BlockingIOError:
+                pass
+            except OSError as e:  # the call will time out and count against the provider
+                self.counters["send_errors"] += 1
+                log.warning("tunnel send to %s failed: %s", format_address(*address), e)
+                return
+        if len(backlog) >= self.BACKLOG:
             self.counters["send_errors"] += 1
-            log.warning("tunnel send to %s failed: %s", key, e)
+            return
+        backlog.append((datagram, address))
+        writer = self._watchers[2]
+        if not writer.active:
+            writer.start(self._flush_backlog)
+
+    def _flush_backlog(self) -> None:
+        backlog, sendto = self._backlog, self._sock.sendto
+        while backlog:
+            datagram, address = backlog[0]
+            try:
+                sendto(datagram, address)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                self.counters["send_errors"] += 1
+                log.warning("tunnel send to %s failed: %s", format_address(*address), e)
+            else:
+                self.counters["datagrams_out"] += 1
+            backlog.popleft()
+        self._watchers[2].stop()
 
     def _dispatch(self, released: list) -> None:
         now = self.clock()
@@ -251,16 +295,21 @@ class TunnelCaller:
     # -- greenlets ------------------------------------------------------------------------------
 
     def _read_replies(self) -> None:
+        """The socket is readable: take up to ``DRAIN`` datagrams, then let the loop go on (it comes
+        back at once while more wait)."""
         recvfrom = self._sock.recvfrom
         pending_calls = self._pending
         complete = self.balancer.complete
         counters, dropped, latency = self.counters, self.dropped, self.latency
-        while True:
+        released = []
+        now = self.clock()
+        for _ in range(self.DRAIN):
             try:
                 datagram, source = recvfrom(65535)
-            except OSError as e:
-                log.warning("tunnel receive failed: %s", e)
-                gevent.sleep(self.TICK)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:  # an ICMP error from an earlier send, for one: the next read goes on
+                log.debug("tunnel receive failed: %s", e)
                 continue
             counters["datagrams_in"] += 1
             if self.auth is not None:
@@ -279,8 +328,6 @@ class TunnelCaller:
             if not isinstance(batch, tunnel.ReplyBatch):
                 dropped["not a reply"] += 1
                 continue
-            now = self.clock()
-            released = []
             for reply in batch.replies:
                 pending = pending_calls.get(reply.request_id)
                 if pending is None or pending.provider is None:
@@ -299,16 +346,14 @@ class TunnelCaller:
                     histogram = latency[pending.provider] = Histogram()
                 histogram.observe(now - pending.sent)
                 self._wake(pending, (frame, pending.provider))
-            if released:
-                self._dispatch(released)
+        if released:
+            self._dispatch(released)
 
     def _sweep(self) -> None:
-        while True:
-            gevent.sleep(self.TICK)
-            try:
-                self._sweep_once(self.clock())
-            except Exception:  # never let the sweeper die: calls would hang
-                log.exception("sweep failed")
+        try:
+            self._sweep_once(self.clock())
+        except Exception:  # never let the sweeper die: calls would hang
+            log.exception("sweep failed")
 
     def _sweep_once(self, now: float) -> None:
         balancer = self.balancer

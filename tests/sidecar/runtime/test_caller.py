@@ -1,11 +1,10 @@
 """The consumer's tunnel caller on loopback UDP, in this process on gevent, with a clock the test moves:
 providers are UDP sockets that hand the test each call and answer only when told. The deadline sweep
-runs on its own greenlet as in production; only the clock it reads is the test's."""
+runs on its timer as in production; only the clock it reads is the test's."""
 
 from __future__ import annotations
 
 import select
-import time
 
 import gevent
 import pytest
@@ -15,6 +14,7 @@ from sidecar.codecs import dubbo, tunnel
 from sidecar.codecs.dubbo_messages import Request, Response
 from sidecar.runtime.caller import CallError, TunnelCaller
 from sidecar.runtime.registry import ProviderEntry
+from tests.support.waiting import wait_until
 
 SERVICE = "com.alibaba.dubbo.performance.demo.provider.IHelloService"
 WAIT = 10.0  # seconds a test waits for something to happen before it fails: a bound, never a measurement
@@ -77,13 +77,6 @@ def start_call(caller: TunnelCaller) -> gevent.Greenlet:
             return error
 
     return gevent.spawn(call)
-
-
-def wait_until(predicate, what: str) -> None:
-    end = time.monotonic() + WAIT
-    while not predicate():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        gevent.sleep(0.001)
 
 
 def assert_nothing_left(caller: TunnelCaller) -> None:
@@ -257,3 +250,46 @@ def test_after_the_sweep_no_call_is_left_pending(make_caller, provider, clock):
     assert (counters["calls"], counters["answered"], counters["timeouts"], counters["queue_timeouts"]) == (6, 1, 2, 3)
     assert provider.idle()
     assert_nothing_left(caller)
+
+
+class _Full:
+    """The caller's socket, whose buffer has no room for the first ``refusals`` sends."""
+
+    def __init__(self, sock, refusals: int):
+        self.sock, self.refusals = sock, refusals
+
+    def sendto(self, data, address):
+        if self.refusals:
+            self.refusals -= 1
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return self.sock.sendto(data, address)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def test_datagrams_without_room_in_the_socket_buffer_wait_and_go_in_order(make_caller, provider):
+    caller = make_caller()
+    caller.set_providers([provider.entry()])
+    caller._sock = _Full(caller._sock, refusals=1)
+    calls = [start_call(caller) for _ in range(3)]
+    wait_until(lambda: caller.pending == 3, "three calls")
+    ids = [provider.receive() for _ in range(3)]
+    assert [request_id for request_id, _ in ids] == sorted(request_id for request_id, _ in ids)  # in order
+    for request_id, source in ids:
+        provider.answer(request_id, source)
+    assert all(not isinstance(call.get(timeout=WAIT), CallError) for call in calls)
+    assert caller.counters["datagrams_out"] == 3 and caller.counters.get("send_errors", 0) == 0
+    assert not caller._backlog and not caller._watchers[2].active
+
+
+def test_past_the_backlog_a_datagram_is_dropped_and_counted(make_caller, provider, clock):
+    caller = make_caller()
+    caller.BACKLOG = 1
+    caller.set_providers([provider.entry()])
+    caller._sock = _Full(caller._sock, refusals=1_000_000)
+    calls = [start_call(caller) for _ in range(3)]
+    wait_until(lambda: caller.pending == 3, "three calls")
+    assert len(caller._backlog) == 1 and caller.counters["send_errors"] == 2
+    clock.now += caller.call_timeout
+    assert all(call.get(timeout=WAIT).status == 504 for call in calls)  # the lost ones time out
