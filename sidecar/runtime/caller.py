@@ -40,6 +40,7 @@ from sidecar.codecs.tunnel_auth import TRAILER_SIZE, AuthError, TunnelAuth
 from sidecar.errors import RemoteProtocolError
 from sidecar.policies.balancer import ALL_EJECTED, NO_PROVIDER, QUEUE_FULL, Balancer
 from sidecar.policies.histogram import Histogram
+from sidecar.runtime.datagrams import DatagramSender
 from sidecar.runtime.registry import ProviderEntry, format_address
 
 __all__ = ["CallError", "TunnelCaller"]
@@ -110,8 +111,8 @@ class TunnelCaller:
         self._deadlines: deque[tuple[float, int]] = deque()
         self._addresses: dict[str, tuple[str, int]] = {}  # provider key -> its tunnel address, known providers only
         self._sock: _socket.socket | None = None
-        self._watchers: list = []  # reading, sweeping, and (while datagrams wait) writing
-        self._backlog: deque[tuple[bytes, tuple[str, int]]] = deque()  # datagrams the socket had no room for
+        self._watchers: list = []  # reading and sweeping
+        self._out: DatagramSender | None = None  # the REQUEST datagrams, sent without blocking
         self._loop = get_hub().loop
         self.counters: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
@@ -139,7 +140,8 @@ class TunnelCaller:
         sock.setblocking(False)
         self._sock = sock
         loop = self._loop
-        self._watchers = [loop.io(sock.fileno(), 1), loop.timer(self.TICK, self.TICK), loop.io(sock.fileno(), 2)]
+        self._out = DatagramSender(sock, loop, self.counters, self._send_failed, limit=self.BACKLOG)
+        self._watchers = [loop.io(sock.fileno(), 1), loop.timer(self.TICK, self.TICK)]
         self._watchers[0].start(self._read_replies)
         self._watchers[1].start(self._sweep)
 
@@ -149,6 +151,8 @@ class TunnelCaller:
             watcher.stop()
             watcher.close()
         self._watchers = []
+        if self._out is not None:
+            self._out.close()
         for request_id in list(self._pending):
             self._fail(request_id, CallError(503, "the consumer sidecar is stopping", self._retry()))
         if self._sock is not None:
@@ -230,46 +234,13 @@ class TunnelCaller:
     def _send(self, pending: _Pending, key: str, now: float) -> None:
         address = self._addresses[key]
         pending.provider, pending.address, pending.sent = key, address, now
-        self._transmit(pending.datagram, address)
+        self._out.send(pending.datagram, address)
 
-    def _transmit(self, datagram: bytes, address: tuple[str, int]) -> None:
-        """Send a datagram now, or after those waiting for room in the socket buffer; past
-        ``BACKLOG`` of them it is dropped and counted (its call times out)."""
-        backlog = self._backlog
-        if not backlog:
-            try:
-                self._sock.sendto(datagram, address)
-                self.counters["datagrams_out"] += 1
-                return
-            except BlockingIOError:
-                pass
-            except OSError as e:  # the call will time out and count against the provider
-                self.counters["send_errors"] += 1
-                log.warning("tunnel send to %s failed: %s", format_address(*address), e)
-                return
-        if len(backlog) >= self.BACKLOG:
-            self.counters["send_errors"] += 1
-            return
-        backlog.append((datagram, address))
-        writer = self._watchers[2]
-        if not writer.active:
-            writer.start(self._flush_backlog)
-
-    def _flush_backlog(self) -> None:
-        backlog, sendto = self._backlog, self._sock.sendto
-        while backlog:
-            datagram, address = backlog[0]
-            try:
-                sendto(datagram, address)
-            except BlockingIOError:
-                return
-            except OSError as e:
-                self.counters["send_errors"] += 1
-                log.warning("tunnel send to %s failed: %s", format_address(*address), e)
-            else:
-                self.counters["datagrams_out"] += 1
-            backlog.popleft()
-        self._watchers[2].stop()
+    def _send_failed(self, address: tuple[str, int], error: OSError | None) -> None:
+        """A REQUEST datagram that did not go out: its call will time out and count against the provider."""
+        self.counters["send_errors"] += 1
+        if error is not None:
+            log.warning("tunnel send to %s failed: %s", format_address(*address), error)
 
     def _dispatch(self, released: list) -> None:
         now = self.clock()

@@ -44,6 +44,7 @@ from sidecar.codecs.dubbo_messages import FLAG_EVENT, FLAG_TWOWAY, SERIALIZATION
 from sidecar.codecs.tunnel import hex_id
 from sidecar.codecs.tunnel_auth import TRAILER_SIZE, AuthError, ReplayCache, SourcePolicy, TunnelAuth
 from sidecar.errors import LocalProtocolError, RemoteProtocolError, UpstreamUnavailable
+from sidecar.runtime.datagrams import DatagramSender
 from sidecar.runtime.upstream import DubboPool
 
 __all__ = ["ProviderSidecar", "CallTable", "Call", "rewrite_id"]
@@ -208,8 +209,7 @@ class ProviderSidecar:
         self._loop = gevent.get_hub().loop
         self._outgoing: dict[tuple[tuple[str, int], int], tunnel.ReplyBatcher] = {}
         self._flush_scheduled = False
-        self._backlog: list[tuple[bytes, tuple[str, int]]] = []  # datagrams the socket did not take at once
-        self._sender: gevent.Greenlet | None = None  # sends the backlog as the socket takes it
+        self._out: DatagramSender | None = None  # the REPLY_BATCH datagrams, sent without blocking
         self._stopped = False
 
     def __repr__(self) -> str:
@@ -241,6 +241,7 @@ class ProviderSidecar:
             sock.close()
             raise
         self._sock = sock
+        self._out = DatagramSender(sock, self._loop, self.counters, self._send_failed)
         remote = not ipaddress.ip_address(sock.getsockname()[0].split("%")[0]).is_loopback
         level = logging.WARNING if remote and not self.sources.keyed and not self.sources.networks else logging.INFO
         log.log(level, "tunnel on %s: %s", self.listen[0], self.sources.describe())
@@ -274,10 +275,9 @@ class ProviderSidecar:
             self._answer_error(call, Status.SERVICE_ERROR, "the provider sidecar stopped before the service answered")
         self.pool.close()
         self._flush()
-        sender = self._sender
-        if sender is not None:  # datagrams the socket did not take at once: give them the time left
-            sender.join(max(0.0, end - time.monotonic()))
-            sender.kill()
+        while self._out.waiting and time.monotonic() < end:  # datagrams the socket did not take at once
+            gevent.sleep(0.01)
+        self._out.close()
         self._sock.close()
 
     # -- requests -------------------------------------------------------------------------------
@@ -441,46 +441,14 @@ class ProviderSidecar:
             now_ms = int(self.wall_clock() * 1000) if auth is not None else 0
             for (address, _), batcher in outgoing.items():
                 for datagram in batcher.flush():
-                    self._send(datagram if auth is None else auth.seal(datagram, now_ms), address)
+                    self._out.send(datagram if auth is None else auth.seal(datagram, now_ms), address)
         except Exception:  # a bug: logged, not raised into the event loop
             self.dropped["internal error"] += 1
             log.exception("sending replies")
 
-    def _send(self, datagram: bytes, address: tuple[str, int]) -> None:
-        if not self._backlog:
-            try:
-                self._sock.sendto(datagram, address)
-                self.counters["datagrams_out"] += 1
-                return
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                self._send_failed(address, exc)
-                return
-        self._backlog.append((datagram, address))
-        if self._sender is None:
-            self._sender = gevent.spawn(self._send_backlog)
-
-    def _send_backlog(self) -> None:
-        backlog, fileno = self._backlog, self._sock.fileno()
-        try:
-            while backlog:
-                gevent.socket.wait_write(fileno)
-                datagram, address = backlog[0]
-                try:
-                    self._sock.sendto(datagram, address)
-                    self.counters["datagrams_out"] += 1
-                except BlockingIOError:
-                    continue
-                except OSError as exc:
-                    self._send_failed(address, exc)
-                del backlog[0]
-        finally:
-            self._sender = None
-
-    def _send_failed(self, address: tuple[str, int], error: OSError) -> None:
+    def _send_failed(self, address: tuple[str, int], error: OSError | None) -> None:
         self.dropped["send failed"] += 1
-        log.warning("sending replies to %s failed: %s", address, error)
+        log.warning("sending replies to %s failed: %s", address, error or "too many datagrams waiting")
 
     def _sweep_loop(self) -> None:
         while True:

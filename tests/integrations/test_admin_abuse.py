@@ -19,6 +19,7 @@ from gevent import socket
 
 from sidecar.ops.metrics import ADMIN_LIMITS
 from tests.support.dubbo_peer import WAIT
+from tests.support.measure import percentiles, rss_kib
 from tests.support.sidecar_load import consumer_sidecar, provider_sidecar, service
 
 PROBE = b"GET /readyz HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n"
@@ -73,16 +74,6 @@ def probes(address, count: int = PROBES) -> list[float]:
         latencies.append(seconds)
         gevent.sleep(0.02)
     return sorted(latencies)
-
-
-def percentiles(latencies: list[float]) -> str:
-    p50, p99 = latencies[len(latencies) // 2], latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
 
 class Abuser:

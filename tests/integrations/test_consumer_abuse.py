@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.dubbo_peer import WAIT, Process, java_hash
 from tests.support.http_clients import FORM_HEADERS, Client, form
+from tests.support.measure import percentiles, rss_kib
 from tests.support.sidecar_load import admin_address, admin_stats, consumer_sidecar, provider_sidecar, service
 from tests.support.waiting import wait_until
 
@@ -68,16 +69,6 @@ def normal_calls(address, count: int = CALLS) -> list[float]:
         finally:
             client.close()
     return sorted(latencies)
-
-
-def percentiles(latencies: list[float]) -> str:
-    p50, p99 = latencies[len(latencies) // 2], latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
 
 def abuse(name: str, address) -> Process:

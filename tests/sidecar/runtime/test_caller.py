@@ -271,7 +271,7 @@ class _Full:
 def test_datagrams_without_room_in_the_socket_buffer_wait_and_go_in_order(make_caller, provider):
     caller = make_caller()
     caller.set_providers([provider.entry()])
-    caller._sock = _Full(caller._sock, refusals=1)
+    caller._out.sock = _Full(caller._sock, refusals=1)
     calls = [start_call(caller) for _ in range(3)]
     wait_until(lambda: caller.pending == 3, "three calls")
     ids = [provider.receive() for _ in range(3)]
@@ -280,16 +280,16 @@ def test_datagrams_without_room_in_the_socket_buffer_wait_and_go_in_order(make_c
         provider.answer(request_id, source)
     assert all(not isinstance(call.get(timeout=WAIT), CallError) for call in calls)
     assert caller.counters["datagrams_out"] == 3 and caller.counters.get("send_errors", 0) == 0
-    assert not caller._backlog and not caller._watchers[2].active
+    assert not caller._out.waiting and not caller._out._writer.active
 
 
 def test_past_the_backlog_a_datagram_is_dropped_and_counted(make_caller, provider, clock):
     caller = make_caller()
-    caller.BACKLOG = 1
+    caller._out.limit = 1
     caller.set_providers([provider.entry()])
-    caller._sock = _Full(caller._sock, refusals=1_000_000)
+    caller._out.sock = _Full(caller._sock, refusals=1_000_000)
     calls = [start_call(caller) for _ in range(3)]
     wait_until(lambda: caller.pending == 3, "three calls")
-    assert len(caller._backlog) == 1 and caller.counters["send_errors"] == 2
+    assert caller._out.waiting == 1 and caller.counters["send_errors"] == 2
     clock.now += caller.call_timeout
     assert all(call.get(timeout=WAIT).status == 504 for call in calls)  # the lost ones time out

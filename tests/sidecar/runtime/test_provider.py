@@ -214,16 +214,16 @@ class _FullOnce:
 
 def test_a_reply_the_socket_does_not_take_at_once_waits_and_is_sent(sidecar, consumers):
     consumer = consumers(sidecar.address)
-    real = sidecar._sock
-    sidecar._sock = _FullOnce(real)
+    real = sidecar._out.sock
+    sidecar._out.sock = full = _FullOnce(real)
     try:
         ids = [consumer.new_id() for _ in range(3)]
         for request_id in ids:
             consumer.send_call(request_id, f"wait {request_id}")
         replies = consumer.receive(len(ids))
-        assert not sidecar._sock.full  # the first reply did wait in the backlog
+        assert not full.full  # the first reply did wait in the backlog
     finally:
-        sidecar._sock = real
+        sidecar._out.sock = real
     assert {rid: r.value for rid, r in replies.items()} == {rid: java_hash(f"wait {rid}") for rid in ids}
     assert sidecar.stats()["datagrams_out"] == len(consumer.batch_sizes) and sidecar.stats()["dropped"] == {}
 
