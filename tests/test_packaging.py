@@ -79,6 +79,13 @@ def test_containerfile_is_two_stages_on_slim_python(containerfile):
     assert any(word == "RUN" and "pip install" in args and ".whl" in args for word, args in final)
 
 
+def test_containerfile_builds_the_compiled_codecs(containerfile):
+    build = containerfile[: [w for w, _ in containerfile].index("FROM", 1)]
+    copied = " ".join(args for word, args in build if word == "COPY").split()
+    assert "setup.py" in copied and "pyproject.toml" in copied
+    assert any(word == "RUN" and "apt-get install" in args and " gcc " in f"{args} " for word, args in build)
+
+
 def test_containerfile_runs_the_sidecar_as_a_non_root_user(containerfile):
     users = [args for word, args in containerfile if word == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
