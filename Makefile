@@ -3,10 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The editable install builds the compiled twins of these codecs in place (setup.py): a change rebuilds them.
+CODECS := setup.py sidecar/_accel.py $(wildcard sidecar/codecs/*.py sidecar/codecs/*.pxd)
 
 .PHONY: demo test test-deps lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CODECS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
@@ -24,11 +26,13 @@ lint: $(STAMP)
 test-deps:
 	scripts/test-deps
 
+# Twice: the codecs compiled, then as pure Python (the reference the compiled build is held to).
 test: lint test-deps
 	$(BIN)/python -m pytest -q
+	DUBBOMESH_PURE_PYTHON=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/mqdb bench --size small
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info sidecar/codecs/_c_*.so

@@ -5,13 +5,15 @@ whole topology on loopback. Library errors become one-line `Error: ...` messages
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import sys
 import time
+from importlib.metadata import version
 
 import click
 
-from sidecar import app
+from sidecar import _accel, app
 from sidecar.ops import config, logs
 from sidecar.runtime import registry
 
@@ -86,8 +88,21 @@ allow_remote_option = click.option(
 )
 
 
+def _version(ctx, _param, value):
+    """``--version``: the distribution's version, and which build of the codecs runs."""
+    if not value or ctx.resilient_parsing:
+        return
+    for name in _accel.TWINS:
+        importlib.import_module(f"sidecar.codecs.{name}")
+    click.echo(f"sidecar, version {version('dubbomesh')}\ncodecs: {_accel.describe()}")
+    ctx.exit()
+
+
 @click.group()
-@click.version_option(package_name="dubbomesh", prog_name="sidecar")
+@click.option(
+    "--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
+    help="Show the version and whether the codecs run compiled or as pure Python, and exit.",
+)  # fmt: skip
 def main():
     """sidecar: an HTTP to Dubbo sidecar proxy with a UDP tunnel and a capacity-aware balancer."""
 

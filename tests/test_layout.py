@@ -2,8 +2,10 @@
 
 - Folder rules: nothing under ``sidecar/codecs/`` or ``sidecar/policies/`` (nor the few pure modules
   elsewhere) imports sockets, event loops, clocks or the OS: bytes and values in, values out.
-- Layer order inside the sidecar: ``errors`` < ``codecs``, ``policies`` < ``runtime`` < ``ops`` <
-  ``app`` < ``tools`` < ``cli``; a module imports its own layer or lower ones only.
+- Layer order inside the sidecar: ``errors``, ``_accel`` < ``codecs``, ``policies`` < ``runtime`` < ``ops`` <
+  ``app`` < ``tools`` < ``cli``; a module imports its own layer or lower ones only. ``_accel`` (which
+  build of the codecs runs) reads the environment, so it is not in the pure ``codecs`` folder: it sits
+  beside ``errors``, below the codecs that call it at their end.
 - ``integrations`` (connectors) use the sidecar below ``ops``; ``integrations/demo`` only its codecs.
   The sidecar reaches ``integrations`` from ``app`` and ``tools`` only.
 - ``mqdb``'s engine imports neither ``mqdb.tools`` nor ``mqdb.cli``; ``mqdb.tools`` not ``mqdb.cli``.
@@ -27,7 +29,7 @@ IMPURE_IMPORTS = {"gevent", "socket", "select", "selectors", "asyncio", "time", 
 CLOCK_READS = {"now", "utcnow", "today"}
 # The sidecar's layers, lowest first: a module may import from its own layer and the ones below.
 SIDECAR_LAYERS = (
-    ("sidecar.errors",),
+    ("sidecar.errors", "sidecar._accel"),
     ("sidecar.codecs", "sidecar.policies"),
     ("sidecar.runtime",),
     ("sidecar.ops",),

@@ -5,6 +5,7 @@ the Containerfile is checked for the instructions the deployment relies on, and 
 its sidecar configuration run through ``sidecar.ops.config``. The wheel itself is tested in test_wheel.py.
 """
 
+import os
 import re
 import tomllib
 from importlib.metadata import version
@@ -14,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from mqdb import cli as mqdb_cli
+from sidecar import _accel
 from sidecar import cli as sidecar_cli
 from sidecar.ops import config
 
@@ -32,11 +34,18 @@ def test_the_version_lives_in_pyproject_only():
                     assert "0.0.0" in line, f"{file.relative_to(ROOT)}: a version written down: {line.strip()}"
 
 
-@pytest.mark.parametrize(("main", "prog"), [(mqdb_cli.main, "mqdb"), (sidecar_cli.main, "sidecar")])
-def test_version_option_prints_the_distribution_version(main, prog):
-    result = CliRunner().invoke(main, ["--version"])
+def test_version_option_prints_the_distribution_version():
+    result = CliRunner().invoke(mqdb_cli.main, ["--version"])
     assert result.exit_code == 0, result.output
-    assert result.output == f"{prog}, version {version('dubbomesh')}\n"
+    assert result.output == f"mqdb, version {version('dubbomesh')}\n"
+
+
+def test_sidecar_version_says_which_build_of_the_codecs_runs():
+    result = CliRunner().invoke(sidecar_cli.main, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"sidecar, version {version('dubbomesh')}\ncodecs: {_accel.describe()}\n"
+    if _accel.pure_python_requested():
+        assert _accel.describe() == f"pure Python ({_accel.PURE_PYTHON}={os.environ[_accel.PURE_PYTHON]})"
 
 
 # --- Containerfile ------------------------------------------------------------------------------
@@ -68,6 +77,13 @@ def test_containerfile_is_two_stages_on_slim_python(containerfile):
     assert copies and all(args.startswith("--from=build ") for args in copies), "the final stage copies the wheel only"
     assert any(word == "RUN" and "build --wheel" in args for word, args in containerfile)
     assert any(word == "RUN" and "pip install" in args and ".whl" in args for word, args in final)
+
+
+def test_containerfile_builds_the_compiled_codecs(containerfile):
+    build = containerfile[: [w for w, _ in containerfile].index("FROM", 1)]
+    copied = " ".join(args for word, args in build if word == "COPY").split()
+    assert "setup.py" in copied and "pyproject.toml" in copied
+    assert any(word == "RUN" and "apt-get install" in args and " gcc " in f"{args} " for word, args in build)
 
 
 def test_containerfile_runs_the_sidecar_as_a_non_root_user(containerfile):

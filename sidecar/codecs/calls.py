@@ -35,6 +35,7 @@ from itertools import chain
 from typing import Any
 from urllib.parse import unquote
 
+from sidecar._accel import import_c_accel
 from sidecar.codecs import dubbo, fastjson
 from sidecar.codecs.dubbo import Frame, Request, Serialization, Status, parse_descriptor, to_descriptor
 from sidecar.codecs.dubbo_messages import HEADER, HEADER_LENGTH, MAGIC
@@ -425,3 +426,6 @@ def _one_line(text: str) -> str:
 
 def _show(text: str, limit: int = 80) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+import_c_accel(globals(), "sidecar.codecs._c_calls")

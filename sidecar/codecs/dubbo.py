@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sidecar._accel import import_c_accel
 from sidecar.codecs.dubbo_messages import (
     DEFAULT_PAYLOAD,
     DUBBO_VERSION,
@@ -500,3 +501,6 @@ class DubboDecoder:
     def _fail(self, reason: str) -> None:
         self._error = RemoteProtocolError(f"Dubbo stream: {reason}")
         raise self._error
+
+
+import_c_accel(globals(), "sidecar.codecs._c_dubbo")

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from sidecar._accel import import_c_accel
+
 __all__ = [
     "MAGIC",
     "HEADER_LENGTH",
@@ -253,3 +255,6 @@ def to_descriptor(type_names: list[str] | tuple[str, ...]) -> str:
     result = "".join(parts)
     parse_descriptor(result)
     return result
+
+
+import_c_accel(globals(), "sidecar.codecs._c_dubbo_messages")

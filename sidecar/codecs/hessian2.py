@@ -17,6 +17,7 @@ import re
 import struct
 from typing import Any
 
+from sidecar._accel import import_c_accel
 from sidecar.codecs.hessian2_decoder import MAX_DEPTH, Hessian2Decoder
 from sidecar.codecs.javatypes import Date, JavaObject, Long, TypedList, TypedMap
 from sidecar.errors import LocalProtocolError
@@ -354,3 +355,6 @@ def loads(data: bytes | bytearray | memoryview) -> Any:
     value = decoder.read()
     decoder.expect_end()
     return value
+
+
+import_c_accel(globals(), "sidecar.codecs._c_hessian2")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from sidecar._accel import import_c_accel
 from sidecar.codecs.javatypes import Date, JavaObject, Long, TypedList, TypedMap
 from sidecar.errors import RemoteProtocolError
 
@@ -404,3 +405,6 @@ def _dispatch_table() -> list:
 
 
 _DISPATCH = _dispatch_table()
+
+
+import_c_accel(globals(), "sidecar.codecs._c_hessian2_decoder")

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sidecar._accel import import_c_accel
 from sidecar.codecs.http1_states import (
     CLIENT,
     CLOSED,
@@ -427,3 +428,6 @@ class ClientConnection(_Connection):
                 response.body, self._parts = b"".join(self._parts), []
                 return response
             self._parts.append(event.data)
+
+
+import_c_accel(globals(), "sidecar.codecs._c_http1")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sidecar._accel import import_c_accel
 from sidecar.errors import LocalProtocolError
 
 __all__ = [
@@ -234,3 +235,6 @@ def _settle(client: Sentinel, server: Sentinel, keep_alive: bool) -> tuple[Senti
 
 # _settle() of each (client state, server state, keep_alive) met so far: at most 7 * 7 * 2 entries.
 _SETTLED: dict[tuple[Sentinel, Sentinel, bool], tuple[Sentinel, Sentinel]] = {}
+
+
+import_c_accel(globals(), "sidecar.codecs._c_http1_states")

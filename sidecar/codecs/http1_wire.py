@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from urllib.parse import unquote_to_bytes
 
+from sidecar._accel import import_c_accel
 from sidecar.codecs.http1_states import Data, EndOfMessage, Headers
 from sidecar.errors import LocalProtocolError, RemoteProtocolError
 
@@ -467,3 +468,6 @@ def _decode_piece(raw: bytes) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RemoteProtocolError(f"form data is not UTF-8: {show(raw[exc.start : exc.end + 8])}") from None
+
+
+import_c_accel(globals(), "sidecar.codecs._c_http1_wire")

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
 
+from sidecar._accel import import_c_accel
 from sidecar.codecs.dubbo_messages import FLAG_REQUEST, HEADER_LENGTH
 from sidecar.codecs.dubbo_messages import HEADER as DUBBO_HEADER
 from sidecar.codecs.dubbo_messages import MAGIC as DUBBO_MAGIC
@@ -453,3 +454,6 @@ def hex_id(request_id: int) -> str:
     '0007000000010002'
     """
     return f"{request_id:016x}"
+
+
+import_c_accel(globals(), "sidecar.codecs._c_tunnel")

@@ -1,0 +1,482 @@
+"""The compiled twins of the codecs held to the Python source: both loaded in one process and fed the same
+random inputs (valid ones, mutated ones, random bytes), they must give the same bytes or values, or
+raise the same exception type with the same message and fields.
+
+Both builds are loaded whichever way this pass runs: the modules of this process are one build; the
+other is imported afresh under the same names (``DUBBOMESH_PURE_PYTHON`` set or unset for the time of the
+import) and then put aside, so neither disturbs the other. The modules without a twin (``javatypes``,
+``fastjson``, ``sidecar.errors``) are shared, so Java values and protocol errors are the same classes on
+both sides; the classes of the twinned modules are compared by name and fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import importlib
+import os
+import struct
+import sys
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sidecar import _accel
+from sidecar.codecs.dubbo import Request, Response, Serialization, Status
+from sidecar.codecs.javatypes import Date, JavaObject, Long, TypedList, TypedMap
+from tests.sidecar.codecs.test_fuzz import (
+    CALL_BODIES,
+    CALL_HEADERS,
+    CALL_TARGETS,
+    CUTS,
+    DUBBO_STREAMS,
+    HESSIAN_CORPUS,
+    HESSIAN_VALUES,
+    LIMITS,
+    MODES,
+    PAYLOADS,
+    SCALARS,
+    dubbo_messages,
+    encoded,
+    http_requests,
+    mutated,
+    splits,
+    tunnel_datagrams,
+)
+
+CODECS = [f"sidecar.codecs.{name}" for name in _accel.TWINS]
+
+
+def load(pure: bool) -> tuple[SimpleNamespace, set[str]]:
+    """The twinned codec modules imported afresh as one build, and the states they recorded; the
+    modules, package attributes, recorded states and environment of the process are restored after."""
+    package = importlib.import_module("sidecar.codecs")
+    saved = {name: sys.modules.pop(name) for name in CODECS if name in sys.modules}
+    attributes = {name: vars(package).pop(name) for name in _accel.TWINS if name in vars(package)}
+    states = dict(_accel.MODULES)
+    environ = os.environ.get(_accel.PURE_PYTHON)
+    if pure:
+        os.environ[_accel.PURE_PYTHON] = "1"
+    else:
+        os.environ.pop(_accel.PURE_PYTHON, None)
+    try:
+        modules = {name: importlib.import_module(f"sidecar.codecs.{name}") for name in _accel.TWINS}
+        loaded = {_accel.MODULES[name] for name in CODECS}
+    finally:
+        if environ is None:
+            os.environ.pop(_accel.PURE_PYTHON, None)
+        else:
+            os.environ[_accel.PURE_PYTHON] = environ
+        for name in CODECS:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
+        for name in _accel.TWINS:
+            vars(package).pop(name, None)
+        vars(package).update(attributes)
+        _accel.MODULES.clear()
+        _accel.MODULES.update(states)
+    return SimpleNamespace(**modules), loaded
+
+
+def current() -> SimpleNamespace:
+    return SimpleNamespace(**{name: importlib.import_module(f"sidecar.codecs.{name}") for name in _accel.TWINS})
+
+
+@pytest.fixture(scope="module")
+def builds() -> tuple[SimpleNamespace, SimpleNamespace]:
+    """(compiled, pure): the twinned codec modules of each build."""
+    here = current()
+    if _accel.pure_python_requested():
+        compiled, states = load(pure=False)
+        pure = here
+    else:
+        compiled, states = here, {_accel.MODULES[name] for name in CODECS}
+        pure, _ = load(pure=True)
+    if states != {_accel.COMPILED}:
+        pytest.skip(f"the compiled twins are not built ({', '.join(sorted(states))}): nothing to compare")
+    assert all(module.__file__.endswith(".py") for module in vars(pure).values())
+    assert not any(module.__file__.endswith(".py") for module in vars(compiled).values())
+    return compiled, pure
+
+
+# -- comparing outcomes ----------------------------------------------------------------------------
+
+
+def canonical(value, seen: dict[int, int] | None = None):
+    """``value`` as plain tuples that compare equal across the builds: classes by name, floats by their
+    bits (NaN equals NaN), containers by type and items in order, a value met again as a reference."""
+    seen = {} if seen is None else seen
+    kind = type(value)
+    name = kind.__qualname__
+    if value is None or kind in (bool, str, bytes):
+        return value
+    if kind is int:
+        return ("int", value)
+    if isinstance(value, float):
+        return (name, struct.pack(">d", value))
+    if isinstance(value, enum.Enum):
+        return ("enum", name, value.value)
+    if isinstance(value, int):  # Long, Date
+        return (name, int(value))
+    if isinstance(value, bytearray | memoryview):
+        return (name, bytes(value))
+    if name in ("Sentinel", "_Sentinel"):
+        return ("sentinel", repr(value))
+    if isinstance(value, BaseException):
+        return ("raised", *failure(value))
+    if id(value) in seen:
+        return ("ref", seen[id(value)])
+    seen[id(value)] = len(seen)
+    if dataclasses.is_dataclass(value):
+        return (name, tuple(canonical(getattr(value, f.name), seen) for f in dataclasses.fields(value)))
+    if isinstance(value, dict):
+        items = tuple((canonical(k, seen), canonical(v, seen)) for k, v in value.items())
+        return (name, getattr(value, "type", None), items)
+    if isinstance(value, list | tuple):
+        return (name, getattr(value, "type", None), tuple(canonical(item, seen) for item in value))
+    raise AssertionError(f"no canonical form for {name}: {value!r}")
+
+
+def failure(exc: BaseException) -> tuple:
+    fields = tuple((key, getattr(exc, key, None)) for key in ("reason", "status_hint", "request_id", "headers"))
+    return type(exc).__qualname__, str(exc), fields
+
+
+def outcome(function, *args, **kwargs):
+    try:
+        return ("returned", canonical(function(*args, **kwargs)))
+    except Exception as exc:
+        return ("raised", *failure(exc))
+
+
+def same(compiled_function, pure_function, *args, **kwargs):
+    """The outcome of ``pure_function(*args, **kwargs)``, which ``compiled_function`` must match."""
+    expected = outcome(pure_function, *args, **kwargs)
+    assert outcome(compiled_function, *args, **kwargs) == expected
+    return expected
+
+
+def twin_of(value, build: SimpleNamespace, module: str):
+    """``value``, an instance of a class of the twinned ``module``, rebuilt from the same class of ``build``."""
+    cls = getattr(getattr(build, module), type(value).__name__)
+    return cls(**{f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+
+
+PROPERTY = settings(
+    max_examples=int(os.environ.get("TWIN_EXAMPLES", "120")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
+
+
+# -- HTTP/1.1 --------------------------------------------------------------------------------------
+
+
+def serve(build: SimpleNamespace, pieces: list[bytes], limits: dict, with_calls: bool) -> list:
+    """What a server of ``build`` makes of ``pieces``: every event, the bytes of each reply (200 as
+    soon as a request ends), with ``with_calls`` the call of each request (or its error) and the bytes
+    of its Dubbo frame; then the peer's error and the bytes of the error reply."""
+    http1, calls = build.http1, build.calls
+    server = http1.ServerConnection(**limits)
+    events: list = []
+    request, body = None, []
+
+    def drain() -> bool:
+        nonlocal request, body
+        while True:
+            event = server.next_event()
+            events.append(event)
+            if event is http1.NEED_DATA or event is http1.PAUSED:
+                return True
+            if isinstance(event, http1.ConnectionClosed):
+                return False
+            if isinstance(event, http1.Request):
+                request, body = event, []
+            elif isinstance(event, http1.Data):
+                body.append(event.data)
+            elif isinstance(event, http1.EndOfMessage):
+                if with_calls:
+                    whole = (request.method, request.target, request.headers, b"".join(body))
+                    events.append(outcome(calls.parse_call, *whole))
+                    if events[-1][0] == "returned":
+                        call = calls.parse_call(*whole)
+                        events.append(outcome(calls.encode_call, call, 7))
+                events.append(server.send(http1.Response(200, [("X-Seen", str(len(events)))], b"ok")))
+                events.append(server.our_state)
+                if server.our_state is http1.MUST_CLOSE:
+                    return False
+                server.start_next_cycle()
+
+    try:
+        for piece in pieces:
+            server.receive_data(piece)
+            if not drain():
+                return events
+        server.receive_data(b"")
+        drain()
+    except Exception as exc:
+        events.append(exc)
+        events.append(outcome(server.send, http1.Response(getattr(exc, "status_hint", 500), [], b"")))
+    return events
+
+
+HTTP_INPUTS = st.binary(max_size=256) | mutated(http_requests()) | http_requests()
+
+
+@PROPERTY
+@given(data=HTTP_INPUTS, cuts=CUTS, limits=LIMITS, with_calls=st.booleans())
+def test_http_server_parses_alike(builds, data, cuts, limits, with_calls):
+    compiled, pure = builds
+    pieces = splits(data, cuts)
+    same(lambda: serve(compiled, pieces, limits, with_calls), lambda: serve(pure, pieces, limits, with_calls))
+
+
+ESCAPES = st.text(alphabet="ab=&%+0fFzé\U0001f600", max_size=30).map(str.encode)
+
+
+@PROPERTY
+@given(body=mutated(CALL_BODIES) | st.binary(max_size=64) | ESCAPES)
+def test_form_decoding_alike(builds, body):
+    compiled, pure = builds
+    same(lambda: compiled.http1_wire.parse_form(body), lambda: pure.http1_wire.parse_form(body))
+    same(lambda: compiled.http1.parse_form(body), lambda: pure.http1.parse_form(body))
+
+
+@PROPERTY
+@given(
+    method=st.sampled_from(["POST", "GET"]),
+    target=CALL_TARGETS | st.text(max_size=20),
+    headers=CALL_HEADERS,
+    body=mutated(CALL_BODIES),
+    request_id=st.integers(-1, 2**64),
+    serialization=st.sampled_from([Serialization.HESSIAN2, Serialization.FASTJSON, 3]),
+)
+def test_call_mapping_alike(builds, method, target, headers, body, request_id, serialization):
+    compiled, pure = builds
+    result = same(
+        lambda: compiled.calls.parse_call(method, target, headers, body),
+        lambda: pure.calls.parse_call(method, target, headers, body),
+    )
+    if result[0] == "returned":
+        calls = [build.calls.parse_call(method, target, headers, body) for build in builds]
+        same(
+            lambda: compiled.calls.encode_call(calls[0], request_id, serialization=serialization),
+            lambda: pure.calls.encode_call(calls[1], request_id, serialization=serialization),
+        )
+
+
+@st.composite
+def response_frames(draw) -> bytes:
+    message = draw(dubbo_messages())
+    if isinstance(message, Request) or draw(st.integers(0, 3)) == 0:
+        message = Response(message.request_id, value=draw(SCALARS), serialization=message.serialization)
+    return encoded(message)
+
+
+@PROPERTY
+@given(frame=mutated(response_frames()) | response_frames() | st.binary(max_size=64), form=st.booleans())
+def test_replies_alike(builds, frame, form):
+    compiled, pure = builds
+    calls = [build.calls.Call("Svc", "hash", "Ljava/lang/String;", ["x"], form=form) for build in builds]
+    same(lambda: compiled.calls.reply_for(calls[0], frame), lambda: pure.calls.reply_for(calls[1], frame))
+    same(
+        lambda: compiled.calls.error_reply(504, f"no answer\r\n {frame[:8]!r}", form=form),
+        lambda: pure.calls.error_reply(504, f"no answer\r\n {frame[:8]!r}", form=form),
+    )
+
+
+# -- Hessian 2 -------------------------------------------------------------------------------------
+
+EDGE_VALUES = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.floats(),  # NaN and the infinities too
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=40) | st.text(max_size=40),
+    st.builds(lambda n, tail: "a" * n + tail, st.integers(0x7FF0, 0x8000), st.text("a\U0001f600\ud800\udc00")),
+    st.builds(lambda n, tail: bytes(n) + tail, st.integers(0x7FF0, 0x8000), st.binary(max_size=20)),
+    st.sampled_from([Serialization.FASTJSON, Status.OK, True, 1.5, -0.0, 0.001, 2**31, object(), {1j: 2}]),
+)
+VALUES = HESSIAN_VALUES | EDGE_VALUES | st.lists(HESSIAN_VALUES | EDGE_VALUES, max_size=3)
+
+
+@PROPERTY
+@given(values=st.lists(VALUES, min_size=1, max_size=3), repeat=st.booleans())
+def test_hessian_encoding_alike(builds, values, repeat):
+    compiled, pure = builds
+
+    def stream(build):
+        encoder = build.hessian2.Hessian2Encoder()
+        for value in values + (values if repeat else []):  # written again: back-references
+            encoder.write(value)
+        return encoder.getvalue()
+
+    same(lambda: stream(compiled), lambda: stream(pure))
+    same(lambda: compiled.hessian2.dumps(values[0]), lambda: pure.hessian2.dumps(values[0]))
+
+
+def read_all(build: SimpleNamespace, data: bytes, modes: list[str], max_depth: int) -> list:
+    decoder = build.hessian2_decoder.Hessian2Decoder(data, max_depth=max_depth)
+    values = []
+    for index in range(64):
+        if decoder.at_end():
+            break
+        mode = modes[index % len(modes)] if modes else "read"
+        read = {"string": decoder.read_string, "int": decoder.read_int}.get(mode, decoder.read)
+        values.append(read())
+        values.append(decoder.position)
+    decoder.expect_end()
+    return values
+
+
+@PROPERTY
+@given(
+    data=st.binary(max_size=256) | mutated(HESSIAN_CORPUS) | HESSIAN_CORPUS,
+    modes=MODES,
+    max_depth=st.sampled_from([128, 3]),
+)
+def test_hessian_decoding_alike(builds, data, modes, max_depth):
+    compiled, pure = builds
+    same(lambda: read_all(compiled, data, modes, max_depth), lambda: read_all(pure, data, modes, max_depth))
+    same(lambda: compiled.hessian2.loads(data), lambda: pure.hessian2.loads(data))
+
+
+# -- Dubbo -----------------------------------------------------------------------------------------
+
+
+@PROPERTY
+@given(
+    message=dubbo_messages(),
+    max_payload=PAYLOADS,
+    request_id=st.none() | st.integers(-1, 2**64),
+    flag=st.none() | st.integers(-1, 7),
+)
+def test_dubbo_encoding_alike(builds, message, max_payload, request_id, flag):
+    compiled, pure = builds
+    if request_id is not None:
+        message.request_id = request_id
+    if flag is not None and isinstance(message, Response):
+        message.flag = flag
+    messages = [twin_of(message, build, "dubbo_messages") for build in builds]
+    same(
+        lambda: compiled.dubbo.encode(messages[0], max_payload=max_payload),
+        lambda: pure.dubbo.encode(messages[1], max_payload=max_payload),
+    )
+    if isinstance(message, Request):
+        args = (message.service_path, message.method, message.parameter_types, message.attachments)
+        options = {"service_version": message.service_version, "serialization": message.serialization}
+
+        def template(build):
+            return build.dubbo.RequestTemplate(*args, **options).encode(message.request_id, message.arguments)
+
+        same(lambda: template(compiled), lambda: template(pure))
+
+
+def decode_stream(build: SimpleNamespace, pieces: list[bytes], max_payload, parse_bodies: bool) -> list:
+    dubbo = build.dubbo
+    decoder = dubbo.DubboDecoder(max_payload=max_payload, parse_bodies=parse_bodies)
+    events: list = []
+    for piece in [*pieces, b""]:
+        decoder.receive_data(piece)
+        for _ in range(16):
+            try:
+                event = decoder.next_event()
+            except Exception as exc:
+                events.append(exc)
+                if exc is decoder._error:
+                    return events
+                continue
+            events.append(event)
+            if event is dubbo.NEED_DATA or event is dubbo.CLOSED:
+                break
+            if not parse_bodies:
+                events.append(outcome(dubbo.parse, event))
+        events.append(decoder.buffered)
+    return events
+
+
+@PROPERTY
+@given(
+    data=st.binary(max_size=256) | mutated(DUBBO_STREAMS) | DUBBO_STREAMS,
+    cuts=CUTS,
+    max_payload=PAYLOADS,
+    parse_bodies=st.booleans(),
+)
+def test_dubbo_decoding_alike(builds, data, cuts, max_payload, parse_bodies):
+    compiled, pure = builds
+    pieces = splits(data, cuts)
+    same(
+        lambda: decode_stream(compiled, pieces, max_payload, parse_bodies),
+        lambda: decode_stream(pure, pieces, max_payload, parse_bodies),
+    )
+
+
+# -- tunnel ----------------------------------------------------------------------------------------
+
+DATAGRAMS = st.binary(max_size=128) | mutated(tunnel_datagrams()) | tunnel_datagrams()
+LIMITS_UDP = st.sampled_from([65507, 1472, 35, 34, 70000])
+
+
+@PROPERTY
+@given(data=DATAGRAMS, kind=st.sampled_from([bytes, bytearray, memoryview, str]))
+def test_tunnel_decoding_alike(builds, data, kind):
+    compiled, pure = builds
+    datagram = kind(data) if kind is not str else data.hex()
+    same(lambda: compiled.tunnel.decode(datagram), lambda: pure.tunnel.decode(datagram))
+
+
+@PROPERTY
+@given(
+    request_id=st.integers(-1, 2**64) | st.just(1.5),
+    frame=mutated(DUBBO_STREAMS) | DUBBO_STREAMS,
+    replies=st.lists(st.tuples(st.integers(0, 2**18), mutated(DUBBO_STREAMS) | DUBBO_STREAMS), max_size=4),
+    limit=LIMITS_UDP,
+    consumer=st.integers(-1, 0x10000),
+    stamp=st.integers(-(2**33), 2**33),
+    seq=st.integers(-1, 0x10000),
+)
+def test_tunnel_encoding_alike(builds, request_id, frame, replies, limit, consumer, stamp, seq):
+    compiled, pure = builds
+    for name, args, kwargs in [
+        ("encode_request", (request_id, frame), {"limit": limit}),
+        ("encode_replies", (replies,), {"limit": limit}),
+        ("make_request_id", (consumer, stamp, seq), {}),
+        ("split_request_id", (request_id,), {}),
+        ("ms_between", (stamp, seq), {}),
+        ("max_request_frame", (limit,), {}),
+        ("hex_id", (abs(stamp),), {}),
+    ]:
+        same(getattr(compiled.tunnel, name), getattr(pure.tunnel, name), *args, **kwargs)
+
+    def batch(build):
+        batcher = build.tunnel.ReplyBatcher(consumer, limit=limit)
+        added = [outcome(batcher.add, rid, data) for rid, data in replies]
+        return added, len(batcher), repr(batcher), batcher.flush()
+
+    same(lambda: batch(compiled), lambda: batch(pure))
+
+
+# -- the harness itself ----------------------------------------------------------------------------
+
+
+def test_both_builds_are_loaded_and_the_process_is_left_as_it_was(builds):
+    compiled, pure = builds
+    for name in _accel.TWINS:
+        assert getattr(compiled, name) is not getattr(pure, name)
+        assert getattr(pure, name).__file__.endswith(f"{name}.py")
+        assert f"_c_{name}." in getattr(compiled, name).__file__
+    assert current().http1 in (compiled.http1, pure.http1)
+    package = importlib.import_module("sidecar.codecs")
+    assert all(getattr(package, name) is sys.modules[f"sidecar.codecs.{name}"] for name in _accel.TWINS)
+    assert compiled.http1.Request is not pure.http1.Request
+
+
+def test_the_canonical_form_tells_values_apart():
+    assert canonical([1, True, 1.0, Long(1), Date(1)]) != canonical([True, 1, 1.0, 1, 1])
+    assert canonical(float("nan")) == canonical(float("nan"))
+    assert canonical(TypedList("a", [1])) != canonical([1])
+    assert canonical(TypedMap("a", {1: 2})) != canonical({1: 2})
+    loop: list = []
+    loop.append(loop)
+    assert canonical(loop) == ("list", None, (("ref", 0),))
+    assert canonical(JavaObject("C", {"a": 1})) == ("JavaObject", ("C", ("dict", None, (("a", ("int", 1)),))))
