@@ -95,6 +95,7 @@ ABUSES = {
     "slow 1 MiB bodies": "slow-bodies",
     "pipelining clients that never read": "never-reads",
     "1 MiB bodies past the body budget": "large-bodies",
+    "uploads over the body limit": "oversized-uploads",
 }
 
 
@@ -118,6 +119,8 @@ def test_a_normal_client_is_served_while_another_misbehaves(mesh, name):
         assert set(result["statuses"]) <= {"408", "503"} and "408" in result["statuses"]
     if name == "pipelining clients that never read":
         assert all(result["cut_off"])
+    if name == "uploads over the body limit":  # each reads its 413, not a reset
+        assert result["statuses"] == ["413"] * 10
     if name == "1 MiB bodies past the body budget":
         statuses = set(result["statuses"])
         assert "503" in statuses and statuses <= {"400", "503"}

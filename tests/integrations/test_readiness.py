@@ -5,6 +5,9 @@ provider answers in time."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from tests.support.http_clients import FORM_HEADERS, Client, form
 from tests.support.sidecar_load import admin_address, consumer_sidecar, provider_sidecar, service
 from tests.support.waiting import wait_until
@@ -47,3 +50,14 @@ def test_readyz_follows_ejection_while_healthz_stays_200():
     finally:
         for process in reversed(started):
             process.stop()
+
+
+def test_both_sidecars_refuse_to_bind_beyond_loopback_unless_allowed():
+    for args in (
+        ["consumer", "--listen", "0.0.0.0:0", "--provider", "127.0.0.1:30000=1"],
+        ["consumer", "--admin", "0.0.0.0:0", "--provider", "127.0.0.1:30000=1"],
+        ["provider", "--listen", "0.0.0.0:0", "--dubbo", "127.0.0.1:20880"],
+        ["provider", "--admin", "0.0.0.0:0", "--dubbo", "127.0.0.1:20880"],
+    ):
+        run = subprocess.run([sys.executable, "-m", "sidecar", *args], capture_output=True, text=True, timeout=60)
+        assert run.returncode != 0 and "set allow_remote (--allow-remote)" in run.stderr, (args, run.stderr)

@@ -169,6 +169,20 @@ def large_bodies(address, limits) -> dict:
     return {"statuses": in_threads(40, one)}
 
 
+def oversized_uploads(address, limits) -> dict:
+    """10 uploads of twice ``max_body``, each sent whole before its answer is read."""
+
+    def one():
+        sock = socket.create_connection(address)
+        size = 2 * limits["max_body"]
+        _send_quietly(sock, FORM + b"Content-Length: %d\r\n\r\n" % size + b"a" * size)
+        answer = read_all(sock, 10)
+        sock.close()
+        return answer[9:12].decode()
+
+    return {"statuses": in_threads(10, one)}
+
+
 ABUSES = {
     "pipelined-heads": pipelined_heads,
     "million-chunks": million_chunks,
@@ -176,6 +190,7 @@ ABUSES = {
     "slow-bodies": slow_bodies,
     "never-reads": never_reads,
     "large-bodies": large_bodies,
+    "oversized-uploads": oversized_uploads,
 }
 
 
