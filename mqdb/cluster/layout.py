@@ -88,3 +88,10 @@ def pack_xadd(key: bytes, offset: int, msg: bytes) -> bytes:
     return b"*5\r\n$4\r\nXADD\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$1\r\nm\r\n$%d\r\n%b\r\n" % (
         len(key), key, len(eid), eid, len(msg), msg,
     )  # fmt: skip
+
+
+def xadd_message(cmd: bytes, key: bytes, offset: int) -> bytes:
+    """The message inside ``pack_xadd(key, offset, message)``."""
+    start = len(pack_xadd(key, offset, b"")) - len(b"$0\r\n\r\n")
+    body = cmd.index(b"\r\n", start) + 2
+    return cmd[body:-2]

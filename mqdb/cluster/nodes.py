@@ -134,7 +134,10 @@ def connect_options(url, connect_timeout: float, socket_timeout: float) -> dict:
 
 
 class Topology:
-    """The slot map of the cluster and its primaries, built from ``CLUSTER SLOTS`` of any node that answers."""
+    """The slot map of the cluster and its primaries, built from ``CLUSTER NODES`` of any node that answers.
+
+    (``CLUSTER NODES`` rather than ``CLUSTER SLOTS``: the latter leaves out a replica that has not yet
+    reported a replication offset, and a flush must wait for every primary's replica all the same.)"""
 
     def __init__(self, url, connect: dict):
         self.url = url
@@ -169,7 +172,7 @@ class Topology:
             host, _, port = address.rpartition(":")
             probe = Node(host, int(port), self.connect)
             try:
-                reply = probe.call("CLUSTER", "SLOTS")
+                reply = probe.call("CLUSTER", "NODES")
             except LINK_ERRORS as e:
                 errors.append(f"{address}: {_short(e)}")
                 continue
@@ -192,13 +195,28 @@ class Topology:
 
     def _apply(self, reply, asked_host: str) -> None:
         slots: list[Node | None] = [None] * SLOTS
-        for entry in reply:
-            start, end, primary = int(entry[0]), int(entry[1]), entry[2]
-            host = _text(primary[0]) or asked_host
-            node = self.node(host, int(primary[1]))
-            node.replicas = len(entry) - 3
-            for slot in range(start, end + 1):
-                slots[slot] = node
+        replicas: dict[str, int] = {}
+        owners = []
+        for line in _text(reply).splitlines():
+            fields = line.split()
+            if len(fields) < 8:
+                continue
+            node_id, address, flags, master = fields[0], fields[1], fields[2].split(","), fields[3]
+            if "slave" in flags:
+                if "fail" not in flags and "noaddr" not in flags:
+                    replicas[master] = replicas.get(master, 0) + 1
+            elif "master" in flags and len(fields) > 8:
+                host, _, port = address.split("@")[0].rpartition(":")
+                owners.append((node_id, host or asked_host, int(port), fields[8:]))
+        for node_id, host, port, ranges in owners:
+            node = self.node(host, port)
+            node.replicas = replicas.get(node_id, 0)
+            for part in ranges:
+                if part.startswith("["):  # a slot being imported or migrated: still the owner's
+                    continue
+                start, _, end = part.partition("-")
+                for slot in range(int(start), int(end or start) + 1):
+                    slots[slot] = node
         self.slots = slots
 
 

@@ -120,17 +120,17 @@ class ClusterStore(Store):
             deadline = time.monotonic() + self.options["failover_timeout"]
             try:
                 while True:
-                    self._drain(deadline)
-                    lost = False
+                    lost = self._send_pending(deadline)
                     for node in list(self._topology.nodes.values()):
-                        if node.journal:
+                        if node.journal and all(node is not n for n, _ in lost):
                             try:
                                 self._confirm(node)
                             except (*LINK_ERRORS, ResponseError) as e:
-                                self._lost(node, e, deadline)
-                                lost = True
+                                lost.append((node, e))
                     if not lost:
                         break
+                    for node, error in lost:  # the others are confirmed: only the lost nodes' puts are in doubt
+                        self._lost(node, error, deadline)
             except ClusterUnreachableError as e:
                 raise NotDurableError(str(e), self._unconfirmed()) from None
             self.flushed_ns = time.time_ns()
@@ -147,12 +147,27 @@ class ClusterStore(Store):
                     self._lost(n, e, deadline)
 
     def _drain(self, deadline: float, only: Node | None = None) -> None:
-        """Send pending batches until none is left (redirected puts land in other nodes' batches)."""
+        """Send pending batches until none is left, waiting out lost nodes (see ``_lost``)."""
+        while True:
+            lost = self._send_pending(deadline, only)
+            if not lost:
+                return
+            for node, error in lost:
+                self._lost(node, error, deadline)
+
+    def _send_pending(self, deadline: float, only: Node | None = None) -> list[tuple[Node, Exception]]:
+        """Send pending batches (``only``'s, and then the puts redirected from it) until none is left
+        but those of nodes that do not answer: returned with their errors, their puts still pending."""
+        lost: list[tuple[Node, Exception]] = []
         rounds = 0
         while True:
-            busy = [n for n in self._topology.nodes.values() if n.pending and (only is None or n is only or rounds)]
+            busy = [
+                n
+                for n in self._topology.nodes.values()
+                if n.pending and (only is None or n is only or rounds) and all(n is not m for m, _ in lost)
+            ]
             if not busy:
-                return
+                return lost
             rounds += 1
             for node in busy:
                 batch, node.pending = node.pending, Batch()
@@ -161,7 +176,7 @@ class ClusterStore(Store):
                 except LINK_ERRORS as e:
                     batch.extend(node.pending)
                     node.pending = batch
-                    self._lost(node, e, deadline)
+                    lost.append((node, e))
 
     def _deliver(self, node: Node, batch: Batch, deadline: float, asking: bool = False) -> None:
         """Send one batch to ``node``; journal what it wrote, route the redirected puts again."""
@@ -217,8 +232,7 @@ class ClusterStore(Store):
         """The node already holds the id of a put sent again: fine if it holds this message."""
         eid = layout.entry_id(offset)
         entries = node.call("XRANGE", key, eid, eid, asking=asking)
-        msg = cmd[cmd.rindex(b"\r\n", 0, len(cmd) - 2) + 2 : -2]
-        msg = msg[msg.index(b"\r\n") + 2 :]
+        msg = layout.xadd_message(cmd, key, offset)
         if entries and entries[0][1] == [layout.FIELD, msg]:
             node.journal.add(key, offset, cmd)
             node.offset_check = True
@@ -460,6 +474,8 @@ class ClusterStore(Store):
             reply = self._node_call(node, "CONFIG", "GET", name)
         except ResponseError:  # CONFIG may be renamed away
             return None
+        if isinstance(reply, dict):
+            reply = [x for pair in reply.items() for x in pair]
         return reply[1].decode() if len(reply) == 2 else None
 
     # --- one command --------------------------------------------------------------------------------

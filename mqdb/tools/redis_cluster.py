@@ -190,21 +190,37 @@ class LocalCluster:
     def primary_nodes(self) -> list[Node]:
         return [n for n in self.running() if self.role(n) == "master"]
 
-    def wait_ok(self, timeout: float = START_TIMEOUT) -> None:
-        """Until every running node says `cluster_state:ok` and agrees on one epoch of the slots."""
+    def wait_ok(self, timeout: float = START_TIMEOUT, replicas: int | None = None) -> None:
+        """Until every running node says `cluster_state:ok`, sees ``replicas`` replicas in the cluster
+        (all of them by default) and, with all of them, every primary has its replicas online (synced)."""
+        want = self.primaries * self.replicas if replicas is None else replicas
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
             try:
-                nodes = self.running()
-                states = [self.info(n, "cluster") for n in nodes]
-                if all(s.get("cluster_state") == "ok" and s.get("cluster_slots_ok") == "16384" for s in states):
+                last = self._not_ok(want, self.replicas if replicas is None else 0)
+                if not last:
                     return
-                last = "; ".join(f"{n.address} {s.get('cluster_state')}" for n, s in zip(nodes, states, strict=True))
             except (ClusterStartError, subprocess.TimeoutExpired) as e:
                 last = str(e)
             time.sleep(0.1)
         raise ClusterStartError(f"the cluster in {self.directory} is not ok after {timeout:.0f} s ({last})")
+
+    def _not_ok(self, want: int, online_each: int) -> str:
+        """Why the cluster is not ready yet ("" once it is)."""
+        for node in self.running():
+            state = self.info(node, "cluster")
+            if state.get("cluster_state") != "ok" or state.get("cluster_slots_ok") != "16384":
+                return f"{node.address}: cluster_state {state.get('cluster_state')}"
+            seen = sum("slave" in line.split()[2] for line in self.cli(node, "cluster", "nodes").splitlines() if line)
+            if seen < want:
+                return f"{node.address} sees {seen} of {want} replicas"
+            replication = self.info(node, "replication")
+            if replication.get("role") == "master":
+                online = sum("state=online" in v for k, v in replication.items() if k.startswith("slave"))
+                if online < online_each:
+                    return f"{node.address} has {online} of {online_each} replicas online"
+        return ""
 
     def _wait_listening(self, node: Node, timeout: float = START_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
