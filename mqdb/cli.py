@@ -113,13 +113,18 @@ def main():
 @click.option("--threads", "threads", multiple=True, type=click.IntRange(1),
               help="Writer thread counts (repeatable); default 1 and 4.")  # fmt: skip
 @click.option("--workdir", type=click.Path(file_okay=False), help="Where the stores are made (default: a temp dir).")
+@click.option("--redis-url", metavar="URL",
+              help="The Redis Cluster for --store redis-cluster, redis://HOST:PORT[,...] (default: the bench "
+                   "starts 3 primaries and 3 replicas on loopback); each run uses a store name of its own and "
+                   "deletes it.")  # fmt: skip
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the workload.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw figures as JSON.")
 @_errors
-def bench(size, queues, per_queue, stores, threads, workdir, seed, as_json):
-    """Benchmark mqdb against SQLite, LMDB and RocksDB on the million-queue workload.
+def bench(size, queues, per_queue, stores, threads, workdir, redis_url, seed, as_json):
+    """Benchmark mqdb against SQLite, LMDB, RocksDB and mqdb over a Redis Cluster on the million-queue workload.
 
-    Every figure comes from the same run; mqdb's ratio to the best peer is printed per column.
+    Every figure comes from the same run; mqdb's ratio to the best peer is printed per column. The
+    redis-cluster row adds the cluster's server memory per message.
     """
     q, n = bench_lib.SIZES[size]
     progress = Progress(enabled=not as_json)
@@ -132,6 +137,7 @@ def bench(size, queues, per_queue, stores, threads, workdir, seed, as_json):
             workdir=workdir,
             progress=progress,
             seed=seed,
+            redis_url=redis_url,
         )
     finally:
         progress.close()

@@ -238,3 +238,83 @@ class LocalCluster:
         args = ["--cluster", "create", *(n.address for n in self.nodes)]
         args += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
         self.cli(self.nodes[0], *args, timeout=START_TIMEOUT)
+
+
+# --- a cluster given by URL ---------------------------------------------------------------------------
+def _client(url: str):
+    """A plain client on the first node of ``url`` that answers, and the parsed URL."""
+    import redis
+
+    from ..cluster.layout import parse_url
+
+    parsed = parse_url(url)
+    errors = []
+    for host, port in parsed.addresses:
+        client = redis.Redis(host=host, port=port, username=parsed.username, password=parsed.password)
+        try:
+            client.ping()
+            return client, parsed
+        except redis.RedisError as e:
+            errors.append(f"{host}:{port}: {e}")
+            client.close()
+    raise ClusterStartError(f"no node of {url} answers ({'; '.join(errors)})")
+
+
+def _nodes(client) -> list[tuple[str, int, bool]]:
+    """(host, port, is primary) of every node that is not failed, from CLUSTER NODES."""
+    out = []
+    text = client.execute_command("CLUSTER", "NODES")
+    text = text.decode() if isinstance(text, bytes) else text
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 8 or "fail" in fields[2].split(","):
+            continue
+        host, _, port = fields[1].split("@")[0].rpartition(":")
+        out.append((host or client.connection_pool.connection_kwargs["host"], int(port), "master" in fields[2]))
+    return out
+
+
+def cluster_memory(url: str) -> dict:
+    """``used_memory`` summed over the primaries and over every node of the cluster at ``url``."""
+    import redis
+
+    client, parsed = _client(url)
+    try:
+        nodes = _nodes(client)
+    finally:
+        client.close()
+    out = {"primaries": 0, "all": 0}
+    for host, port, primary in nodes:
+        node = redis.Redis(host=host, port=port, username=parsed.username, password=parsed.password)
+        try:
+            used = int(node.info("memory")["used_memory"])
+        finally:
+            node.close()
+        out["all"] += used
+        if primary:
+            out["primaries"] += used
+    return out
+
+
+def drop_store(url: str) -> int:
+    """Delete every key of the store named in ``url`` (its queues and its marker); the keys deleted."""
+    import redis
+
+    client, parsed = _client(url)
+    try:
+        nodes = [(h, p) for h, p, primary in _nodes(client) if primary]
+    finally:
+        client.close()
+    deleted = 0
+    for host, port in nodes:
+        node = redis.Redis(host=host, port=port, username=parsed.username, password=parsed.password)
+        try:
+            pipe = node.pipeline(transaction=False)
+            for key in node.scan_iter(match=f"{parsed.name}:*", count=1000):
+                pipe.unlink(key)
+                if len(pipe) >= 1000:
+                    deleted += sum(pipe.execute())
+            deleted += sum(pipe.execute())
+        finally:
+            node.close()
+    return deleted
