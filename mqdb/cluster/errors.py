@@ -49,7 +49,7 @@ class NotDurableError(ClusterError):
         self.reason = reason
         self.messages = messages
         super().__init__(
-            f"flush failed: {reason}; {len(messages):,} message(s) may not be durable: {describe(messages)}. "
+            f"{reason}; {len(messages):,} message(s) may not be durable: {describe(messages)}. "
             "They stay queued in this handle: call flush() again once the cluster is ok"
         )
 

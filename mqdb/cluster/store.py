@@ -52,7 +52,12 @@ class ClusterStore(Store):
         self.resent = 0  # puts a node already held when they were sent again (after a redirect or a failover)
         socket_timeout = opts["wait_timeout"] + opts["failover_timeout"] + 10
         self._topology = Topology(self.url, connect_options(self.url, opts["connect_timeout"], socket_timeout))
-        self._open_meta()
+        try:
+            self._open_meta()
+        except BaseException:
+            for node in self._topology.nodes.values():
+                node.disconnect()
+            raise
         self._closed = False
 
     def _open_meta(self) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 import mqdb
 from mqdb.tools.redis_cluster import LocalCluster
-from tests.support.redis_cluster import primary_of, replica_of, skip_reason
+from tests.support.redis_cluster import primary_of, redis_client, replica_of, skip_reason
 
 
 def message(q: int, seq: int) -> bytes:
@@ -140,3 +140,34 @@ def test_a_million_queues_of_a_few_messages(tmp_path):
             for q in range(0, MILLION, max(1, MILLION // 10_000)):  # 10,000 queues read through
                 assert db.get(f"Queue-{q}", 0, 10) == [b"%d:%d" % (q, seq) for seq in range(per_queue)]
             assert db.get(f"Queue-{MILLION - 1}", 2, 10) == [b"%d:2" % (MILLION - 1)]
+
+
+def test_a_slot_migrated_by_hand_is_followed_through_ask_and_moved(fresh_cluster):
+    key_old = b"mqdb:q:{s}old"  # one slot for both queues: the hash tag {s}
+    source = primary_of(fresh_cluster, key_old)
+    target = next(n for n in fresh_cluster.primary_nodes() if n is not source)
+    source_id, target_id = (fresh_cluster.cli(n, "cluster", "myid").strip() for n in (source, target))
+    client = redis_client(source)
+    slot = str(client.execute_command("CLUSTER", "KEYSLOT", key_old))
+    client.close()
+    with mqdb.open(fresh_cluster.url) as db:
+        db.put("{s}old", b"m0")
+        db.flush()
+        fresh_cluster.cli(target, "cluster", "setslot", slot, "importing", source_id)
+        fresh_cluster.cli(source, "cluster", "setslot", slot, "migrating", target_id)
+        assert db.put("{s}new", b"n0") == 0  # not on the source: ASK, then ASKING + XADD at the target
+        assert db.put("{s}old", b"m1") == 1  # still on the source
+        db.flush()
+        assert db.get("{s}new", 0, 5) == [b"n0"] and db.get("{s}old", 0, 5) == [b"m0", b"m1"]
+
+        fresh_cluster.cli(source, "migrate", "127.0.0.1", str(target.port), "", "0", "5000", "keys", key_old.decode())
+        for node in fresh_cluster.running():
+            if fresh_cluster.role(node) == "master":
+                fresh_cluster.cli(node, "cluster", "setslot", slot, "node", target_id)
+        assert db.put("{s}old", b"m2") == 2  # the source answers MOVED
+        db.flush()
+        assert db.get("{s}old", 0, 5) == [b"m0", b"m1", b"m2"]
+        assert db.stats()["redirects"] >= 2
+    fresh_cluster.wait_ok()
+    with mqdb.open(fresh_cluster.url, readonly=True) as ro:
+        assert ro.get("{s}new", 0, 5) == [b"n0"] and ro.get("{s}old", 0, 5) == [b"m0", b"m1", b"m2"]
