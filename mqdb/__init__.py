@@ -10,7 +10,15 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .db import DB, open
+from .cluster.errors import (
+    ClusterError,
+    ClusterUnreachableError,
+    ConflictError,
+    ForeignStreamError,
+    MissingDependencyError,
+    NotDurableError,
+)
+from .db import DB
 from .errors import (
     ClosedError,
     CorruptionError,
@@ -21,6 +29,7 @@ from .errors import (
     StoreNotFoundError,
 )
 from .options import DEFAULT_OPTIONS
+from .store import Store, open
 
 try:
     __version__ = version("dubbomesh")
@@ -31,11 +40,18 @@ __all__ = [
     "DB",
     "DEFAULT_OPTIONS",
     "ClosedError",
+    "ClusterError",
+    "ClusterUnreachableError",
+    "ConflictError",
     "CorruptionError",
     "Error",
     "FormatError",
+    "ForeignStreamError",
     "LockedError",
+    "MissingDependencyError",
+    "NotDurableError",
     "ReadOnlyError",
+    "Store",
     "StoreNotFoundError",
     "open",
 ]

@@ -11,6 +11,7 @@ import click
 
 import mqdb
 
+from .store import is_url
 from .tools import bench as bench_lib
 from .tools import check as check_lib
 from .tools import demo as demo_lib
@@ -33,6 +34,7 @@ def _errors(fn):
 
 
 # --- shared options -----------------------------------------------------------------------------
+# PATH: a store directory, or a Redis Cluster store's URL (redis://HOST:PORT[,HOST:PORT...][/NAME])
 path_argument = click.argument("path", type=click.Path(file_okay=False))
 queue_argument = click.argument("queue")
 
@@ -111,13 +113,18 @@ def main():
 @click.option("--threads", "threads", multiple=True, type=click.IntRange(1),
               help="Writer thread counts (repeatable); default 1 and 4.")  # fmt: skip
 @click.option("--workdir", type=click.Path(file_okay=False), help="Where the stores are made (default: a temp dir).")
+@click.option("--redis-url", metavar="URL",
+              help="The Redis Cluster for --store redis-cluster, redis://HOST:PORT[,...] (default: the bench "
+                   "starts 3 primaries and 3 replicas on loopback); each run uses a store name of its own and "
+                   "deletes it.")  # fmt: skip
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the workload.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw figures as JSON.")
 @_errors
-def bench(size, queues, per_queue, stores, threads, workdir, seed, as_json):
-    """Benchmark mqdb against SQLite, LMDB and RocksDB on the million-queue workload.
+def bench(size, queues, per_queue, stores, threads, workdir, redis_url, seed, as_json):
+    """Benchmark mqdb against SQLite, LMDB, RocksDB and mqdb over a Redis Cluster on the million-queue workload.
 
-    Every figure comes from the same run; mqdb's ratio to the best peer is printed per column.
+    Every figure comes from the same run; mqdb's ratio to the best peer is printed per column. The
+    redis-cluster row adds the cluster's server memory per message.
     """
     q, n = bench_lib.SIZES[size]
     progress = Progress(enabled=not as_json)
@@ -130,6 +137,7 @@ def bench(size, queues, per_queue, stores, threads, workdir, seed, as_json):
             workdir=workdir,
             progress=progress,
             seed=seed,
+            redis_url=redis_url,
         )
     finally:
         progress.close()
@@ -160,12 +168,16 @@ def info(path, as_json):
     """Summary figures of a store.
 
     Queues, messages, blocks, bytes on disk, payload bytes, compression ratio, shard balance, last
-    flush time and format version.
+    flush time and format version. On a cluster URL: queues, messages, memory, and each primary's
+    slots, replicas, memory and appendfsync setting.
     """
     with inspect.open_store(path) as db:
         s = inspect.summary(db)
     if as_json:
         click.echo(json.dumps(s, indent=2))
+        return
+    if "kind" in s:
+        _cluster_info(s)
         return
     balance = "n/a" if s["shard_balance"] is None else f"{s['shard_balance']:.2f}"
     rows = [
@@ -185,6 +197,26 @@ def info(path, as_json):
         click.echo(f"{label:<16}{value}")
 
 
+def _cluster_info(s: dict) -> None:
+    rows = [
+        ("path", s["path"]),
+        ("store", f"{s['store']} ({s['kind']}, {s['format']})"),
+        ("queues", f"{s['queues']:,}"),
+        ("messages", f"{s['messages']:,}"),
+        ("queue memory", f"{s['queue_memory_bytes']:,} ({inspect.human_bytes(s['queue_memory_bytes'])})"),
+        ("primaries", f"{s['primaries']}, {inspect.human_bytes(s['used_memory'])} used in all"),
+        ("last flush", s["last_flush"] or "not by this handle"),
+    ]
+    for label, value in rows:
+        click.echo(f"{label:<16}{value}")
+    for n in s["nodes"]:
+        aof = f"appendonly, appendfsync {n['appendfsync'] or '?'}" if n["aof_enabled"] else "no appendonly file"
+        click.echo(
+            f"  {n['address']:<21} {n['slots']:>5} slots, {n['replicas']} replica(s), "
+            f"{inspect.human_bytes(n['used_memory'])}, {aof}"
+        )
+
+
 @main.command()
 @path_argument
 @click.option("--prefix", help="Only queues whose name starts with this.")
@@ -196,7 +228,8 @@ def info(path, as_json):
 def ls(path, prefix, limit, sort, as_json):
     """List queues with their message counts.
 
-    One line per queue: NAME<TAB>MESSAGES<TAB>BLOCKS<TAB>STORED BYTES.
+    One line per queue: NAME<TAB>MESSAGES<TAB>BLOCKS<TAB>STORED BYTES (on a cluster: - for blocks and
+    the server memory of the stream for stored bytes).
     """
     with inspect.open_store(path) as db:
         infos = inspect.list_queues(db, prefix=prefix, sort=sort, limit=limit)
@@ -204,7 +237,8 @@ def ls(path, prefix, limit, sort, as_json):
         if as_json:
             click.echo(json.dumps(i.as_dict()))
         else:
-            click.echo(f"{transfer.text(i.name.encode())}\t{i.messages}\t{i.blocks}\t{i.stored_bytes}")
+            blocks = "-" if i.blocks is None else i.blocks
+            click.echo(f"{transfer.text(i.name.encode())}\t{i.messages}\t{blocks}\t{i.stored_bytes}")
 
 
 @main.command()
@@ -284,7 +318,13 @@ def check(path, progress):
     Checks every block checksum, the index against the data, and every message frame. Exit code 0
     when the store is sound; otherwise one line per problem (FILE:OFFSET: queue 'Q': reason) and
     exit code 1. Works on a live store too: what a writer has not flushed is not checked.
+    Embedded stores only: a cluster's servers keep their own data (redis-cli --cluster check).
     """
+    if is_url(path):
+        raise click.ClickException(
+            f"mqdb check verifies the files of an embedded store; {path} is a Redis Cluster store, whose "
+            "servers keep their own data: see redis-cli --cluster check HOST:PORT"
+        )
     bar = _progress(progress)
     try:
         report = check_lib.check(path, progress=bar)

@@ -22,7 +22,7 @@ import pytest
 from sidecar._accel import TWINS
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_FILES = ("sidecar/PROTOCOLS.md", "sidecar/tools/bench_wrk.lua", "mqdb/FORMAT.md")
+DATA_FILES = ("sidecar/PROTOCOLS.md", "sidecar/tools/bench_wrk.lua", "mqdb/FORMAT.md", "mqdb/CLUSTER.md")
 # What never goes into the copy of the tree the wheel is built from (build/ and *.egg-info would be
 # written into the working tree by setuptools, and others may be building at the same time).
 NOT_SOURCES = shutil.ignore_patterns(

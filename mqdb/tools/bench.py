@@ -17,6 +17,10 @@ after the clock stops. The stores filled by the other thread counts are spot-che
 
 Every run (one store, one thread count) happens in a fresh Python process, so its peak RSS is its
 own. Library only: the click command in `mqdb.cli` calls `run_bench()` and prints `format_report()`.
+
+`redis-cluster` (mqdb over a Redis Cluster) runs against a cluster of 3 primaries and 3 replicas that
+the bench starts on loopback in its work directory (`mqdb.tools.redis_cluster`), or the one at
+`redis_url`; its row adds the cluster's memory per message, and its disk/payload is not measured.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ SIZES = {
     "medium": (1_000_000, 10),
     "large": (1_000_000, 100),
 }
-DEFAULT_STORES = ("mqdb", "sqlite", "lmdb", "rocksdb")
+DEFAULT_STORES = ("mqdb", "sqlite", "lmdb", "rocksdb", "redis-cluster")
 GET_BATCH = 10  # messages asked for by every get
 GET_SAMPLES = 200_000  # random gets, at most; at most total messages / 5
 CONSUME_SHARE = 10  # consume 1 queue in 10 ...
@@ -270,8 +274,10 @@ def measure(
     store.flush()
     out["put_s"] = time.perf_counter() - t0
     out["puts_per_s"] = plan["messages"] / out["put_s"]
+    extra = getattr(store, "figures", dict)()
     store.close()
     out["disk_bytes"], out["files"] = disk_usage(path)
+    out.update(extra)
 
     t0 = time.perf_counter()
     store = store_cls(path, plan, **options)
@@ -393,12 +399,14 @@ def run_bench(
     isolate: bool = True,
     mqdb_options: dict | None = None,
     keep: bool = False,
+    redis_url: str | None = None,
 ) -> dict:
     """Benchmark each store on one workload and return plain data (see `format_report`).
 
     stores: names from STORES, or adapter classes (tests pass fakes). The store directories live in
     `workdir` (a temporary directory when None) and are removed after each run unless `keep`.
     isolate=False runs in this process: peak RSS is then this process's, not the store's.
+    redis_url: the Redis Cluster for `redis-cluster` (default: one started in `workdir` for the run).
     """
     plan = make_plan(queues, per_queue, seed, get_samples)
     threads = tuple(threads)
@@ -408,49 +416,81 @@ def run_bench(
     own_dir = workdir is None
     workdir = tempfile.mkdtemp(prefix="mqdb-bench-") if own_dir else workdir
     results = {}
+    cluster = None
     try:
         for spec, store_cls in store_classes:
+            options = mqdb_options if store_cls.name == "mqdb" else None
+            if store_cls.name == "redis-cluster" and not store_cls.missing():
+                if redis_url is None and cluster is None:
+                    cluster, redis_url = _start_cluster(workdir)
+                if redis_url is None:
+                    results[store_cls.name] = {"status": cluster}
+                    continue
+                options = {"url": redis_url}
             results[store_cls.name] = _bench_store(
-                spec, store_cls, plan, threads, workdir, progress, isolate, mqdb_options, keep
+                spec, store_cls, plan, threads, workdir, progress, isolate, options, keep
             )
     finally:
+        if cluster is not None and not isinstance(cluster, str):
+            cluster.stop()
         if own_dir and not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     return compare(plan, threads, results, isolate)
 
 
-def _bench_store(spec, store_cls, plan, threads, workdir, progress, isolate, mqdb_options, keep) -> dict:
+def _start_cluster(workdir: str):
+    """(a started LocalCluster, its URL), or (why it cannot start, None)."""
+    from mqdb.tools.redis_cluster import ClusterStartError, LocalCluster
+
+    try:
+        cluster = LocalCluster(os.path.join(workdir, "redis-cluster")).start()
+    except ClusterStartError as e:
+        return str(e), None
+    return cluster, cluster.url
+
+
+def _bench_store(spec, store_cls, plan, threads, workdir, progress, isolate, options, keep) -> dict:
     why = store_cls.missing()
     if why:
         return {"status": why}
-    options = mqdb_options if store_cls.name == "mqdb" else None
     runs = []
     for i, n in enumerate(threads):
         path = os.path.join(workdir, f"{store_cls.name}-{n}thr")
+        run_options = options
+        if options and "url" in options:  # a store name of this run's own in the cluster
+            run_options = {**options, "url": f"{options['url']}/bench-{os.getpid()}-{n}thr"}
         try:
             if isolate:
-                runs.append(measure_isolated(spec, plan, n, path, progress, i == 0, options))
+                runs.append(measure_isolated(spec, plan, n, path, progress, i == 0, run_options))
             else:
-                runs.append(measure(store_cls, plan, n, path, progress, i == 0, options))
+                runs.append(measure(store_cls, plan, n, path, progress, i == 0, run_options))
         except Exception as exc:
             return {"status": "failed", "error": str(exc) or type(exc).__name__, "runs": runs}
         finally:
             if not keep:
                 shutil.rmtree(path, ignore_errors=True)
+                if run_options and "url" in run_options:
+                    from mqdb.tools.redis_cluster import drop_store
+
+                    drop_store(run_options["url"])
     first = runs[0]
     entry = {"status": "ok"}
     for run in runs:
         entry[f"puts_per_s_{run['threads']}thr"] = run["puts_per_s"]
+    disk = first["disk_bytes"]
     entry.update(
         gets_per_s=first["gets_per_s"],
         consume_per_s=first["consume_per_s"],
-        bytes_per_payload=first["disk_bytes"] / plan["payload_bytes"],
+        bytes_per_payload=None if disk is None else disk / plan["payload_bytes"],
         peak_rss_mb=max(run["peak_rss_mb"] for run in runs),
         verify_errors=sum(run["verify_errors"] for run in runs),
         disk_bytes=first["disk_bytes"],
         files=first["files"],
         runs=runs,
     )
+    for key in ("cluster_bytes_per_msg", "cluster_primary_bytes_per_msg"):
+        if key in first:
+            entry[key] = first[key]
     return entry
 
 
@@ -465,31 +505,35 @@ TARGETS = (
 )
 
 
-def _columns(threads) -> list[dict]:
+def _columns(threads, stores: dict | None = None) -> list[dict]:
     puts = [{"key": f"puts_per_s_{n}thr", "title": f"puts/s {n} thr", "better": "higher"} for n in threads]
+    cluster = any("cluster_bytes_per_msg" in e for e in (stores or {}).values())
+    extra = [{"key": "cluster_bytes_per_msg", "title": "cluster B/msg", "better": None}] if cluster else []
     return puts + [
         {"key": "gets_per_s", "title": "gets/s", "better": "higher"},
         {"key": "consume_per_s", "title": "consumed msg/s", "better": "higher"},
         {"key": "bytes_per_payload", "title": "disk/payload", "better": "lower"},
         {"key": "peak_rss_mb", "title": "peak RSS MB", "better": "lower"},
         {"key": "verify_errors", "title": "verify errors", "better": None},
+        *extra,
     ]
 
 
 def compare(plan: dict, threads, stores: dict, isolated: bool = True) -> dict:
     """The result of run_bench: the per-store figures plus mqdb's ratio to the best peer per column."""
-    columns = _columns(threads)
+    columns = _columns(threads, stores)
     mine = stores.get("mqdb", {})
     mine = mine if mine.get("status") == "ok" else None
     peers = {name: e for name, e in stores.items() if name != "mqdb" and e.get("status") == "ok"}
     ratios = {}
     for col in columns:
         key, better = col["key"], col["better"]
-        if better is None or not peers:
+        measured = {name: e for name, e in peers.items() if e.get(key) is not None}
+        if better is None or not measured:
             continue
         pick = max if better == "higher" else min
-        best = pick(peers, key=lambda name, key=key: peers[name][key])
-        value = peers[best][key]
+        best = pick(measured, key=lambda name, key=key: measured[name][key])
+        value = measured[best][key]
         ratio = mine[key] / value if mine is not None and value else None
         ratios[key] = {"best_peer": best, "best": value, "ratio": ratio, "better": better}
     targets = []
@@ -527,6 +571,8 @@ def _cell(key: str, value) -> str:
         return f"{value:.2f}"
     if key == "peak_rss_mb":
         return f"{value:,.1f}"
+    if key == "cluster_bytes_per_msg":
+        return f"{value:,.0f}"
     return f"{value:,.0f}"
 
 
@@ -573,6 +619,12 @@ def format_report(result: dict) -> str:
         "peak RSS (there a mqdb/best ratio below 1.00x is better). Puts/s include the final flush;",
         "disk/payload = bytes of all files after close / payload bytes.",
     ]
+    if any(col["key"] == "cluster_bytes_per_msg" for col in columns):
+        lines += [
+            "redis-cluster is mqdb over a Redis Cluster (3 primaries, 3 replicas on loopback unless given by URL);",
+            "cluster B/msg = used_memory of every node after the flush, less before the puts, per message",
+            "(primaries and replicas: two copies of each message); its disk/payload is not measured.",
+        ]
     if not result.get("isolated", True):
         lines.append("All stores ran in this process: peak RSS is the whole process's, not one store's.")
     if result["targets"]:

@@ -16,6 +16,11 @@ offset of each queue is kept in a dict (filled from the store when an existing q
 appended to). `hint` is the workload description (`payload_bytes` sizes LMDB's map).
 
 LMDB and RocksDB are optional (`pip install dubbomesh[bench]`); without them they report "not installed".
+
+`redis-cluster` is mqdb's own store over a Redis Cluster (`mqdb.open("redis://...")`, mqdb/CLUSTER.md):
+the bench starts a cluster on loopback for it, or is given one by URL; each run gets a store name of its
+own. Its `figures()` add the cluster's memory per message (every node's `used_memory`, after the
+flush, less before the first put). A store may offer `figures()`: extra numbers for the run's result.
 """
 
 from __future__ import annotations
@@ -76,6 +81,42 @@ class MqdbStore:
         self.db = mqdb.open(path, **options)
         self.put, self.get = self.db.put, self.db.get
         self.flush, self.close = self.db.flush, self.db.close
+
+
+class RedisClusterStore:
+    """mqdb's Redis Cluster store; `url` names the cluster and a store name of the run's own."""
+
+    name = "redis-cluster"
+
+    @staticmethod
+    def missing() -> str | None:
+        if importlib.util.find_spec("redis") is None:
+            return "not installed (pip install 'dubbomesh[redis]')"
+        return None
+
+    def __init__(self, path: str, hint: dict | None = None, url: str = "") -> None:
+        import mqdb
+        from mqdb.tools.redis_cluster import cluster_memory
+
+        self.url = url
+        self._memory = cluster_memory
+        self._before = cluster_memory(url)
+        self._messages = (hint or {}).get("messages", 0)
+        self.db = mqdb.open(url)
+        self.put, self.get = self.db.put, self.db.get
+        self.flush, self.close = self.db.flush, self.db.close
+
+    def figures(self) -> dict:
+        """Server memory per message, all nodes and primaries only, after a flush (which the replicas
+        acknowledged: they have applied every write)."""
+        after = self._memory(self.url)
+        n = max(1, self._messages)
+        return {
+            "cluster_bytes_per_msg": (after["all"] - self._before["all"]) / n,
+            "cluster_primary_bytes_per_msg": (after["primaries"] - self._before["primaries"]) / n,
+            "cluster_memory_bytes": after["all"] - self._before["all"],
+            "disk_bytes": None,
+        }
 
 
 class SqliteStore(_Peer):
@@ -278,4 +319,4 @@ class RocksdbStore(_Peer):
         self._db.close()
 
 
-PEERS = {cls.name: cls for cls in (SqliteStore, LmdbStore, RocksdbStore)}
+PEERS = {cls.name: cls for cls in (SqliteStore, LmdbStore, RocksdbStore, RedisClusterStore)}

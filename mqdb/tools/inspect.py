@@ -1,6 +1,10 @@
 """What the `mqdb` command shows about a store: the info summary, per-queue figures, reading and following
 a queue. Library only (no click): the commands in `mqdb.cli` call one function here and format the result.
 
+A store is a directory (the embedded store, :class:`mqdb.DB`) or a ``redis://`` URL (a Redis Cluster
+store, `mqdb/CLUSTER.md`): reading, following, export and import use the API both share; the figures
+of `info` and `ls` come from each kind's own ``stats()`` and per-queue figures.
+
 This module is the one place outside the engine that looks at a store's internals (the shards' queue
 columns and sparse index, see shard.py): :func:`shard_views` copies them under each shard's lock.
 `mqdb.tools.check` works on those copies too.
@@ -19,6 +23,8 @@ from .. import format
 from ..db import DB
 from ..db import open as open_db
 from ..errors import ClosedError, Error, StoreNotFoundError
+from ..store import Store, is_url
+from ..store import open as open_any
 
 SORTS = ("name", "messages", "bytes")
 FOLLOW_INTERVAL = 0.2  # seconds between two looks for new flushes in `follow`
@@ -29,12 +35,15 @@ class QueueNotFoundError(Error):
     """A command named a queue that the store does not hold."""
 
 
-def open_store(path, write: bool = False) -> DB:
-    """Open the store at ``path``: read-only (it must exist), or for writing.
+def open_store(path, write: bool = False) -> Store:
+    """Open the store at ``path`` (a directory or a ``redis://`` URL): read-only (it must exist), or
+    for writing.
 
     Writing creates a store only in a new or empty directory, so a mistyped path never turns an
-    unrelated directory into a store.
+    unrelated directory into a store. On a cluster, writing creates the store name if it is new.
     """
+    if is_url(path):
+        return open_any(path, readonly=not write)
     path = os.fspath(path)
     if not write:
         return open_db(path, readonly=True)
@@ -48,7 +57,7 @@ def open_store(path, write: bool = False) -> DB:
     return open_db(path)
 
 
-def require_queue(db: DB, queue: str) -> None:
+def require_queue(db: Store, queue: str) -> None:
     """Raise QueueNotFoundError unless ``queue`` holds (or held) messages in ``db``."""
     if queue not in db:
         raise QueueNotFoundError(f"no queue {queue!r} in {db.path}")
@@ -97,15 +106,18 @@ def shard_views(db: DB) -> list[ShardView]:
 class QueueInfo:
     name: str
     messages: int
-    blocks: int  # sealed blocks
-    stored_bytes: int  # bytes of its sealed block records, headers included
+    blocks: int | None  # sealed blocks (None on a cluster: a stream has no blocks)
+    stored_bytes: int  # bytes of its sealed block records, headers included; on a cluster, MEMORY USAGE
 
     def as_dict(self) -> dict:
         return {"name": self.name, "messages": self.messages, "blocks": self.blocks, "stored_bytes": self.stored_bytes}
 
 
-def queue_infos(db: DB, prefix: str | None = None) -> list[QueueInfo]:
-    """Figures of every queue whose name starts with ``prefix`` (all queues if None), shard by shard."""
+def queue_infos(db: Store, prefix: str | None = None) -> list[QueueInfo]:
+    """Figures of every queue whose name starts with ``prefix`` (all queues if None), shard by shard
+    (on a cluster: primary by primary)."""
+    if not isinstance(db, DB):
+        return [QueueInfo(name, messages, None, memory) for name, messages, memory in db.queue_figures(prefix)]
     infos = []
     for v in shard_views(db):
         wanted = [q for q, name in enumerate(v.names) if prefix is None or name.startswith(prefix)]
@@ -120,7 +132,7 @@ def queue_infos(db: DB, prefix: str | None = None) -> list[QueueInfo]:
     return infos
 
 
-def list_queues(db: DB, prefix: str | None = None, sort: str = "name", limit: int | None = None) -> list[QueueInfo]:
+def list_queues(db: Store, prefix: str | None = None, sort: str = "name", limit: int | None = None) -> list[QueueInfo]:
     """Queues with their figures: by name, or the largest first by ``messages`` or stored ``bytes``."""
     if sort not in SORTS:
         raise ValueError(f"sort must be one of {', '.join(SORTS)}, not {sort!r}")
@@ -134,9 +146,11 @@ def list_queues(db: DB, prefix: str | None = None, sort: str = "name", limit: in
     return infos if limit is None else infos[:limit]
 
 
-def summary(db: DB) -> dict:
+def summary(db: Store) -> dict:
     """The figures `mqdb info` shows, built from ``db.stats()``; plain data, ready for JSON."""
     s = db.stats()
+    if not isinstance(db, DB):
+        return cluster_summary(s)
     per_shard = s["queues_per_shard"]
     flushed = s["last_flush_ns"]
     return {
@@ -160,6 +174,25 @@ def summary(db: DB) -> dict:
     }
 
 
+def cluster_summary(s: dict) -> dict:
+    """`mqdb info` of a Redis Cluster store: the store's figures and one entry per primary."""
+    flushed = s["last_flush_ns"]
+    return {
+        "path": s["path"],
+        "kind": s["kind"],
+        "store": s["store"],
+        "format": s["format"],
+        "queues": s["queues"],
+        "messages": s["messages"],
+        "queue_memory_bytes": s["queue_memory_bytes"],
+        "used_memory": s["used_memory"],
+        "primaries": s["primaries"],
+        "nodes": s["nodes"],
+        "last_flush_ns": flushed,
+        "last_flush": iso_time(flushed),
+    }
+
+
 def iso_time(ns: int | None) -> str | None:
     """``ns`` since the epoch as ISO 8601 in UTC, to the second (None stays None)."""
     if not ns:
@@ -178,13 +211,13 @@ def human_bytes(n: int) -> str:
 
 
 # --- reading ---------------------------------------------------------------------------------------
-def read(db: DB, queue: str, offset: int = 0, num: int = 10) -> list[tuple[int, bytes]]:
+def read(db: Store, queue: str, offset: int = 0, num: int = 10) -> list[tuple[int, bytes]]:
     """(offset, message) of up to ``num`` messages of ``queue`` from ``offset`` on."""
     require_queue(db, queue)
     return list(enumerate(db.get(queue, offset, num), offset))
 
 
-def tail(db: DB, queue: str, last: int = 10) -> list[tuple[int, bytes]]:
+def tail(db: Store, queue: str, last: int = 10) -> list[tuple[int, bytes]]:
     """(offset, message) of the last ``last`` messages of ``queue``."""
     require_queue(db, queue)
     start = max(0, db.count(queue) - last)
@@ -192,7 +225,7 @@ def tail(db: DB, queue: str, last: int = 10) -> list[tuple[int, bytes]]:
 
 
 def follow(
-    db: DB,
+    db: Store,
     queue: str,
     offset: int,
     interval: float = FOLLOW_INTERVAL,

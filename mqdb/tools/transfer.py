@@ -22,8 +22,8 @@ import tempfile
 from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
-from ..db import DB
 from ..errors import Error
+from ..store import Store
 from .inspect import require_queue
 
 FORMATS = ("text", "hex", "base64", "json")
@@ -118,7 +118,7 @@ def output(path: str):
 
 
 def export(
-    db: DB, write: Callable[[str], object], queues: Iterable[str] | None = None, progress=None
+    db: Store, write: Callable[[str], object], queues: Iterable[str] | None = None, progress=None
 ) -> tuple[int, int]:
     """Write every message of ``queues`` (all, by name, if None) as export lines through ``write``.
 
@@ -154,7 +154,7 @@ def export(
 
 
 # --- import ----------------------------------------------------------------------------------------
-def import_file(db: DB, f: BinaryIO, name: str = "input", progress=None) -> tuple[int, int]:
+def import_file(db: Store, f: BinaryIO, name: str = "input", progress=None) -> tuple[int, int]:
     """Append the export lines of ``f`` to ``db``, keeping every offset; return (queues, messages).
 
     Every line is checked before anything is written: each queue's lines must carry consecutive
@@ -209,7 +209,7 @@ def import_file(db: DB, f: BinaryIO, name: str = "input", progress=None) -> tupl
 
 
 # --- put -------------------------------------------------------------------------------------------
-def put_lines(db: DB, queue: str, stream: Iterable[bytes]) -> tuple[int | None, int]:
+def put_lines(db: Store, queue: str, stream: Iterable[bytes]) -> tuple[int | None, int]:
     """Put each line of ``stream`` (without its ``\\n``) as one message; return (first offset, count)."""
     first = None
     n = 0

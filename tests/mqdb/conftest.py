@@ -22,3 +22,6 @@ def small_store(tmp_path):
     )  # fmt: skip
     yield db
     db.close()
+
+
+from tests.support.redis_cluster import cluster, cluster_url, fresh_cluster  # noqa: E402, F401 - fixtures
