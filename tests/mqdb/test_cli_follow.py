@@ -1,40 +1,10 @@
 """`mqdb tail --follow` in its own process, beside a writer in another process (this one)."""
 
-import os
-import queue
 import signal
-import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
 
 import mqdb
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def start(*args) -> tuple[subprocess.Popen, queue.Queue]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mqdb", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    lines: queue.Queue = queue.Queue()
-
-    def pump():
-        for line in proc.stdout:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return proc, lines
-
-
-def take(lines: queue.Queue, n: int) -> list[str]:
-    return [lines.get(timeout=10) for _ in range(n)]
+from tests.support.mqdb_cli import start, take
 
 
 def test_tail_follow_sees_what_a_writer_in_another_process_flushes(tmp_path):

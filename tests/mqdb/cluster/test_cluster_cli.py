@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 import mqdb
 from mqdb.cli import main
-from tests.mqdb.test_cli_follow import start, take
+from tests.support.mqdb_cli import start, take
 
 MESSAGES = {
     "alpha": [b"hello", b"tab\there\nnewline", b"\xff\xfe\x00binary", b""],

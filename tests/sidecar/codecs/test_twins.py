@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from sidecar import _accel
 from sidecar.codecs.dubbo import Request, Response, Serialization, Status
 from sidecar.codecs.javatypes import Date, JavaObject, Long, TypedList, TypedMap
-from tests.sidecar.codecs.test_fuzz import (
+from tests.support.codec_inputs import (
     CALL_BODIES,
     CALL_HEADERS,
     CALL_TARGETS,

@@ -1,0 +1,39 @@
+"""The ``mqdb`` command as a running process whose output lines the test reads as they come."""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+__all__ = ["start", "take"]
+
+
+def start(*args) -> tuple[subprocess.Popen, queue.Queue]:
+    """``python -m mqdb ARGS`` started (stop it by its PID), and a queue that its stdout lines go to."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mqdb", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines: queue.Queue = queue.Queue()
+
+    def pump():
+        for line in proc.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return proc, lines
+
+
+def take(lines: queue.Queue, n: int) -> list[str]:
+    """The next ``n`` lines, each waited for at most 10 s (a bound, not a measurement)."""
+    return [lines.get(timeout=10) for _ in range(n)]
