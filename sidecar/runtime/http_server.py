@@ -69,18 +69,19 @@ _READ, _WRITE = 1, 2
 
 @dataclass(frozen=True)
 class Limits:
-    """What one client may take of the server; times in seconds, sizes in bytes."""
+    """What one client may take of the server; times in seconds, sizes in bytes. The defaults and
+    the meaning of each are the consumer's settings (:class:`~sidecar.runtime.settings.ConsumerConfig`)."""
 
-    idle_timeout: float = 60.0  # a kept-alive connection silent that long is closed
-    header_timeout: float = 10.0  # a request head must be whole this long after its first byte
-    request_timeout: float = 30.0  # the whole request (head and body) within this of its first byte
-    send_timeout: float = 10.0  # an answer must be taken by the client within this
-    max_head: int = 16 * 1024  # request line plus headers (over: 431)
-    max_body: int = 1024 * 1024  # one request body (over: 413)
-    max_connections: int = 10000  # open connections; then the longest idle one is shed
-    max_buffered: int = 64 * 1024  # bytes of later pipelined requests read ahead of their turn
-    body_budget: int = 64 * 1024 * 1024  # bodies buffered at once, all connections together (over: 503)
-    retry_after: int = 1  # seconds, the Retry-After of a 503 for a spent body budget or a full server
+    idle_timeout: float
+    header_timeout: float
+    request_timeout: float
+    send_timeout: float
+    max_head: int
+    max_body: int
+    max_connections: int
+    max_buffered: int
+    body_budget: int
+    retry_after: int
 
 
 class Handler:
@@ -108,7 +109,7 @@ class HttpServer:
     """Serves ``listener`` (a listening socket) with ``handler`` under ``limits``; see the module
     docstring. :meth:`start` and :meth:`stop` from a greenlet; everything else runs in the hub."""
 
-    def __init__(self, listener: socket.socket, handler: Handler, limits: Limits = Limits()):
+    def __init__(self, listener: socket.socket, handler: Handler, limits: Limits):
         self.listener, self.handler, self.limits = listener, handler, limits
         self.connections = ConnectionLimits(max_connections=limits.max_connections)
         self.open: set[Connection] = set()
