@@ -50,33 +50,8 @@ CODECS = [f"sidecar.codecs.{name}" for name in _accel.TWINS]
 
 
 def load(pure: bool) -> tuple[SimpleNamespace, set[str]]:
-    """The twinned codec modules imported afresh as one build, and the states they recorded; the
-    modules, package attributes, recorded states and environment of the process are restored after."""
-    package = importlib.import_module("sidecar.codecs")
-    saved = {name: sys.modules.pop(name) for name in CODECS if name in sys.modules}
-    attributes = {name: vars(package).pop(name) for name in _accel.TWINS if name in vars(package)}
-    states = dict(_accel.MODULES)
-    environ = os.environ.get(_accel.PURE_PYTHON)
-    if pure:
-        os.environ[_accel.PURE_PYTHON] = "1"
-    else:
-        os.environ.pop(_accel.PURE_PYTHON, None)
-    try:
-        modules = {name: importlib.import_module(f"sidecar.codecs.{name}") for name in _accel.TWINS}
-        loaded = {_accel.MODULES[name] for name in CODECS}
-    finally:
-        if environ is None:
-            os.environ.pop(_accel.PURE_PYTHON, None)
-        else:
-            os.environ[_accel.PURE_PYTHON] = environ
-        for name in CODECS:
-            sys.modules.pop(name, None)
-        sys.modules.update(saved)
-        for name in _accel.TWINS:
-            vars(package).pop(name, None)
-        vars(package).update(attributes)
-        _accel.MODULES.clear()
-        _accel.MODULES.update(states)
+    """The twinned codec modules imported afresh as one build, and the states they recorded."""
+    modules, loaded = _accel.load_build(pure)
     return SimpleNamespace(**modules), loaded
 
 
