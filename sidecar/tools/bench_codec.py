@@ -2,7 +2,7 @@
 
 ``run()`` times, in CPU microseconds per call, the codec work of one call along the data path, once
 with the compiled twins and once with the Python source, loaded side by side in this process
-(:func:`sidecar._accel.load_build`), and gives the ratio of the two:
+(:func:`sidecar.tools.builds.load_build`), and gives the ratio of the two:
 
 * ``request``, the consumer: the bytes of an HTTP request (a form call with a parameter of 0 to 1023
   characters, every 16th of them percent-escaped and outside the BMP) parsed by a
@@ -31,8 +31,9 @@ from urllib.parse import quote
 
 from sidecar import _accel
 from sidecar.codecs.dubbo import NEED_DATA, DubboDecoder, Request, Response, Serialization, encode
+from sidecar.tools.builds import load_build
 
-__all__ = ["run", "paths", "SERVICE", "PATHS"]
+__all__ = ["run", "paths", "build", "SERVICE", "PATHS"]
 
 SERVICE = "com.alibaba.dubbo.performance.demo.provider.IHelloService"
 PATHS = ("request", "provider", "reply", "service")
@@ -223,7 +224,7 @@ def paths(calls: int = 4096, rounds: int = 3) -> dict[str, dict[str, float]]:
     hashes = {parameter: value for _, parameter, value in requests}
     builds = {}
     for name, pure in (("compiled", False), ("pure", True)):
-        modules, states = _accel.load_build(pure)
+        modules, states = load_build(pure)
         if pure or states == {_accel.COMPILED}:
             builds[name] = _Path(SimpleNamespace(**modules), hashes)
     best: dict[str, dict[str, float]] = {name: dict.fromkeys(PATHS, float("inf")) for name in builds}
@@ -247,6 +248,13 @@ def paths(calls: int = 4096, rounds: int = 3) -> dict[str, dict[str, float]]:
     return result
 
 
+def build() -> str:
+    """Which build of the codecs this process runs (:func:`sidecar._accel.describe`)."""
+    for name in _accel.TWINS:
+        importlib.import_module(f"sidecar.codecs.{name}")
+    return _accel.describe()
+
+
 def run(iterations: int = 20000, *, calls: int = 4096) -> dict:
     """Time ``iterations`` rounds of each Dubbo codec operation (microseconds per operation, the build
     that runs) and ``calls`` calls along the data path in both builds (:func:`paths`)."""
@@ -254,11 +262,9 @@ def run(iterations: int = 20000, *, calls: int = 4096) -> dict:
         raise ValueError("iterations must be at least 1")
     encode_h2, decode_h2 = _measure(Serialization.HESSIAN2, iterations)
     encode_json, decode_json = _measure(Serialization.FASTJSON, iterations)
-    for name in _accel.TWINS:
-        importlib.import_module(f"sidecar.codecs.{name}")
     return {
         "iterations": iterations,
-        "build": _accel.describe(),
+        "build": build(),
         "encode_request_us": encode_h2,
         "decode_response_us": decode_h2,
         "fastjson_encode_request_us": encode_json,

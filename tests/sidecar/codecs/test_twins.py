@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from sidecar import _accel
 from sidecar.codecs.dubbo import Request, Response, Serialization, Status
 from sidecar.codecs.javatypes import Date, JavaObject, Long, TypedList, TypedMap
+from sidecar.tools.builds import load_build
 from tests.sidecar.codecs.test_fuzz import (
     CALL_BODIES,
     CALL_HEADERS,
@@ -51,7 +52,7 @@ CODECS = [f"sidecar.codecs.{name}" for name in _accel.TWINS]
 
 def load(pure: bool) -> tuple[SimpleNamespace, set[str]]:
     """The twinned codec modules imported afresh as one build, and the states they recorded."""
-    modules, loaded = _accel.load_build(pure)
+    modules, loaded = load_build(pure)
     return SimpleNamespace(**modules), loaded
 
 

@@ -1,5 +1,7 @@
 """The codec micro-benchmark runs and reports its figures (no timing is asserted)."""
 
+import json
+
 import pytest
 
 from sidecar import _accel
@@ -48,3 +50,13 @@ def test_run_rejects_zero_iterations():
         bench_codec.run(iterations=0)
     with pytest.raises(ValueError):
         bench_codec.paths(calls=0)
+
+
+def test_sidecar_bench_begins_with_the_build_and_the_codec_ratios():
+    from sidecar.tools import bench
+
+    lines = list(bench.codec_lines(calls=8))
+    assert lines[0] == f"codecs: {bench_codec.build()}"
+    assert any(line.startswith("codec CPU µs per call, pure build: request ") for line in lines)
+    record = json.loads(next(bench.codec_lines(as_json=True, calls=8)))
+    assert record["target"] == "codecs" and set(record["cpu_us_per_call"]["pure"]) == set(bench_codec.PATHS)
