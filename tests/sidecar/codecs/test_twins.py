@@ -18,6 +18,7 @@ import os
 import struct
 import sys
 from types import SimpleNamespace
+from urllib.parse import quote_plus, unquote_to_bytes
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -218,6 +219,19 @@ def test_form_decoding_alike(builds, body):
     compiled, pure = builds
     same(lambda: compiled.http1_wire.parse_form(body), lambda: pure.http1_wire.parse_form(body))
     same(lambda: compiled.http1.parse_form(body), lambda: pure.http1.parse_form(body))
+
+
+PIECES = st.binary(max_size=64).map(lambda raw: quote_plus(raw, safe="%+").encode()) | ESCAPES | st.binary(max_size=32)
+
+
+@PROPERTY
+@given(raw=PIECES, cut=st.integers(0, 8))
+def test_percent_decoding_alike(builds, raw, cut):
+    compiled, pure = builds
+    piece = raw[: len(raw) - cut] if cut else raw
+    expected = unquote_to_bytes(piece.replace(b"+", b" "))
+    assert compiled.http1_wire._unquote_plus(piece) == expected == pure.http1_wire._unquote_plus(piece)
+    same(lambda: compiled.http1_wire._decode_piece(piece), lambda: pure.http1_wire._decode_piece(piece))
 
 
 @PROPERTY
