@@ -53,8 +53,8 @@ def import_c_accel(globs: dict, twin: str) -> None:
         return
     try:
         module = importlib.import_module(twin)
-    except ModuleNotFoundError as exc:
-        if exc.name != twin:
+    except ModuleNotFoundError as exc:  # this twin, or one whose C types it uses, was not built
+        if exc.name is None or not exc.name.startswith("sidecar.codecs._c_"):
             raise
         MODULES[name] = "compiled twins not built at install"
         return

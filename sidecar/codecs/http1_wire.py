@@ -15,6 +15,13 @@ from http import HTTPStatus
 from urllib.parse import unquote_to_bytes
 
 from sidecar._accel import import_c_accel
+
+try:
+    import cython
+except ImportError:  # Cython is needed only to build the compiled twins
+    from types import SimpleNamespace
+
+    cython = SimpleNamespace(compiled=False)
 from sidecar.codecs.http1_states import Data, EndOfMessage, Headers
 from sidecar.errors import LocalProtocolError, RemoteProtocolError
 
@@ -364,7 +371,11 @@ _TOKEN_NAMES: set[str] = set()  # header names found valid so far (at most 1024,
 
 
 def encode_head(first_line: str, headers: Iterable[tuple[str, str]]) -> bytes:
-    text = "".join([first_line, "\r\n", *(f"{name}: {value}\r\n" for name, value in headers), "\r\n"])
+    parts = [first_line, "\r\n"]
+    for name, value in headers:
+        parts.append(f"{name}: {value}\r\n")
+    parts.append("\r\n")
+    text = "".join(parts)
     try:
         return text.encode("latin-1")
     except UnicodeEncodeError as exc:
@@ -461,13 +472,50 @@ def _decode_piece(raw: bytes) -> str:
         bad = _BAD_ESCAPE.search(raw)
         if bad:
             raise RemoteProtocolError(f"bad percent escape {show(raw[bad.start() : bad.start() + 3])} in form data")
-        raw = unquote_to_bytes(raw.replace(b"+", b" "))
+        raw = _unquote_plus(raw) if cython.compiled else unquote_to_bytes(raw.replace(b"+", b" "))
     else:
         raw = raw.replace(b"+", b" ")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RemoteProtocolError(f"form data is not UTF-8: {show(raw[exc.start : exc.end + 8])}") from None
+
+
+def _unquote_plus(raw: bytes) -> bytes:
+    """``raw`` with each ``+`` made a space and each ``%XX`` the byte it names, as
+    ``unquote_to_bytes(raw.replace(b"+", b" "))`` gives it; in one pass, for the compiled build, where
+    it runs in C.
+
+    >>> _unquote_plus(b"a+b%2Fc%e2%82%AC%zz%4")
+    b'a b/c\\xe2\\x82\\xac%zz%4'
+    """
+    size = len(raw)
+    out = bytearray(size)
+    i = j = 0
+    while i < size:
+        byte = raw[i]
+        i += 1
+        if byte == 0x2B:
+            byte = 0x20
+        elif byte == 0x25 and i + 1 < size:
+            high, low = _hex_digit(raw[i]), _hex_digit(raw[i + 1])
+            if high >= 0 and low >= 0:
+                byte = high << 4 | low
+                i += 2
+        out[j] = byte
+        j += 1
+    del out[j:]
+    return bytes(out)
+
+
+def _hex_digit(byte: int) -> int:
+    """The value of the hex digit ``byte`` (an ASCII code), or -1."""
+    if 0x30 <= byte <= 0x39:
+        return byte - 0x30
+    byte |= 0x20  # lower case
+    if 0x61 <= byte <= 0x66:
+        return byte - 0x57
+    return -1
 
 
 import_c_accel(globals(), "sidecar.codecs._c_http1_wire")

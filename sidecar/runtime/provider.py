@@ -41,7 +41,7 @@ import gevent.socket
 from sidecar.codecs import tunnel
 from sidecar.codecs.dubbo import encode
 from sidecar.codecs.dubbo_messages import FLAG_EVENT, FLAG_TWOWAY, SERIALIZATION_MASK, Response, Serialization, Status
-from sidecar.codecs.tunnel import hex_id
+from sidecar.codecs.tunnel import hex_id, rewrite_id
 from sidecar.codecs.tunnel_auth import TRAILER_SIZE, AuthError, ReplayCache, SourcePolicy, TunnelAuth
 from sidecar.errors import LocalProtocolError, RemoteProtocolError, UpstreamUnavailable
 from sidecar.runtime.datagrams import DatagramSender
@@ -53,15 +53,6 @@ log = logging.getLogger(__name__)
 
 _ID = struct.Struct(">Q")
 _SERIALIZATIONS = frozenset(s.value for s in Serialization)
-
-
-def rewrite_id(frame: bytes, request_id: int) -> bytes:
-    """``frame`` (a Dubbo frame) with ``request_id`` in its header, bytes 4 to 12; the rest unchanged.
-
-    >>> rewrite_id(bytes.fromhex("dabbc200" "0000000000000007" "00000000"), 0x0102).hex()
-    'dabbc200000000000000010200000000'
-    """
-    return frame[:4] + _ID.pack(request_id) + frame[12:]
 
 
 class Call(NamedTuple):

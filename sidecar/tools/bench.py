@@ -15,7 +15,9 @@ provider sidecars together, and the services; for nginx its worker and the backe
 sidecar's figures as ratios to nginx's, measured in the same run because this machine is shared and
 absolute figures drift: QPS, p99, and the CPU of the two sidecar hops against nginx's one hop.
 
-Each topology gets a short warm-up run (not reported) before its first level.
+Each topology gets a short warm-up run (not reported) before its first level. The run begins with
+the build of the codecs that the sidecars run and, from :func:`sidecar.tools.bench_codec.paths`, the
+CPU per call of the codec work on the request and reply paths in the compiled and the pure build.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-from sidecar.tools import topology
+from sidecar.tools import bench_codec, topology
 from sidecar.tools.nginx_baseline import Nginx, find_nginx
 from sidecar.tools.procstat import CpuMeter
 from sidecar.tools.wrk import WrkResult
@@ -170,6 +172,7 @@ def run(
         raise BenchError("wrk is not installed (Debian: apt-get install wrk)")
     if nginx and find_nginx() is None:
         raise BenchError("nginx is not installed (Debian: apt-get install nginx), or run with --no-nginx")
+    yield from codec_lines(as_json)
     for name in scenarios:
         scenario = topology.SCENARIOS[name]
         chosen = tuple(levels) or scenario.connections
@@ -220,3 +223,22 @@ def _ratios(sidecar: list[Level], nginx: list[Level]) -> Iterator[str]:
         p99 = level.wrk.p99_ms / base.wrk.p99_ms if level.wrk.p99_ms and base.wrk.p99_ms else float("nan")
         cpu = level.proxy_cpu_us / base.proxy_cpu_us if base.proxy_cpu_us else float("nan")
         yield f"{'ratio':<8} {level.connections:>5} QPS {qps:.2f}x  p99 {p99:.2f}x  CPU {cpu:.2f}x"
+
+
+def codec_lines(as_json: bool = False, calls: int = 2048) -> Iterator[str]:
+    """The build of the codecs that the sidecars run and the codec CPU per call of each hop in both
+    builds (:func:`sidecar.tools.bench_codec.paths`), as lines of text or one JSON object."""
+    figures = bench_codec.paths(calls)
+    build = bench_codec.build()
+    if as_json:
+        yield json.dumps({"target": "codecs", "build": build, "cpu_us_per_call": figures})
+        return
+    yield f"codecs: {build}"
+    for name in ("compiled", "pure"):
+        if name in figures:
+            hops = "  ".join(f"{hop} {figures[name][hop]:.1f}" for hop in bench_codec.PATHS)
+            yield f"codec CPU µs per call, {name} build: {hops}"
+    if "ratio" in figures:
+        hops = "  ".join(f"{hop} {figures['ratio'][hop]:.2f}x" for hop in bench_codec.PATHS)
+        yield f"codec CPU per call, compiled / pure: {hops}"
+    yield ""

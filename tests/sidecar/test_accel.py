@@ -91,6 +91,19 @@ def test_a_twin_not_built_leaves_the_module_pure(monkeypatch, modules):
     assert modules == {"sidecar.codecs.absent": NOT_BUILT}
 
 
+def test_a_twin_that_needs_a_twin_not_built_leaves_the_module_pure(monkeypatch, modules):
+    monkeypatch.delenv(_accel.PURE_PYTHON, raising=False)
+
+    def missing(name, *args, **kwargs):
+        raise ModuleNotFoundError(f"No module named {name!r}", name="sidecar.codecs._c_other")
+
+    monkeypatch.setattr(importlib, "import_module", missing)
+    globs = {"__name__": "sidecar.codecs.mod", "answer": 41}
+    _accel.import_c_accel(globs, "sidecar.codecs._c_mod")
+    assert globs == {"__name__": "sidecar.codecs.mod", "answer": 41}
+    assert modules == {"sidecar.codecs.mod": NOT_BUILT}
+
+
 def test_a_twin_that_fails_to_import_is_an_error_not_a_fallback(monkeypatch, modules):
     monkeypatch.delenv(_accel.PURE_PYTHON, raising=False)
     with pytest.raises(ModuleNotFoundError):

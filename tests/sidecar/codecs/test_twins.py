@@ -18,6 +18,7 @@ import os
 import struct
 import sys
 from types import SimpleNamespace
+from urllib.parse import quote_plus, unquote_to_bytes
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -26,6 +27,7 @@ from hypothesis import strategies as st
 from sidecar import _accel
 from sidecar.codecs.dubbo import Request, Response, Serialization, Status
 from sidecar.codecs.javatypes import Date, JavaObject, Long, TypedList, TypedMap
+from sidecar.tools.builds import load_build
 from tests.support.codec_inputs import (
     CALL_BODIES,
     CALL_HEADERS,
@@ -50,33 +52,8 @@ CODECS = [f"sidecar.codecs.{name}" for name in _accel.TWINS]
 
 
 def load(pure: bool) -> tuple[SimpleNamespace, set[str]]:
-    """The twinned codec modules imported afresh as one build, and the states they recorded; the
-    modules, package attributes, recorded states and environment of the process are restored after."""
-    package = importlib.import_module("sidecar.codecs")
-    saved = {name: sys.modules.pop(name) for name in CODECS if name in sys.modules}
-    attributes = {name: vars(package).pop(name) for name in _accel.TWINS if name in vars(package)}
-    states = dict(_accel.MODULES)
-    environ = os.environ.get(_accel.PURE_PYTHON)
-    if pure:
-        os.environ[_accel.PURE_PYTHON] = "1"
-    else:
-        os.environ.pop(_accel.PURE_PYTHON, None)
-    try:
-        modules = {name: importlib.import_module(f"sidecar.codecs.{name}") for name in _accel.TWINS}
-        loaded = {_accel.MODULES[name] for name in CODECS}
-    finally:
-        if environ is None:
-            os.environ.pop(_accel.PURE_PYTHON, None)
-        else:
-            os.environ[_accel.PURE_PYTHON] = environ
-        for name in CODECS:
-            sys.modules.pop(name, None)
-        sys.modules.update(saved)
-        for name in _accel.TWINS:
-            vars(package).pop(name, None)
-        vars(package).update(attributes)
-        _accel.MODULES.clear()
-        _accel.MODULES.update(states)
+    """The twinned codec modules imported afresh as one build, and the states they recorded."""
+    modules, loaded = load_build(pure)
     return SimpleNamespace(**modules), loaded
 
 
@@ -242,6 +219,19 @@ def test_form_decoding_alike(builds, body):
     compiled, pure = builds
     same(lambda: compiled.http1_wire.parse_form(body), lambda: pure.http1_wire.parse_form(body))
     same(lambda: compiled.http1.parse_form(body), lambda: pure.http1.parse_form(body))
+
+
+PIECES = st.binary(max_size=64).map(lambda raw: quote_plus(raw, safe="%+").encode()) | ESCAPES | st.binary(max_size=32)
+
+
+@PROPERTY
+@given(raw=PIECES, cut=st.integers(0, 8))
+def test_percent_decoding_alike(builds, raw, cut):
+    compiled, pure = builds
+    piece = raw[: len(raw) - cut] if cut else raw
+    expected = unquote_to_bytes(piece.replace(b"+", b" "))
+    assert compiled.http1_wire._unquote_plus(piece) == expected == pure.http1_wire._unquote_plus(piece)
+    same(lambda: compiled.http1_wire._decode_piece(piece), lambda: pure.http1_wire._decode_piece(piece))
 
 
 @PROPERTY

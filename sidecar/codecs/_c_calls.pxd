@@ -1,0 +1,21 @@
+# C types for the compiled twin of calls.py (the Python module stays the implementation).
+cimport cython
+
+@cython.locals(path=str, parts=list)
+cpdef parse_call(method, str target, headers, body)
+@cython.locals(path=str, query=str, form=bint, expected=str)
+cpdef str check_route(method, str target, headers)
+@cython.locals(path=str, parts=list)
+cpdef json_route(str target)
+cpdef str _origin_form(str target)
+@cython.locals(descriptor=str, types=tuple)
+cpdef _form_call(dict fields)
+cpdef _convert(kind, str text)
+cpdef dict _attachments(call)
+@cython.locals(fields=tuple, cached=bint)
+cpdef _template(call, serialization)
+cpdef reply_for(call, frame)
+cpdef _response(frame)
+cpdef bytes _as_text(value)
+cpdef _reply(status, form, str line, dict document)
+cpdef str _show(str text, Py_ssize_t limit=*)

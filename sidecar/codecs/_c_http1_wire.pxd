@@ -1,0 +1,92 @@
+# C types for the compiled twin of http1_wire.py (the Python module stays the implementation).
+cimport cython
+
+cdef class Buffer:
+    cdef public bytearray data
+    cdef public Py_ssize_t pos
+    cdef public Py_ssize_t scan
+    cdef public bint eof
+
+    cpdef bint startswith(self, prefix)
+    cpdef discard(self)
+    @cython.locals(pos=Py_ssize_t)
+    cpdef skip_empty_lines(self)
+    cpdef bytes take(self, Py_ssize_t n)
+    @cython.locals(data=bytearray, idx=Py_ssize_t, end=Py_ssize_t)
+    cpdef take_until(self, bytes delimiter, Py_ssize_t limit, too_long)
+    cpdef bytes _take(self, Py_ssize_t stop, Py_ssize_t end)
+    @cython.locals(data=bytearray)
+    cpdef _consume(self, Py_ssize_t end)
+
+
+cdef class Limits:
+    cdef public object max_head
+    cdef public object max_body
+    cdef public object max_headers
+
+    cpdef head_too_long(self)
+
+
+cdef class LengthReader:
+    cdef public Py_ssize_t length
+    cdef public Py_ssize_t left
+
+    @cython.locals(n=Py_ssize_t, got=Py_ssize_t)
+    cpdef read(self, Buffer buffer)
+
+
+cdef class UntilCloseReader:
+    cdef public object max_body
+    cdef public object total
+
+    cpdef read(self, Buffer buffer)
+
+
+cdef class ChunkedReader:
+    cdef public Limits limits
+    cdef public int phase
+    cdef public object left
+    cdef public object total
+
+    @cython.locals(limits=Limits, n=Py_ssize_t, line=bytes, section=bytes)
+    cpdef read(self, Buffer buffer)
+
+
+@cython.locals(fields=list, parsed=dict, line=bytes, field=tuple)
+cpdef list parse_fields(list lines, max_headers, str where)
+
+@cython.locals(parsed=tuple)
+cpdef tuple parse_request_line(bytes line)
+
+@cython.locals(parts=list)
+cpdef tuple _parse_request_line(bytes line)
+
+@cython.locals(name=str, value=str)
+cpdef bint wants_keep_alive(list headers, str version)
+
+@cython.locals(codings=list, lengths=set, name=str, value=str, length=str, digits=str)
+cpdef body_reader(list headers, str version, Limits limits, bint until_close=*)
+
+@cython.locals(checked=list)
+cpdef list checked_headers(headers)
+
+@cython.locals(parts=list, text=str)
+cpdef bytes encode_head(str first_line, headers)
+
+cpdef str status_line(status, reason, final)
+
+@cython.locals(values=list)
+cpdef get_header(headers, str name, default=*)
+
+@cython.locals(form=dict, decoded=dict, piece=bytes, raw_name=bytes, raw_value=bytes, name=str, value=str)
+cpdef dict parse_form(body)
+
+@cython.locals(text=str)
+cpdef str _form_decode(bytes raw)
+
+cpdef str _decode_piece(bytes raw)
+
+@cython.locals(size=Py_ssize_t, out=bytearray, i=Py_ssize_t, j=Py_ssize_t, byte=int, high=int, low=int)
+cpdef bytes _unquote_plus(bytes raw)
+
+cdef inline int _hex_digit(int byte)
