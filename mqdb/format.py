@@ -116,7 +116,7 @@ INDEX_MAGIC = b"MQDBIDX\x00"
 # (ns), then the bytes of all regions, the slots of the name table, the checksum of the names file
 # up to the names length
 INDEX_HEADER = struct.Struct("<8sHHIQQQQQQQQQQQQQ")
-INDEX_HEADER_SIZE = INDEX_HEADER.size  # 128
+INDEX_HEADER_SIZE = INDEX_HEADER.size  # 120
 # region header: checksum (of the rest of the header and the stored bytes), flags, raw length,
 # stored length
 REGION = struct.Struct("<IIQQ")
