@@ -315,11 +315,15 @@ def _deltas(cp: Checkpoint, view, pos: int, names, data_size) -> int:
     return pos
 
 
+def delta_room(base: int) -> int:
+    """How many blocks (or names) the deltas after a base of ``base`` blocks (or names) may add."""
+    return max(DELTA_MIN_BLOCKS, base // DELTA_SHARE)
+
+
 def delta_due(cp_blocks: int, base_blocks: int, cp_queues: int, base_queues: int) -> bool:
-    """Whether the deltas so far leave room for another one (else a new base is written)."""
-    return cp_blocks - base_blocks <= max(DELTA_MIN_BLOCKS, base_blocks // DELTA_SHARE) and (
-        cp_queues - base_queues <= max(DELTA_MIN_BLOCKS, base_queues // DELTA_SHARE)
-    )
+    """Whether the checkpoint, now covering ``cp_blocks`` and ``cp_queues``, may take one more delta
+    (else a new base is written)."""
+    return cp_blocks - base_blocks <= delta_room(base_blocks) and cp_queues - base_queues <= delta_room(base_queues)
 
 
 # --- names file: a 16-byte header, then varint(len) + UTF-8 name, one per queue in qid order ----

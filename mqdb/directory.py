@@ -127,6 +127,10 @@ class Directory:
         """Every name in queue id order."""
         return [self.name(qid) for qid in range(len(self.offs))]
 
+    def reserve(self, queues: int) -> None:
+        """Make the table hold ``queues`` names without growing."""
+        self._grow_for(queues)
+
     def _place(self, qid: int, h: int) -> None:
         slots, mask = self.slots, self.mask
         i = h & mask

@@ -453,14 +453,22 @@ class Shard:
         names_len = self.names_written
         totals = (self.committed, names_len, self.seq, queues, blocks, self.messages(), self.payload(),
                   self.raw_bytes, self.stored_bytes, self.flushed_ns)  # fmt: skip
+        appended = False
         if self.cp_end and checkpoint.delta_due(blocks, self.cp_base_blocks, queues, self.cp_base_queues):
             names_from = self.directory.offs[self.cp_queues] if queues > self.cp_queues else names_len
-            self.cp_end = checkpoint.append(
-                self.index_path, self.cp_end, totals, checksum(memoryview(arena)[names_from:names_len]),
-                self.directory.offs[self.cp_queues :], self.new_qids, self.b_entry[self.cp_blocks :],
-                self.b_count[self.cp_blocks :], self.sync,
-            )  # fmt: skip
-        else:
+            try:
+                self.cp_end = checkpoint.append(
+                    self.index_path, self.cp_end, totals, checksum(memoryview(arena)[names_from:names_len]),
+                    self.directory.offs[self.cp_queues :], self.new_qids, self.b_entry[self.cp_blocks :],
+                    self.b_count[self.cp_blocks :], self.sync,
+                )  # fmt: skip
+                appended = True
+            except FileNotFoundError:  # removed under us: write a new base
+                pass
+        if not appended:
+            # room in the name table for the names the next deltas may add, so that opening never places
+            # the names of the base again
+            self.directory.reserve(queues + checkpoint.delta_room(queues))
             cp = checkpoint.Checkpoint()
             cp.data_len, cp.names_len, cp.seq = self.committed, names_len, self.seq
             cp.messages, cp.payload, cp.raw, cp.stored = totals[5:9]
