@@ -74,7 +74,7 @@ class DB:
         with sh.lock:
             if sh.closed:
                 raise ClosedError()
-            qid = sh.find(raw)
+            qid = sh.directory.find(raw)
             if qid < 0:
                 if len(raw) > _MAX_NAME_BYTES:
                     self._check_name(queue)
@@ -99,7 +99,7 @@ class DB:
         with sh.lock:
             if sh.closed:
                 raise ClosedError()
-            qid = sh.find(raw)
+            qid = sh.directory.find(raw)
             if qid < 0:
                 qid = sh.create(raw)
             c = stage_put(sh, qid, msg)
@@ -152,7 +152,7 @@ class DB:
         with sh.lock:
             if sh.closed:
                 raise ClosedError()
-            qid = sh.find(raw)
+            qid = sh.directory.find(raw)
             if qid >= 0:
                 msgs = read(sh, qid, offset, num)
                 if sh.grew:
@@ -168,7 +168,7 @@ class DB:
         self._check_open()
         sh, raw = self._locate(queue)
         with sh.lock:
-            qid = sh.find(raw)
+            qid = sh.directory.find(raw)
             if qid >= 0:
                 return sh.count[qid] + sh.staged[qid]
         self._check_name(queue)
@@ -183,7 +183,7 @@ class DB:
         except ValueError:
             return False
         with sh.lock:
-            return sh.find(raw) >= 0
+            return sh.directory.find(raw) >= 0
 
     def _locate(self, queue: str) -> tuple[Shard, bytes]:
         """The shard of ``queue`` and its UTF-8 name; ValueError for a name that is not valid text."""

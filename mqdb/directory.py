@@ -57,12 +57,13 @@ class Directory:
         """The queue id of the UTF-8 name ``raw``, or -1."""
         slots, mask, arena, offs = self.slots, self.mask, self.arena, self.offs
         size = len(raw)
-        i = mmh3.hash(raw, NAME_SEED, signed=False) & mask
+        known = len(offs)
+        i = mmh3.hash(raw, NAME_SEED) & mask  # the signed hash has the same low bits
         while True:
             s = slots[i]
             if not s:
                 return -1
-            if s > len(offs):
+            if s > known:
                 raise FormatError(f"the name table of the index checkpoint names queue {s - 1} of {len(offs)}")
             o = offs[s - 1]
             n = arena[o]
