@@ -18,8 +18,6 @@ from .stage import distribute
 from .stage import put as stage_put
 
 _MAX_NAME_BYTES = 65535
-_SHARD_BITS = 10  # a queue handle is qid << _SHARD_BITS | shard number
-_SHARD_MASK = (1 << _SHARD_BITS) - 1
 
 
 def open(path, **options) -> "DB":  # noqa: A001 - the API is mqdb.open
@@ -35,7 +33,7 @@ class DB:
         self._closed = True
         self._lock_fd = -1
         self.readonly = opts["readonly"]
-        self.route: dict = {}  # queue name -> handle, read without a lock (a cache over the shard maps)
+        self.migrating = False  # a store of an older format version, brought to this one while opening
         self.reading = False  # cleared whenever a shard grew: staged a chunk or took a pool slice (Shard.grew)
         if self.readonly:
             if not os.path.exists(os.path.join(self.path, format.MANIFEST)):
@@ -56,8 +54,8 @@ class DB:
             self._release_lock()
             raise
         self.recovery = [r for r in (sh.recovery for sh in self._shards) if r["dropped_bytes"] or r["reason"]]
-        for sh in self._shards:
-            self._route(sh, 0)
+        if self.migrating:
+            self._write_manifest(opts)
         self._closed = False
         self._nshards = len(self._shards)
         if self.readonly:
@@ -66,14 +64,21 @@ class DB:
     # --- writing ----------------------------------------------------------------------------------
     def put(self, queue: str, msg: bytes) -> int:
         """Append ``msg`` to ``queue``; return its offset (0 for the first message of a queue)."""
-        h = self.route.get(queue)
-        if h is None or msg.__class__ is not bytes:
+        if queue.__class__ is not str or msg.__class__ is not bytes or not queue:
             return self._put_slow(queue, msg)
-        sh = self._shards[h & _SHARD_MASK]
-        qid = h >> _SHARD_BITS
+        try:
+            raw = queue.encode()
+        except UnicodeEncodeError:
+            return self._put_slow(queue, msg)
+        sh = self._shards[shard_of(queue, self._nshards)]
         with sh.lock:
             if sh.closed:
                 raise ClosedError()
+            qid = sh.directory.find(raw)
+            if qid < 0:
+                if len(raw) > _MAX_NAME_BYTES:
+                    self._check_name(queue)
+                qid = sh.create(raw)
             c = stage_put(sh, qid, msg)
             if sh.grew:
                 self._grew(sh)
@@ -90,13 +95,13 @@ class DB:
         if self.readonly:
             raise ReadOnlyError(f"{self.path} was opened readonly; open it without readonly=True to write")
         sh = self._shards[shard_of(queue, self._nshards)]
+        raw = queue.encode()
         with sh.lock:
             if sh.closed:
                 raise ClosedError()
-            qid = sh.queues.get(queue)
-            if qid is None:
-                qid = sh.create(queue)
-                self.route[queue] = qid << _SHARD_BITS | sh.number
+            qid = sh.directory.find(raw)
+            if qid < 0:
+                qid = sh.create(raw)
             c = stage_put(sh, qid, msg)
             if sh.grew:
                 self._grew(sh)
@@ -137,47 +142,68 @@ class DB:
     # --- reading ----------------------------------------------------------------------------------
     def get(self, queue: str, offset: int, num: int) -> list[bytes]:
         """Up to ``num`` messages of ``queue`` from ``offset`` on, in put order; ``[]`` past the end."""
-        h = self.route.get(queue)
-        if h is None or offset.__class__ is not int or num.__class__ is not int or offset < 0 or num < 0:
+        if queue.__class__ is not str or offset.__class__ is not int or num.__class__ is not int:
             self._check_read(queue, offset, num)
-            if h is None:
-                return []
+        if offset < 0 or num < 0:
+            self._check_read(queue, offset, num)
+        sh, raw = self._locate(queue)
         if not self.reading:
             self._start_reading()
-        sh = self._shards[h & _SHARD_MASK]
         with sh.lock:
             if sh.closed:
                 raise ClosedError()
-            msgs = read(sh, h >> _SHARD_BITS, offset, num)
-            if sh.grew:
-                self._grew(sh)
-            return msgs
+            qid = sh.directory.find(raw)
+            if qid >= 0:
+                msgs = read(sh, qid, offset, num)
+                if sh.grew:
+                    self._grew(sh)
+                return msgs
+        self._check_name(queue)
+        return []
 
     def count(self, queue: str) -> int:
         """Number of messages in ``queue`` (0 for a queue never written)."""
-        h = self.route.get(queue)
-        if h is None:
+        if queue.__class__ is not str:
             self._check_name(queue)
-            self._check_open()
-            return 0
         self._check_open()
-        return self._shards[h & _SHARD_MASK].total[h >> _SHARD_BITS]
+        sh, raw = self._locate(queue)
+        with sh.lock:
+            qid = sh.directory.find(raw)
+            if qid >= 0:
+                return sh.count[qid] + sh.staged[qid]
+        self._check_name(queue)
+        return 0
 
     def __contains__(self, queue) -> bool:
         self._check_open()
-        return isinstance(queue, str) and queue in self.route
+        if not isinstance(queue, str) or not queue:
+            return False
+        try:
+            sh, raw = self._locate(queue)
+        except ValueError:
+            return False
+        with sh.lock:
+            return sh.directory.find(raw) >= 0
+
+    def _locate(self, queue: str) -> tuple[Shard, bytes]:
+        """The shard of ``queue`` and its UTF-8 name; ValueError for a name that is not valid text."""
+        try:
+            raw = queue.encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"queue name {queue!r} is not valid Unicode text") from None
+        return self._shards[shard_of(queue, self._nshards)], raw
 
     def __iter__(self):
         """Names of all queues (shard by shard)."""
         self._check_open()
         for sh in self._shards:
             with sh.lock:
-                names = list(sh.queues)
+                names = sh.directory.names()
             yield from names
 
     def __len__(self) -> int:
         self._check_open()
-        return len(self.route)
+        return sum(sh.queue_count for sh in self._shards)
 
     def refresh(self) -> int:
         """Read-only handles: pick up what the writer flushed since; return the commits applied."""
@@ -187,17 +213,8 @@ class DB:
         applied = 0
         for sh in self._shards:
             with sh.lock:
-                known = len(sh.names)
                 applied += sh.refresh()
-                self._route(sh, known)
         return applied
-
-    def _route(self, sh: Shard, start: int) -> None:
-        """Route the queues of ``sh`` from qid ``start`` on (the ones it loaded or picked up)."""
-        route = self.route
-        names = sh.names
-        for qid in range(start, len(names)):
-            route[names[qid]] = qid << _SHARD_BITS | sh.number
 
     def _grew(self, sh: Shard) -> None:
         """``sh`` staged a chunk or took pool slices: a write phase, so the next read starts reading again."""
@@ -234,7 +251,6 @@ class DB:
             if self.options["sync"] and not self.readonly:
                 _fsync_dir(self.path)
         finally:
-            self.route = {}
             self._release_lock()
             self._pool.close()
 
@@ -261,7 +277,7 @@ class DB:
         flushed = 0
         for sh in self._shards:
             with sh.lock:
-                per_shard.append(len(sh.queues))
+                per_shard.append(sh.queue_count)
                 totals["messages"] += sh.messages()
                 totals["payload"] += sh.payload()
                 totals["blocks"] += sh.blocks
@@ -359,14 +375,16 @@ class DB:
         except FileNotFoundError:
             if self.readonly:
                 raise StoreNotFoundError(f"no mqdb store at {self.path}") from None
-            tmp = path + ".tmp"
-            with builtins.open(tmp, "w", encoding="utf-8") as f:
-                f.write(format.manifest_text(opts["shards"], opts["block_size"]))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            _fsync_dir(self.path)
+            self._write_manifest(opts)
             return opts
+        if data["version"] != format.VERSION:
+            if self.readonly:
+                raise FormatError(
+                    f"{path}: format version {data['version']}, and a read-only handle cannot migrate it to version "
+                    f"{format.VERSION}: open it once for writing (mqdb.open({self.path!r}) without readonly=True) "
+                    "and it is migrated as it opens"
+                )
+            self.migrating = True
         for key in ("shards", "block_size"):
             if key in given and opts[key] != data[key]:
                 raise Error(f"{self.path} was created with {key}={data[key]}, not {opts[key]}")
@@ -375,6 +393,16 @@ class DB:
         if os.path.exists(extra):
             raise FormatError(f"{path}: says {data['shards']} shards, but {extra} exists")
         return opts
+
+    def _write_manifest(self, opts: dict) -> None:
+        path = os.path.join(self.path, format.MANIFEST)
+        tmp = path + ".tmp"
+        with builtins.open(tmp, "w", encoding="utf-8") as f:
+            f.write(format.manifest_text(opts["shards"], opts["block_size"]))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(self.path)
 
 
 def _fsync_dir(path: str) -> None:

@@ -6,7 +6,11 @@ import struct
 from .coding import checksum
 from .errors import FormatError
 
-VERSION = 1
+VERSION = 2  # of the store as a whole: the MANIFEST says it
+OLD_VERSIONS = (1,)  # stores a writer migrates on open (their index checkpoints are rebuilt)
+DATA_VERSION = 1  # of the NNN.dat file header
+NAMES_VERSION = 1  # of the NNN.names file header
+INDEX_VERSION = 2  # of the NNN.idx file header
 
 MANIFEST = "MANIFEST"
 LOCK = "LOCK"
@@ -77,7 +81,7 @@ COMMIT = struct.Struct("<QQQQQQ")
 
 
 def pack_file_header(shard: int, block_size: int) -> bytes:
-    return FILE_HEADER.pack(DATA_MAGIC, VERSION, shard, block_size)
+    return FILE_HEADER.pack(DATA_MAGIC, DATA_VERSION, shard, block_size)
 
 
 def check_file_header(path: str, raw: bytes, shard: int, block_size: int) -> None:
@@ -86,8 +90,8 @@ def check_file_header(path: str, raw: bytes, shard: int, block_size: int) -> Non
     magic, version, got_shard, got_block = FILE_HEADER.unpack_from(raw)
     if magic != DATA_MAGIC:
         raise FormatError(f"{path}: not an mqdb data file (magic {magic!r})")
-    if version != VERSION:
-        raise FormatError(f"{path}: format version {version}, this mqdb reads version {VERSION}")
+    if version != DATA_VERSION:
+        raise FormatError(f"{path}: data file version {version}, this mqdb reads version {DATA_VERSION}")
     if got_shard != shard or got_block != block_size:
         raise FormatError(f"{path}: belongs to shard {got_shard} with {got_block}-byte blocks")
 
@@ -105,13 +109,39 @@ def commit_record(seq: int, names_len: int, names_sum: int, messages: int, paylo
     return seal_record(buf)
 
 
-# --- index checkpoint ----------------------------------------------------------------------------
+# --- index checkpoint: a header, the base regions, then deltas appended by later commits ---------
 INDEX_MAGIC = b"MQDBIDX\x00"
-# magic, version, shard, body checksum, data length covered, names length covered, commit seq,
-# queues, blocks, messages, payload bytes, raw block bytes, stored block bytes, flush time (ns),
-# body length
-INDEX_HEADER = struct.Struct("<8sHHIQQQQQQQQQQQ")
-INDEX_HEADER_SIZE = INDEX_HEADER.size
+# magic, version, shard, header checksum, then the totals the base covers: data length, names length,
+# commit seq, queues, blocks, messages, payload bytes, raw block bytes, stored block bytes, flush time
+# (ns), then the bytes of all regions, the slots of the name table, the checksum of the names file
+# up to the names length
+INDEX_HEADER = struct.Struct("<8sHHIQQQQQQQQQQQQQ")
+INDEX_HEADER_SIZE = INDEX_HEADER.size  # 120
+# region header: checksum (of the rest of the header and the stored bytes), flags, raw length,
+# stored length
+REGION = struct.Struct("<IIQQ")
+REGION_LZ4 = 0x01
+# the base regions in file order: (name, array typecode, items: "slots", "queues" or "blocks")
+REGIONS = (
+    ("slots", "i", "slots"),  # name table: queue id + 1 per slot, 0 = empty
+    ("name_offset", "q", "queues"),  # offset in NNN.names of each queue's name record
+    ("count", "q", "queues"),  # messages of each queue
+    ("first_block", "i", "queues"),  # first and last block of each queue, -1 if none
+    ("last_block", "i", "queues"),
+    ("entry", "q", "blocks"),  # file offset and record length of each block (pack_entry)
+    ("end", "q", "blocks"),  # messages of the block's queue up to and including the block
+    ("block_count", "i", "blocks"),  # messages that start in the block
+    ("next_block", "i", "blocks"),  # next block of the same queue, -1 if none
+)
+# delta record: checksum (of everything after it), length of everything after the first 8 bytes,
+# then the totals after the delta's commit (as in the header, from data length to flush time), then
+# the checksum of the names added: u64 name_offset[new queues] u32 qid[new blocks] u64 entry[new
+# blocks] u32 count[new blocks]
+DELTA = struct.Struct("<IIQQQQQQQQQQQ")
+DELTA_SIZE = DELTA.size  # 96
+# the name table's hash of a name: mmh3 (32-bit, unsigned) of its UTF-8 bytes with this seed, so it
+# is independent of the shard hash (hashing.py) that already sorted the names into shards
+NAME_SEED = 0x6D716462
 
 
 # --- manifest ------------------------------------------------------------------------------------
@@ -129,8 +159,9 @@ def parse_manifest(path: str, text: str) -> dict:
         raise FormatError(f"{path}: not an mqdb manifest ({e})") from None
     if not isinstance(data, dict) or data.get("format") != MANIFEST_MAGIC:
         raise FormatError(f"{path}: not an mqdb manifest")
-    if data.get("version") != VERSION:
-        raise FormatError(f"{path}: format version {data.get('version')}, this mqdb reads {VERSION}")
+    version = data.get("version")
+    if version != VERSION and (version not in OLD_VERSIONS or isinstance(version, bool)):
+        raise FormatError(f"{path}: format version {version!r}, this mqdb reads {VERSION}")
     for key, low, high in (("shards", 1, 1024), ("block_size", 512, 65535)):
         value = data.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:

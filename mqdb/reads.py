@@ -11,6 +11,7 @@ Called with the shard lock held. Two ways through:
 """
 
 import os
+from array import array
 from bisect import bisect_right
 from typing import NamedTuple
 
@@ -22,6 +23,7 @@ from .format import ENTRY_LENGTH, ENTRY_SHIFT, FLAG_LZ4, KIND_BLOCK, RECORD, REC
 from .stage import distribute
 
 OPEN = -1  # the block id that stands for a queue's unfinished block
+BIG_QUEUE_BLOCKS = 8  # past this many blocks a queue keeps an array of its block ids, once read
 _MAX_CURSORS = 1 << 16
 _WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
 _unpack_record = RECORD.unpack_from
@@ -34,18 +36,20 @@ def locate(sh, qid: int, k: int) -> int:
     if last < 0 or k >= b_end[last]:
         return OPEN
     ids = sh.big.get(qid)
-    if ids is not None:
-        return ids[bisect_right(ids, k, key=b_end.__getitem__)]
-    b = sh.first_b[qid]
-    nxt = sh.b_next
-    while b_end[b] <= k:
-        b = nxt[b]
-    return b
+    if ids is None:
+        b = sh.first_b[qid]
+        nxt = sh.b_next
+        for _ in range(BIG_QUEUE_BLOCKS):
+            if b_end[b] > k:
+                return b
+            b = nxt[b]
+        ids = sh.big[qid] = array("i", sh.block_ids(qid))  # a long queue: bisect its blocks from now on
+    return ids[bisect_right(ids, k, key=b_end.__getitem__)]
 
 
 def read(sh, qid: int, offset: int, num: int) -> list[bytes]:
     count = sh.count[qid]
-    if count != sh.total[qid]:  # some of its messages are still staged
+    if sh.staged[qid]:  # some of its messages are still staged
         distribute(sh)
         count = sh.count[qid]
     if offset >= count or num <= 0:
@@ -59,7 +63,7 @@ def read(sh, qid: int, offset: int, num: int) -> list[bytes]:
             return _sequential(sh, qid, 0, end, locate(sh, qid, 0))
         return _random(sh, qid, offset, end)
     except (IndexError, VarintError) as e:
-        raise CorruptionError(sh.data_path, -1, f"frames do not parse ({e})", sh.names[qid]) from None
+        raise CorruptionError(sh.data_path, -1, f"frames do not parse ({e})", sh.name(qid)) from None
 
 
 class Block(NamedTuple):
@@ -202,14 +206,14 @@ def _continued(sh, qid: int, b: int, head, need: int) -> Continued:
             parts.append(blk.raw[start : start + need])
             return Continued(b"".join(parts), b, blk, start + need)
         if start + skip != len(blk.raw):
-            raise CorruptionError(sh.data_path, _where(sh, b), "a continued message is cut", sh.names[qid])
+            raise CorruptionError(sh.data_path, _where(sh, b), "a continued message is cut", sh.name(qid))
         parts.append(blk.raw[start:])
         need -= skip
 
 
 def _after(sh, qid: int, b: int) -> int:
     if b == OPEN:
-        raise CorruptionError(sh.data_path, _where(sh, sh.last_b[qid]), "a message runs past the queue", sh.names[qid])
+        raise CorruptionError(sh.data_path, _where(sh, sh.last_b[qid]), "a message runs past the queue", sh.name(qid))
     return sh.b_next[b]
 
 
@@ -231,12 +235,12 @@ def _load(sh, qid: int, b: int) -> Block:
     rec = os.pread(sh.fd, size, offset)
     sh.block_reads += 1
     if len(rec) != size:
-        raise CorruptionError(sh.data_path, offset, f"block cut short ({len(rec)} of {size} bytes)", sh.names[qid])
+        raise CorruptionError(sh.data_path, offset, f"block cut short ({len(rec)} of {size} bytes)", sh.name(qid))
     cs, kind, flags, got_qid, psize, skip, got_count = _unpack_record(rec)
     if checksum(memoryview(rec)[4:]) != cs:
-        raise CorruptionError(sh.data_path, offset, "block checksum mismatch", sh.names[qid])
+        raise CorruptionError(sh.data_path, offset, "block checksum mismatch", sh.name(qid))
     if kind != KIND_BLOCK or got_qid != qid or psize + RECORD_SIZE != size or got_count != bcount:
-        raise CorruptionError(sh.data_path, offset, "the index and the block header disagree", sh.names[qid])
+        raise CorruptionError(sh.data_path, offset, "the index and the block header disagree", sh.name(qid))
     if flags & FLAG_LZ4:
         return _new(Block, (_decompress(sh, qid, offset, rec), 0, skip, bcount, sh.b_end[b] - bcount))
     return _new(Block, (rec, RECORD_SIZE, skip, bcount, sh.b_end[b] - bcount))
@@ -247,9 +251,9 @@ def _decompress(sh, qid: int, offset: int, rec: bytes) -> bytes:
     try:
         raw = lz4.block.decompress(rec[RECORD_SIZE + 2 :], uncompressed_size=raw_len)
     except lz4.block.LZ4BlockError as e:
-        raise CorruptionError(sh.data_path, offset, f"lz4 block does not decompress ({e})", sh.names[qid]) from None
+        raise CorruptionError(sh.data_path, offset, f"lz4 block does not decompress ({e})", sh.name(qid)) from None
     if len(raw) != raw_len:
-        raise CorruptionError(sh.data_path, offset, "lz4 block has the wrong length", sh.names[qid])
+        raise CorruptionError(sh.data_path, offset, "lz4 block has the wrong length", sh.name(qid))
     return raw
 
 

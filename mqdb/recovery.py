@@ -18,7 +18,7 @@ from .scan import Stop, scan
 _IOV_MAX = 1024
 
 
-def load(sh) -> dict:
+def load(sh, migrating: bool = False) -> dict:
     report = {"shard": sh.number, "dropped_bytes": 0, "dropped_blocks": 0, "dropped_name_bytes": 0,
               "reason": None, "rebuilt": False}  # fmt: skip
     _open_files(sh)
@@ -26,14 +26,13 @@ def load(sh) -> dict:
     names_data = _read_all(sh.names_fd)
     names_base = checkpoint.NAMES_HEADER.size
     cp = None
-    if os.path.exists(sh.index_path):
+    if migrating:
+        if data_size > FILE_HEADER_SIZE:
+            report["rebuilt"] = True
+            report["reason"] = "store of format version 1: index checkpoint rebuilt from the data file"
+    elif os.path.exists(sh.index_path):
         try:
-            cp = checkpoint.read(sh.index_path, sh.number)
-            if cp.data_len > data_size or cp.names_len > len(names_data):
-                raise FormatError(f"{sh.index_path}: covers more than the data files hold")
-            names = checkpoint.decode_names(sh.names_path, names_data[: cp.names_len], sh.number)
-            if len(names) != cp.queues:
-                raise FormatError(f"{sh.index_path}: {cp.queues} queues, names file has {len(names)}")
+            cp = checkpoint.read(sh.index_path, sh.number, names_data, data_size)
         except FormatError as e:
             report["reason"] = f"index checkpoint unusable, rebuilt from the data file: {e}"
             report["rebuilt"] = True
@@ -42,24 +41,21 @@ def load(sh) -> dict:
         report["rebuilt"] = True
         report["reason"] = "index checkpoint missing, rebuilt from the data file"
     if cp is not None:
-        for name in names:
-            sh.create(name, persist=False)
-        add_block = sh.add_block
-        for qid, entry, bcount in zip(cp.b_qid, cp.b_entry, cp.b_count, strict=True):
-            add_block(qid, entry, bcount)
-        _recount(sh)
-        sh.committed = cp.data_len
-        sh.names_written = cp.names_len
-        sh.seq = cp.seq
-        payload = cp.payload
-        sh.raw_bytes, sh.stored_bytes, sh.flushed_ns = cp.raw, cp.stored, cp.flushed_ns
+        if cp.delta_stop is not None:
+            report["rebuilt"] = True
+            report["reason"] = f"index checkpoint {cp.delta_stop} unusable, the rest rebuilt from the data file"
+        sh.adopt(cp, names_data)
+        payload, messages = cp.payload, cp.messages
     else:
         sh.names_written = names_base
-        payload = 0
+        payload = messages = 0
     sh.names_pending = bytearray()
     sh.names_since_commit = bytearray()
-    stop, dropped_blocks, applied, payload = _apply(sh, sh.committed, data_size, names_data, 0, payload)
-    _count_prefixes(sh, payload)
+    stop, dropped_blocks, applied, payload, messages = _apply(
+        sh, sh.committed, data_size, names_data, 0, payload, messages
+    )
+    sh.message_total = messages
+    sh.varint_extra = sh.raw_bytes - payload - messages  # see refresh
     sh.tail = sh.written = sh.committed
     dropped = data_size - sh.committed
     names_dropped = len(names_data) - sh.names_written
@@ -82,8 +78,9 @@ def load(sh) -> dict:
                 )
             os.ftruncate(sh.fd, sh.committed)
             os.ftruncate(sh.names_fd, sh.names_written)
-    sh.total = array("q", sh.count)
-    if not sh.readonly and (applied or report["rebuilt"]):
+    if sh.readonly:
+        sh.new_qids = array("i")
+    elif applied or report["rebuilt"] or migrating:
         sh.write_checkpoint()
     return report
 
@@ -95,18 +92,22 @@ def refresh(sh) -> int:
         return 0
     names_size = os.fstat(sh.names_fd).st_size
     names_data = os.pread(sh.names_fd, names_size - sh.names_written, sh.names_written)
-    _, _, applied, payload = _apply(sh, sh.committed, data_size, names_data, sh.names_written, sh.payload())
-    _count_prefixes(sh, payload)
+    _, _, applied, payload, messages = _apply(
+        sh, sh.committed, data_size, names_data, sh.names_written, sh.payload(), sh.message_total
+    )
+    sh.message_total = messages
+    # every loaded block was sealed at a commit, so raw block bytes = payload + length prefixes
+    sh.varint_extra = sh.raw_bytes - payload - messages
     sh.tail = sh.written = sh.committed
-    sh.total = array("q", sh.count)
+    sh.new_qids = array("i")
     return applied
 
 
-def _apply(sh, start: int, end: int, names_data: bytes, names_base: int, payload: int):
+def _apply(sh, start: int, end: int, names_data: bytes, names_base: int, payload: int, messages: int):
     """Scan records from ``start``; apply each group of blocks when its commit record is reached.
 
     ``names_data`` holds the names file from byte ``names_base`` on. Returns (stop, blocks seen
-    after the last commit, commits applied, payload bytes as of the last commit applied).
+    after the last commit, commits applied, payload bytes and messages as of the last commit applied).
     """
     stops: list = []
     provisional = []
@@ -115,7 +116,7 @@ def _apply(sh, start: int, end: int, names_data: bytes, names_base: int, payload
         if rec.kind != KIND_COMMIT:
             provisional.append(rec)
             continue
-        seq, names_len, names_sum, messages, commit_payload, offset = rec.commit()
+        seq, names_len, names_sum, commit_messages, commit_payload, offset = rec.commit()
         lo, hi = sh.names_written - names_base, names_len - names_base
         if offset != rec.offset or lo < 0 or hi < lo or hi > len(names_data):
             stops.append(Stop(rec.offset, "commit record does not match its position or names"))
@@ -130,28 +131,22 @@ def _apply(sh, start: int, end: int, names_data: bytes, names_base: int, payload
         except FormatError as e:
             stops.append(Stop(rec.offset, str(e)))
             break
-        if any(r.qid >= len(sh.names) + len(names) for r in provisional):
+        if any(r.qid >= sh.queue_count + len(names) for r in provisional):
             stops.append(Stop(rec.offset, "a block names a queue that does not exist"))
             break
-        for name in names:
-            sh.create(name, persist=False)
+        sh.add_names(new_names)
         for r in provisional:
             _attach(sh, r)
         provisional = []
         sh.names_written = names_len
         sh.seq = seq
         payload = commit_payload
+        messages = commit_messages
         sh.committed = rec.offset + rec.length
         applied += 1
     sh.names_pending = bytearray()
     sh.names_since_commit = bytearray()
-    return stops[-1], len(provisional), applied, payload
-
-
-def _count_prefixes(sh, payload: int) -> None:
-    """Set the length-prefix bytes beyond the first of each message, from the payload of the last
-    commit: every loaded block was sealed at a commit, so raw block bytes = payload + length prefixes."""
-    sh.varint_extra = sh.raw_bytes - payload - sum(sh.count)
+    return stops[-1], len(provisional), applied, payload, messages
 
 
 def _attach(sh, rec) -> None:
@@ -161,12 +156,6 @@ def _attach(sh, rec) -> None:
     raw = int.from_bytes(rec.payload[:2], "little") if rec.flags & format.FLAG_LZ4 else rec.size
     sh.raw_bytes += raw
     sh.stored_bytes += rec.length
-
-
-def _recount(sh) -> None:
-    count, b_end = sh.count, sh.b_end
-    for qid, last in enumerate(sh.last_b):
-        count[qid] = b_end[last] if last >= 0 else 0
 
 
 def _open_files(sh) -> None:

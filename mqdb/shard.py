@@ -4,11 +4,15 @@ A queue's messages are framed as varint length + bytes and packed into blocks th
 queue alone. The unfinished block lives in a chain of slices of the shared pool; a finished block
 is sealed into a record (header, checksum, optional lz4) and queued for one ``pwritev`` with many
 others. ``commit`` seals every unfinished block, writes everything, appends a commit record and
-rewrites the index checkpoint. Reads live in reads.py, loading and recovery in recovery.py.
+brings the index checkpoint up to date (a delta of what changed, or now and then a new base). Reads
+live in reads.py, loading and recovery in recovery.py.
 
 Per-queue state is kept in columns (typed arrays indexed by the queue's id in the shard), not in
-an object per queue, and sealed blocks in columns indexed by block id, linked per queue: a million
-queues cost a few tens of bytes each.
+an object per queue, and sealed blocks in columns indexed by block id, linked per queue; names live
+in the shard's directory (directory.py). The write-side columns (unfinished block, staged messages)
+are anonymous memory that costs nothing until a queue is written (columns.py), and the queues with
+an unfinished block are kept in a set, so a flush visits only those: a million queues cost a few
+tens of bytes each, and a flush costs what changed since the last one.
 """
 
 import os
@@ -20,6 +24,8 @@ import lz4.block
 
 from . import checkpoint, format, recovery, stage
 from .coding import checksum, encode_varint
+from .columns import grown, zeroed
+from .directory import Directory
 from .errors import ReadOnlyError
 from .format import (
     FLAG_CONTINUES,
@@ -35,7 +41,6 @@ from .format import (
 )
 
 _IOV_MAX = 1024
-BIG_QUEUE_BLOCKS = 8  # past this many blocks a queue also keeps an array of its block ids
 
 
 class Shard:
@@ -73,25 +78,26 @@ class Shard:
         self.drain_due = False
         self.grew = False  # staged a chunk or took a pool slice since the db last looked (see DB.reading)
         # queues: name -> qid, and columns indexed by qid
-        self.queues: dict[str, int] = {}
-        self.names: list[str] = []
+        self.directory = Directory(bytearray(checkpoint.names_header(number)), array("q"))
         self.count = array("q")  # messages of the queue in blocks (sealed or unfinished)
-        self.total = array("q")  # messages of the queue, staged ones included (see stage.py)
-        self.pos = array("q")  # arena offset after the last byte of the unfinished block (0: no slice)
-        self.fill = array("i")  # bytes in the unfinished block
-        self.skip = array("i")  # leading bytes of the unfinished block that end the previous message
-        self.head = array("i")  # first pool slice of the unfinished block, -1 if none
-        self.spilled = array("q")  # entry of the block's last spilled fragment, -1 if none
         self.first_b = array("i")  # first and last sealed block of the queue, -1 if none
         self.last_b = array("i")
-        self.nblk = array("i")  # sealed blocks of the queue
+        # write side, zero until the queue is written (columns.zeroed), grown by _make_room_for
+        self.room = 0
+        self.staged = self.pos = self.spilled = zeroed("q", 0)
+        self.fill = self.skip = self.head = zeroed("i", 0)
+        self._zeroed_columns(1024)
+        self.opened: set[int] = set()  # queues with an unfinished block (some bytes, slices or fragments)
         # sealed blocks, by block id: the sparse index
-        self.b_qid = array("i")  # the queue that owns the block
         self.b_entry = array("q")  # file offset and record length as one entry (format.pack_entry)
         self.b_end = array("q")  # messages of the queue that start in this block or before it
         self.b_count = array("i")  # messages that start in this block
         self.b_next = array("i")  # next block of the same queue, -1 if none
-        self.big: dict[int, array] = {}  # qid -> block ids, for queues with many blocks
+        self.new_qids = array("i")  # the queue of each block sealed since the checkpoint
+        self.big: dict[int, array] = {}  # qid -> block ids, for queues with many blocks (made when read)
+        # the checkpoint file: where its valid bytes end (0: none usable), what its base and the whole cover
+        self.cp_end = self.cp_base_queues = self.cp_base_blocks = self.cp_queues = self.cp_blocks = 0
+        self.message_total = 0  # messages of the shard, staged ones included
         self.cursors: dict[int, tuple] = {}  # qid -> (next message, block where it starts)
         self.cache: dict[int, tuple] = {}  # block id -> (its messages, index of the first), for sequential readers
         self.pending: list = []  # sealed records not yet written
@@ -108,24 +114,48 @@ class Shard:
         self.flushed_ns = 0
         self.spilled_fragments = self.spill_drains = 0
         self.block_reads = self.cache_hits = self.readaheads = 0
-        self.recovery = recovery.load(self)
+        self.recovery = recovery.load(self, db.migrating)
 
     # --- queues -----------------------------------------------------------------------------------
-    def create(self, name: str, persist: bool = True) -> int:
-        """Add queue ``name``; return its qid."""
-        qid = len(self.names)
-        if persist:
-            entry = checkpoint.encode_name(name)
-            self.names_pending += entry
-            self.names_since_commit += entry
-        self.names.append(name)
-        self.queues[name] = qid
-        for col, value in (
-            (self.count, 0), (self.total, 0), (self.pos, 0), (self.fill, 0), (self.skip, 0), (self.head, -1),
-            (self.spilled, -1), (self.first_b, -1), (self.last_b, -1), (self.nblk, 0),
-        ):  # fmt: skip
-            col.append(value)
+    def find(self, raw: bytes) -> int:
+        """The qid of the queue whose UTF-8 name is ``raw``, or -1."""
+        return self.directory.find(raw)
+
+    def name(self, qid: int) -> str:
+        return self.directory.name(qid)
+
+    @property
+    def queue_count(self) -> int:
+        return len(self.directory)
+
+    def create(self, raw: bytes) -> int:
+        """Add the queue whose UTF-8 name is ``raw``; return its qid."""
+        qid = self.directory.add(raw)
+        entry = encode_varint(len(raw)) + raw
+        self.names_pending += entry
+        self.names_since_commit += entry
+        self.count.append(0)
+        self.first_b.append(-1)
+        self.last_b.append(-1)
+        if qid >= self.room:
+            self._zeroed_columns(2 * self.room)
         return qid
+
+    def add_names(self, records) -> int:
+        """Add the queues of names-file ``records`` that are already on disk; return how many."""
+        n = self.directory.extend(self.names_path, records)
+        self.count.frombytes(bytes(8 * n))
+        self.first_b += array("i", [-1]) * n
+        self.last_b += array("i", [-1]) * n
+        if len(self.count) > self.room:
+            self._zeroed_columns(2 * len(self.count))
+        return n
+
+    def _zeroed_columns(self, room: int) -> None:
+        """Make the write-side columns hold ``room`` queues."""
+        self.staged, self.pos, self.spilled = (grown(c, room) for c in (self.staged, self.pos, self.spilled))
+        self.fill, self.skip, self.head = (grown(c, room) for c in (self.fill, self.skip, self.head))
+        self.room = room
 
     def counters(self) -> dict:
         return {
@@ -138,12 +168,13 @@ class Shard:
         return len(self.b_entry)
 
     def messages(self) -> int:
-        return sum(self.total)
+        return self.message_total
 
     def payload(self) -> int:
         """Message bytes: every block or staged byte that is not a length prefix."""
-        framed = self.raw_bytes + sum(self.fill) + self.stage_frames + len(self.stage_buf)
-        return framed - self.messages() - self.varint_extra - self.stage_varint_extra
+        fill = self.fill
+        framed = self.raw_bytes + sum(fill[q] for q in self.opened) + self.stage_frames + len(self.stage_buf)
+        return framed - self.message_total - self.varint_extra - self.stage_varint_extra
 
     def sealed_messages(self, qid: int) -> int:
         last = self.last_b[qid]
@@ -239,8 +270,9 @@ class Shard:
         while s < 0:  # make_room never touches the block being written, so ``pos`` stays valid
             self.db.make_room(self, qid)
             s = pool.alloc()
-        if self.head[qid] < 0:
-            self.head[qid] = s
+        if not self.head[qid]:
+            self.head[qid] = s + 1
+            self.opened.add(qid)
         else:
             pool.next[(pos - 1) // pool.slice_size] = s
         return s * pool.slice_size
@@ -249,11 +281,12 @@ class Shard:
         """Turn the unfinished block of ``qid`` into a record and queue it for writing."""
         raw = self.open_bytes(qid)
         head = self.head[qid]
-        if head >= 0:
-            self.pool.release(head)
-            self.head[qid] = -1
+        if head:
+            self.pool.release(head - 1)
+            self.head[qid] = 0
             self.pos[qid] = 0
-        self.spilled[qid] = -1
+        self.spilled[qid] = 0
+        self.opened.discard(qid)
         flags = FLAG_CONTINUES if continues else 0
         payload = raw
         if self.lz4:
@@ -282,7 +315,7 @@ class Shard:
         """Append a sealed block to the index of ``qid``."""
         bid = len(self.b_entry)
         last = self.last_b[qid]
-        self.b_qid.append(qid)
+        self.new_qids.append(qid)
         self.b_entry.append(entry)
         self.b_end.append((self.b_end[last] if last >= 0 else 0) + bcount)
         self.b_count.append(bcount)
@@ -292,14 +325,9 @@ class Shard:
         else:
             self.first_b[qid] = bid
         self.last_b[qid] = bid
-        n = self.nblk[qid] + 1
-        self.nblk[qid] = n
-        if n > BIG_QUEUE_BLOCKS:
-            ids = self.big.get(qid)
-            if ids is None:
-                self.big[qid] = array("i", self.block_ids(qid))
-            else:
-                ids.append(bid)
+        ids = self.big.get(qid)
+        if ids is not None:
+            ids.append(bid)
 
     def block_ids(self, qid: int):
         """Block ids of ``qid`` in queue order."""
@@ -328,7 +356,7 @@ class Shard:
     def open_bytes(self, qid: int) -> bytes:
         """The unfinished block of ``qid``: its spilled fragments, then its slices in the pool."""
         parts = []
-        off = self.spilled[qid]
+        off = self.spilled[qid] - 1
         if off >= 0:
             if self.spill_pending:
                 self.write_spill()
@@ -339,8 +367,8 @@ class Shard:
                 off = SPILL.unpack_from(frag)[0]
             parts.reverse()
         head = self.head[qid]
-        if head >= 0:
-            parts.append(self.pool.gather(head, self.pos[qid]))
+        if head:
+            parts.append(self.pool.gather(head - 1, self.pos[qid]))
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def evict(self, exclude: int) -> int:
@@ -348,26 +376,24 @@ class Shard:
         slices it holds; never the block of ``exclude``) to the spill file. Return the slices freed."""
         pos = self.pos
         head = self.head
-        held = sorted(
-            ((self.fill[q], q) for q, h in enumerate(head) if h >= 0 and q != exclude),
-            reverse=True,
-        )
+        fill = self.fill
+        held = sorted(((fill[q], q) for q in self.opened if head[q] and q != exclude), reverse=True)
         if not held:
             return 0
         pool = self.pool
-        target = max(1, sum(pool.chain_length(head[q]) for _, q in held) // 2)
+        target = max(1, sum(pool.chain_length(head[q] - 1) for _, q in held) // 2)
         freed = 0
         spilled = self.spilled
         pending = self.spill_pending
         for _, q in held:
-            h = head[q]
+            h = head[q] - 1
             data = pool.gather(h, pos[q])
             freed += pool.release(h)
-            head[q] = -1
+            head[q] = 0
             pos[q] = 0
-            pending.append(SPILL.pack(spilled[q]))
+            pending.append(SPILL.pack(spilled[q] - 1))
             pending.append(data)
-            spilled[q] = pack_entry(self.spill_tail, len(data))
+            spilled[q] = pack_entry(self.spill_tail, len(data)) + 1
             self.spill_tail += SPILL.size + len(data)
             self.spilled_fragments += 1
             if freed >= target:
@@ -388,8 +414,9 @@ class Shard:
     def drain(self) -> None:
         """Seal every unfinished block and write everything (memory goes back to the pool)."""
         fill = self.fill
-        for qid in [q for q, f in enumerate(fill) if f]:
-            self.seal(qid, False)
+        for qid in sorted(self.opened):
+            if fill[qid]:
+                self.seal(qid, False)
         self.write_pending()
         if self.spill_tail:
             os.ftruncate(self.spill_fd, 0)
@@ -419,13 +446,57 @@ class Shard:
         return True
 
     def write_checkpoint(self) -> None:
-        cp = checkpoint.Checkpoint()
-        cp.data_len, cp.names_len, cp.seq = self.committed, self.names_written, self.seq
-        cp.messages, cp.payload, cp.raw, cp.stored = self.messages(), self.payload(), self.raw_bytes, self.stored_bytes
-        cp.flushed_ns = self.flushed_ns
-        cp.queues = len(self.names)
-        cp.b_qid, cp.b_entry, cp.b_count = self.b_qid, self.b_entry, self.b_count
-        checkpoint.write(self.index_path, self.number, cp, self.sync)
+        """Bring the checkpoint up to the last commit: append a delta of the names and blocks added
+        since, or write a new base when there is none or the deltas have grown past their share."""
+        queues, blocks = len(self.count), len(self.b_entry)
+        arena = self.directory.arena
+        names_len = self.names_written
+        totals = (self.committed, names_len, self.seq, queues, blocks, self.messages(), self.payload(),
+                  self.raw_bytes, self.stored_bytes, self.flushed_ns)  # fmt: skip
+        appended = False
+        if self.cp_end and checkpoint.delta_due(blocks, self.cp_base_blocks, queues, self.cp_base_queues):
+            names_from = self.directory.offs[self.cp_queues] if queues > self.cp_queues else names_len
+            try:
+                self.cp_end = checkpoint.append(
+                    self.index_path, self.cp_end, totals, checksum(memoryview(arena)[names_from:names_len]),
+                    self.directory.offs[self.cp_queues :], self.new_qids, self.b_entry[self.cp_blocks :],
+                    self.b_count[self.cp_blocks :], self.sync,
+                )  # fmt: skip
+                appended = True
+            except FileNotFoundError:  # removed under us: write a new base
+                pass
+        if not appended:
+            # room in the name table for the names the next deltas may add, so that opening never places
+            # the names of the base again
+            self.directory.reserve(queues + checkpoint.delta_room(queues))
+            cp = checkpoint.Checkpoint()
+            cp.data_len, cp.names_len, cp.seq = self.committed, names_len, self.seq
+            cp.messages, cp.payload, cp.raw, cp.stored = totals[5:9]
+            cp.flushed_ns = self.flushed_ns
+            cp.names_sum = checksum(memoryview(arena)[:names_len])
+            cp.slots, cp.name_offset = self.directory.slots, self.directory.offs
+            cp.count, cp.first_block, cp.last_block = self.count, self.first_b, self.last_b
+            cp.entry, cp.end, cp.block_count, cp.next_block = self.b_entry, self.b_end, self.b_count, self.b_next
+            self.cp_end = checkpoint.write(self.index_path, self.number, cp, self.sync)
+            self.cp_base_queues, self.cp_base_blocks = queues, blocks
+        self.cp_queues, self.cp_blocks = queues, blocks
+        self.new_qids = array("i")
+
+    def adopt(self, cp: checkpoint.Checkpoint, names: bytes) -> None:
+        """Take the columns of a checkpoint read at open; ``names`` is the names file."""
+        self.directory = Directory(bytearray(names[: cp.names_len]), cp.name_offset, cp.slots, cp.base_queues)
+        self.count, self.first_b, self.last_b = cp.count, cp.first_block, cp.last_block
+        self.b_entry, self.b_end, self.b_count, self.b_next = cp.entry, cp.end, cp.block_count, cp.next_block
+        self._zeroed_columns(max(1024, 2 * len(self.count)))
+        self.committed, self.names_written, self.seq = cp.data_len, cp.names_len, cp.seq
+        self.raw_bytes, self.stored_bytes, self.flushed_ns = cp.raw, cp.stored, cp.flushed_ns
+        self.message_total = cp.messages
+        self.cp_end, self.cp_base_queues, self.cp_base_blocks = cp.file_len, cp.base_queues, cp.base_blocks
+        self.cp_queues, self.cp_blocks = cp.queues, cp.blocks
+
+    def owners(self) -> array:
+        """The queue of every sealed block, in block id order."""
+        return checkpoint.owners(self.first_b, self.b_next, len(self.b_entry))
 
     # --- reads ------------------------------------------------------------------------------------
 

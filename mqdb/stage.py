@@ -38,9 +38,11 @@ def put(sh, qid: int, msg) -> int:
         sh.stage_varint_extra += len(head) - 1
     buf += msg
     sh.stage_qids.append(qid)
-    total = sh.total
-    c = total[qid]
-    total[qid] = c + 1
+    staged = sh.staged
+    c = staged[qid]
+    staged[qid] = c + 1
+    c += sh.count[qid]
+    sh.message_total += 1
     if len(buf) >= sh.stage_chunk:
         write_chunk(sh)
     return c
@@ -101,7 +103,9 @@ def distribute(sh) -> None:
     pmax = sh.payload_max
     fill = sh.fill
     count = sh.count
+    staged = sh.staged
     for qid, frames in runs.items():
+        staged[qid] = 0
         run = frames[0] if len(frames) == 1 else b"".join(frames)
         if fill[qid] + len(run) <= pmax:  # the whole run fits the unfinished block
             sh.write_frames(qid, run)

@@ -6,8 +6,9 @@ queue and sequence, so every message read back is checked byte for byte (`messag
 For each store and each thread count (1 and 4 by default) a fresh store is filled: round after round,
 one message to every queue, the queues in a shuffled order; with several threads each thread owns a
 disjoint share of the queues. Puts/s count from the first put to the end of the final flush, and
-include making each message (a few hundred nanoseconds, the same for every store). The store filled
-by the first thread count is then closed, reopened and read:
+include making each message (a few hundred nanoseconds, the same for every store); the final flush is
+also timed on its own. The store filled by the first thread count is then closed, reopened (timed:
+the open time) and read:
 
 - random gets: `get(queue, random offset, 10)` at random queues;
 - consume: a sample of the queues, each read from start to end in `get(queue, offset, 10)` steps.
@@ -271,7 +272,9 @@ def measure(
     store = store_cls(path, plan, **options)
     t0 = time.perf_counter()
     put_phase(store.put, order, per_queue, threads, progress, f"{label}put, {threads} thread(s)")
+    t1 = time.perf_counter()
     store.flush()
+    out["flush_s"] = time.perf_counter() - t1
     out["put_s"] = time.perf_counter() - t0
     out["puts_per_s"] = plan["messages"] / out["put_s"]
     extra = getattr(store, "figures", dict)()
@@ -481,6 +484,8 @@ def _bench_store(spec, store_cls, plan, threads, workdir, progress, isolate, opt
     entry.update(
         gets_per_s=first["gets_per_s"],
         consume_per_s=first["consume_per_s"],
+        open_s=first["reopen_s"],
+        flush_s=first["flush_s"],
         bytes_per_payload=None if disk is None else disk / plan["payload_bytes"],
         peak_rss_mb=max(run["peak_rss_mb"] for run in runs),
         verify_errors=sum(run["verify_errors"] for run in runs),
@@ -512,6 +517,8 @@ def _columns(threads, stores: dict | None = None) -> list[dict]:
     return puts + [
         {"key": "gets_per_s", "title": "gets/s", "better": "higher"},
         {"key": "consume_per_s", "title": "consumed msg/s", "better": "higher"},
+        {"key": "open_s", "title": "open s", "better": "lower"},
+        {"key": "flush_s", "title": "final flush s", "better": "lower"},
         {"key": "bytes_per_payload", "title": "disk/payload", "better": "lower"},
         {"key": "peak_rss_mb", "title": "peak RSS MB", "better": "lower"},
         {"key": "verify_errors", "title": "verify errors", "better": None},
@@ -534,7 +541,7 @@ def compare(plan: dict, threads, stores: dict, isolated: bool = True) -> dict:
         pick = max if better == "higher" else min
         best = pick(measured, key=lambda name, key=key: measured[name][key])
         value = measured[best][key]
-        ratio = mine[key] / value if mine is not None and value else None
+        ratio = mine[key] / value if mine is not None and mine.get(key) is not None and value else None
         ratios[key] = {"best_peer": best, "best": value, "ratio": ratio, "better": better}
     targets = []
     for pattern, kind, bound in TARGETS:
@@ -573,6 +580,8 @@ def _cell(key: str, value) -> str:
         return f"{value:,.1f}"
     if key == "cluster_bytes_per_msg":
         return f"{value:,.0f}"
+    if key in ("open_s", "flush_s"):
+        return f"{value:.3f}"
     return f"{value:,.0f}"
 
 
@@ -617,7 +626,8 @@ def format_report(result: dict) -> str:
         "",
         "Higher is better for puts/s, gets/s and consumed msg/s; lower is better for disk/payload and",
         "peak RSS (there a mqdb/best ratio below 1.00x is better). Puts/s include the final flush;",
-        "disk/payload = bytes of all files after close / payload bytes.",
+        "disk/payload = bytes of all files after close / payload bytes. Lower is better for open s (opening",
+        "the filled store again after closing it) and final flush s (the flush after the last put).",
     ]
     if any(col["key"] == "cluster_bytes_per_msg" for col in columns):
         lines += [

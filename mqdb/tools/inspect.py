@@ -93,8 +93,8 @@ def shard_views(db: DB) -> list[ShardView]:
         with sh.lock:
             views.append(
                 ShardView(
-                    sh.number, sh.data_path, sh.index_path, list(sh.names), array("q", sh.count),
-                    array("q", sh.b_qid), array("q", sh.b_entry), array("q", sh.b_count), sh.committed,
+                    sh.number, sh.data_path, sh.index_path, sh.directory.names(), array("q", sh.count),
+                    array("q", sh.owners()), array("q", sh.b_entry), array("q", sh.b_count), sh.committed,
                     sh.block_size,
                 )
             )  # fmt: skip

@@ -111,7 +111,7 @@ def test_info(store):
     ok(
         run("info", store),
         f"path            {store}\n"
-        "format version  1\n"
+        "format version  2\n"
         "queues          4\n"
         "messages        66\n"
         f"blocks          {len(recs)}\n"
@@ -130,7 +130,7 @@ def test_info_json(store):
     recs = blocks(store)
     assert {k: info[k] for k in ("path", "format_version", "queues", "messages", "blocks", "compression")} == {
         "path": str(store),
-        "format_version": 1,
+        "format_version": 2,
         "queues": 4,
         "messages": 66,
         "blocks": len(recs),

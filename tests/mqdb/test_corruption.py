@@ -427,7 +427,7 @@ def test_damage_followed_by_much_data_refuses_to_open_and_changes_nothing(tmp_pa
 
 
 # --- (h) a damaged manifest ----------------------------------------------------------------------
-GOOD_MANIFEST = {"block_size": 512, "format": "mqdb", "shards": 4, "version": 1}
+GOOD_MANIFEST = {"block_size": 512, "format": "mqdb", "shards": 4, "version": 2}
 
 MANIFEST_DAMAGE = {
     "empty": b"",
@@ -435,7 +435,7 @@ MANIFEST_DAMAGE = {
     "cut short": json.dumps(GOOD_MANIFEST).encode()[:-7],
     "a list": b"[1, 2, 3]",
     "another format": json.dumps({**GOOD_MANIFEST, "format": "mqdc"}).encode(),
-    "another version": json.dumps({**GOOD_MANIFEST, "version": 2}).encode(),
+    "another version": json.dumps({**GOOD_MANIFEST, "version": 3}).encode(),
     "no shards": json.dumps({k: v for k, v in GOOD_MANIFEST.items() if k != "shards"}).encode(),
     "block size as text": json.dumps({**GOOD_MANIFEST, "block_size": "512"}).encode(),
     "another block size": json.dumps({**GOOD_MANIFEST, "block_size": 1024}).encode(),

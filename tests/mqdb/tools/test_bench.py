@@ -19,6 +19,8 @@ COLUMN_TITLES = (
     "puts/s 4 thr",
     "gets/s",
     "consumed msg/s",
+    "open s",
+    "final flush s",
     "disk/payload",
     "peak RSS MB",
     "verify errors",
@@ -168,6 +170,9 @@ def test_fake_store_run_reports_every_column_and_no_errors(tmp_path):
     assert entry["verify_errors"] == 0
     for key in ("puts_per_s_1thr", "puts_per_s_4thr", "gets_per_s", "consume_per_s", "peak_rss_mb"):
         assert entry[key] > 0
+    first = entry["runs"][0]
+    assert (entry["open_s"], entry["flush_s"]) == (first["reopen_s"], first["flush_s"])
+    assert 0 < entry["flush_s"] < first["put_s"] and entry["open_s"] > 0
     assert entry["bytes_per_payload"] == entry["disk_bytes"] / payload_bytes(QUEUES, PER_QUEUE)
     first = entry["runs"][0]
     assert first["consumed"] == result["workload"]["consume_queues"] * PER_QUEUE == QUEUES * PER_QUEUE

@@ -1,0 +1,150 @@
+"""The queue directory of a shard: queue name -> queue id, with no object per queue.
+
+Three typed buffers, whatever the number of queues:
+
+- ``arena``: the bytes of the shard's names file (``NNN.names``), header included, so a name's
+  offset in the arena is its offset in the file. A name is stored once, as ``varint(len) utf8``.
+- ``offs``: per queue id, the arena offset of its name record.
+- ``slots``: an open-addressing table (linear probing, at most two thirds full) of queue id + 1,
+  0 for an empty slot, placed by the mmh3 hash of the name (``format.NAME_SEED``). A lookup hashes
+  the name, probes, and verifies each candidate against its bytes in the arena.
+
+The index checkpoint saves ``offs`` and ``slots`` as they are, so opening a store loads them with one
+read each (see checkpoint.py) instead of hashing every name again.
+"""
+
+from array import array
+
+import mmh3
+
+from .coding import VarintError, decode_varint, encode_varint
+from .errors import FormatError
+from .format import NAME_SEED
+
+MIN_SLOTS = 64
+
+
+def slots_for(queues: int) -> int:
+    """Table size for ``queues`` names: a power of two, at most two thirds full."""
+    cap = MIN_SLOTS
+    while 3 * queues > 2 * cap:
+        cap *= 2
+    return cap
+
+
+def name_hash(raw) -> int:
+    return mmh3.hash(raw, NAME_SEED, signed=False)
+
+
+class Directory:
+    __slots__ = ("arena", "offs", "slots", "mask")
+
+    def __init__(self, arena: bytearray, offs: array, slots: array | None = None, covered: int = 0):
+        """``slots`` holds the first ``covered`` queues of ``offs``; the rest are placed here."""
+        self.arena = arena
+        self.offs = offs
+        if slots is None or len(slots) < slots_for(len(offs)):
+            slots, covered = array("i", bytes(4 * slots_for(len(offs)))), 0
+        self.slots = slots
+        self.mask = len(slots) - 1
+        for qid in range(covered, len(offs)):
+            self._place(qid, name_hash(self.raw(qid)))
+
+    def __len__(self) -> int:
+        return len(self.offs)
+
+    def find(self, raw: bytes) -> int:
+        """The queue id of the UTF-8 name ``raw``, or -1."""
+        slots, mask, arena, offs = self.slots, self.mask, self.arena, self.offs
+        size = len(raw)
+        known = len(offs)
+        i = mmh3.hash(raw, NAME_SEED) & mask  # the signed hash has the same low bits
+        while True:
+            s = slots[i]
+            if not s:
+                return -1
+            if s > known:
+                raise FormatError(f"the name table of the index checkpoint names queue {s - 1} of {len(offs)}")
+            o = offs[s - 1]
+            n = arena[o]
+            if n == size:
+                if arena.startswith(raw, o + 1):
+                    return s - 1
+            elif n >= 0x80 and size >= 0x80:
+                n, p = decode_varint(arena, o)
+                if n == size and arena.startswith(raw, p):
+                    return s - 1
+            i = (i + 1) & mask
+
+    def add(self, raw: bytes) -> int:
+        """Append the UTF-8 name ``raw`` (not yet present); return its queue id."""
+        qid = len(self.offs)
+        self._grow_for(qid + 1)
+        self.offs.append(len(self.arena))
+        self.arena += encode_varint(len(raw))
+        self.arena += raw
+        self._place(qid, mmh3.hash(raw, NAME_SEED, signed=False))
+        return qid
+
+    def extend(self, path: str, records) -> int:
+        """Append name records (``varint(len) utf8``, as in the names file); return how many. Raises
+        FormatError, naming ``path`` and the file offset, for a record that does not parse."""
+        base = len(self.arena)
+        pos, end = 0, len(records)
+        new = array("q")
+        while pos < end:
+            try:
+                n, p = decode_varint(records, pos)
+                if p + n > end:
+                    raise ValueError("name runs past the end of the file")
+                raw = bytes(records[p : p + n])
+                raw.decode("utf-8")
+            except (ValueError, VarintError) as e:
+                raise FormatError(f"{path}: bad name at offset {base + pos}: {e}") from None
+            new.append(base + pos)
+            pos = p + n
+        first = len(self.offs)
+        self._grow_for(first + len(new))
+        self.arena += records
+        self.offs += new
+        for qid in range(first, len(self.offs)):
+            self._place(qid, name_hash(self.raw(qid)))
+        return len(new)
+
+    def raw(self, qid: int) -> bytes:
+        """The UTF-8 bytes of the name of ``qid``."""
+        arena = self.arena
+        o = self.offs[qid]
+        n = arena[o]
+        if n < 0x80:
+            return bytes(arena[o + 1 : o + 1 + n])
+        n, p = decode_varint(arena, o)
+        return bytes(arena[p : p + n])
+
+    def name(self, qid: int) -> str:
+        return self.raw(qid).decode("utf-8")
+
+    def names(self) -> list[str]:
+        """Every name in queue id order."""
+        return [self.name(qid) for qid in range(len(self.offs))]
+
+    def reserve(self, queues: int) -> None:
+        """Make the table hold ``queues`` names without growing."""
+        self._grow_for(queues)
+
+    def _place(self, qid: int, h: int) -> None:
+        slots, mask = self.slots, self.mask
+        i = h & mask
+        while slots[i]:
+            i = (i + 1) & mask
+        slots[i] = qid + 1
+
+    def _grow_for(self, queues: int) -> None:
+        """Make room for ``queues`` names, placing the ones already held again if the table grows."""
+        cap = slots_for(queues)
+        if cap <= len(self.slots):
+            return
+        self.slots = array("i", bytes(4 * cap))
+        self.mask = cap - 1
+        for qid in range(len(self.offs)):
+            self._place(qid, name_hash(self.raw(qid)))
