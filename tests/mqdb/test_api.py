@@ -1,3 +1,6 @@
+"""The embedded store's own API beyond the contract every store keeps (tests/mqdb/test_contract.py):
+its files, options, handles and errors."""
+
 import os
 import random
 import threading
@@ -5,29 +8,6 @@ import threading
 import pytest
 
 import mqdb
-
-
-def test_put_returns_offsets_and_get_reads_them_back(store):
-    assert [store.put("q", b"m%d" % i) for i in range(5)] == [0, 1, 2, 3, 4]
-    assert store.get("q", 0, 10) == [b"m0", b"m1", b"m2", b"m3", b"m4"]
-    assert store.get("q", 3, 1) == [b"m3"]
-    assert store.get("q", 5, 10) == []
-    assert store.get("q", 2, 0) == []
-    assert store.count("q") == 5
-
-
-def test_unknown_queue_reads_empty(store):
-    assert store.get("nope", 0, 10) == []
-    assert store.count("nope") == 0
-    assert "nope" not in store
-
-
-def test_reads_see_unflushed_and_flushed_puts_alike(store):
-    store.put("q", b"a")
-    assert store.get("q", 0, 1) == [b"a"]
-    store.flush()
-    store.put("q", b"b")
-    assert store.get("q", 0, 5) == [b"a", b"b"]
 
 
 def test_empty_and_binary_messages(store):
