@@ -44,7 +44,7 @@ BUILD_ERRORS = (CCompilerError, ExecError, PlatformError, OSError)
 
 def warn(message: str) -> None:
     banner = "*" * 78
-    print(f"\n{banner}\nWARNING: {message}\nThe sidecar's codecs will run as pure Python.\n{banner}\n", file=sys.stderr)
+    print(f"\n{banner}\nWARNING: {message}\nThose codecs will run as pure Python.\n{banner}\n", file=sys.stderr)
 
 
 def wanted(name: str) -> bool:
@@ -60,12 +60,18 @@ def extensions() -> list[Extension]:
     except ImportError:
         warn("Cython is not installed: the compiled codecs are not built.")
         return []
+    from Cython.Compiler.Errors import CompileError
+
     modules = []
     for name in COMPILED:
         pxd = f"sidecar/codecs/_c_{name}.pxd"
         depends = [pxd] if os.path.exists(pxd) else []
-        modules.append(Extension(f"sidecar.codecs._c_{name}", [f"sidecar/codecs/{name}.py"], depends=depends))
-    return cythonize(modules, compiler_directives=DIRECTIVES, build_dir="build/cython", quiet=True)
+        module = Extension(f"sidecar.codecs._c_{name}", [f"sidecar/codecs/{name}.py"], depends=depends)
+        try:  # one at a time: a module Cython refuses stays pure Python, the others are still built
+            modules += cythonize([module], compiler_directives=DIRECTIVES, build_dir="build/cython", quiet=True)
+        except CompileError as exc:
+            warn(f"sidecar.codecs.{name} could not be translated by Cython ({exc}).")
+    return modules
 
 
 class OptionalBuildExt(build_ext):
