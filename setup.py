@@ -44,7 +44,7 @@ BUILD_ERRORS = (CCompilerError, ExecError, PlatformError, OSError)
 
 def warn(message: str) -> None:
     banner = "*" * 78
-    print(f"\n{banner}\nWARNING: {message}\nThose codecs will run as pure Python.\n{banner}\n", file=sys.stderr)
+    print(f"\n{banner}\nWARNING: {message}\nThe sidecar's codecs will run as pure Python.\n{banner}\n", file=sys.stderr)
 
 
 def wanted(name: str) -> bool:

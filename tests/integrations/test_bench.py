@@ -24,7 +24,9 @@ def test_bench_measures_sidecar_and_nginx_with_checked_answers():
                "--connections", "480", "--json"]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    levels = [json.loads(line) for line in done.stdout.splitlines()]
+    codecs, *levels = [json.loads(line) for line in done.stdout.splitlines()]
+    assert codecs["target"] == "codecs" and codecs["build"].startswith("compiled")
+    assert set(codecs["cpu_us_per_call"]["ratio"]) == {"request", "provider", "reply", "service"}
     assert [level["target"] for level in levels] == ["sidecar", "nginx"]
     sidecar, nginx = levels
     for level in levels:
@@ -42,7 +44,8 @@ def test_bench_table_has_ratios():
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("latency-bound: capacities 200/400/600")
+    assert lines[0].startswith("codecs: ") and lines[3].startswith("codec CPU per call, compiled / pure: request ")
+    assert any(line.startswith("latency-bound: capacities 200/400/600") for line in lines)
     assert any(line.startswith("sidecar") for line in lines) and any(line.startswith("nginx") for line in lines)
     assert any(line.startswith("ratio       32 QPS") for line in lines)
 
