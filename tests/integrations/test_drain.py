@@ -37,12 +37,13 @@ def processes():
 
 def _refused_while(address: tuple[str, int], draining) -> bool:
     """Connect to ``address`` until the connection is refused; whether ``draining()`` still held then.
-    A connection accepted meanwhile (the signal is still on its way) is closed unused."""
+    A connection accepted meanwhile (the signal is still on its way) is closed unused; one caught in
+    the listener's backlog as the listener closes is reset, which is a refusal too."""
     end = time.monotonic() + WAIT
     while time.monotonic() < end:
         try:
             sock = socket.create_connection(address, timeout=WAIT)
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):
             return draining()
         sock.close()
         gevent.sleep(0.005)
