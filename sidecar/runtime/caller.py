@@ -31,6 +31,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import gevent
 from gevent import socket
 from gevent.hub import Waiter, get_hub
 
@@ -78,6 +79,7 @@ class TunnelCaller:
     TICK = 0.02  # seconds between sweeps: the resolution of deadlines
     DRAIN = 64  # datagrams read per turn of the loop
     BACKLOG = 65536  # datagrams that may wait for room in the socket buffer; past that they are dropped
+    RESOLVE_RETRY = 5.0  # seconds before an update with a host name that did not resolve is tried again
 
     def __init__(
         self,
@@ -110,6 +112,8 @@ class TunnelCaller:
         self._pending: dict[int, _Pending] = {}
         self._deadlines: deque[tuple[float, int]] = deque()
         self._addresses: dict[str, tuple[str, int]] = {}  # provider key -> its tunnel address, known providers only
+        self._entries: list[ProviderEntry] = []  # the last registry update
+        self._resolving = None  # the timer that tries an update again while a host name does not resolve
         self._sock: _socket.socket | None = None
         self._watchers: list = []  # reading and sweeping
         self._out: DatagramSender | None = None  # the REQUEST datagrams, sent without blocking
@@ -147,6 +151,7 @@ class TunnelCaller:
 
     def stop(self) -> None:
         """Fail every call still waiting (503, the sidecar is stopping) and close the socket."""
+        self._retry_resolving(False)
         for watcher in self._watchers:
             watcher.stop()
             watcher.close()
@@ -165,20 +170,56 @@ class TunnelCaller:
     def set_providers(self, entries: Iterable[ProviderEntry]) -> None:
         """Make the balancer's providers exactly ``entries`` (a registry's callback). Host names are
         resolved first, by the hub's resolver (only the calling greenlet waits); then the balancer and
-        the address table change together. A removed provider's calls in flight still get their replies."""
+        the address table change together. A removed provider's calls in flight still get their replies.
+
+        A host name that does not resolve costs only its own entry: a provider already known keeps its
+        last address, a new one is left out, each with a warning, and the update is tried again every
+        ``RESOLVE_RETRY`` seconds until every name resolves (or another update comes)."""
         entries = list(entries)
-        addresses = {}
+        self._entries = entries
+        addresses, unresolved = {}, []
         for entry in entries:
-            info = socket.getaddrinfo(entry.host, entry.port, type=_socket.SOCK_DGRAM)
-            addresses[entry.key] = info[0][4][:2]
+            try:
+                info = socket.getaddrinfo(entry.host, entry.port, type=_socket.SOCK_DGRAM)
+                addresses[entry.key] = info[0][4][:2]
+            except OSError as exc:
+                unresolved.append(entry.key)
+                known = self._addresses.get(entry.key)
+                if known is not None:
+                    addresses[entry.key] = known
+                log.warning("provider %s: %s does not resolve (%s); %s, trying again in %g s", entry.key,
+                            entry.host, exc, f"keeping {format_address(*known)}" if known else "left out",
+                            self.RESOLVE_RETRY)  # fmt: skip
+        self.counters["unresolved"] += len(unresolved)
         for entry in entries:
+            if entry.key not in addresses:
+                continue
             threshold = entry.threshold if entry.threshold is not None else self.threshold
             self.balancer.add_provider(entry.key, entry.weight, threshold)
         for key in self.balancer.providers:
             if key not in addresses:
                 self.balancer.remove_provider(key)
         self._addresses = addresses
+        self._retry_resolving(bool(unresolved))
         self._dispatch(self.balancer.release(self.clock()))
+
+    def _retry_resolving(self, wanted: bool) -> None:
+        if self._resolving is not None:
+            self._resolving.stop()
+            self._resolving.close()
+            self._resolving = None
+        if wanted and self._watchers:  # started, not stopped
+            self._resolving = self._loop.timer(self.RESOLVE_RETRY)
+            self._resolving.start(self._resolve_again)
+
+    def _resolve_again(self) -> None:  # a hub callback: resolving needs a greenlet of its own
+        self._resolving.close()
+        self._resolving = None
+        gevent.spawn(self._apply_again, self._entries)
+
+    def _apply_again(self, entries: list[ProviderEntry]) -> None:
+        if entries is self._entries and self._watchers:  # no newer update came, and not stopped
+            self.set_providers(entries)
 
     # -- calls ----------------------------------------------------------------------------------
 

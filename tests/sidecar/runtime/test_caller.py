@@ -137,6 +137,46 @@ def test_provider_host_names_are_resolved_by_the_hubs_resolver(make_caller, prov
     assert frame == dubbo.encode(Response(request_id, value=5))
 
 
+def test_a_host_name_that_does_not_resolve_costs_only_its_own_entry_and_is_tried_again(make_caller):
+    hub = gevent.get_hub()
+    real = hub.resolver
+    broken = {"late.invalid", "known.invalid"}
+    asked = []
+
+    class Resolver:
+        def getaddrinfo(self, host, port, family=0, type=0, proto=0, flags=0):
+            asked.append(host)
+            if host in broken:
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            return real.getaddrinfo("127.0.0.1", port, family, type, proto, flags)
+
+    providers = [Provider() for _ in range(3)]
+    try:
+        caller = make_caller()
+        caller.RESOLVE_RETRY = 0.05
+        hub.resolver = Resolver()
+        good, known, late = (ProviderEntry(name, p.address[1], 1.0) for name, p in
+                             zip(("good.test", "known.invalid", "late.invalid"), providers))  # fmt: skip
+        broken.discard("known.invalid")
+        caller.set_providers([good, known])
+        known_address = caller._addresses[known.key]
+        broken.add("known.invalid")
+        caller.set_providers([good, known, late])  # known keeps its address, late is left out
+        assert caller._addresses == {good.key: caller._addresses[good.key], known.key: known_address}
+        assert set(caller.balancer.providers) == {good.key, known.key}
+        assert caller.counters["unresolved"] == 2
+        broken.clear()
+        wait_until(lambda: late.key in caller._addresses, "the left-out provider resolved again")
+        assert set(caller.balancer.providers) == {good.key, known.key, late.key}
+        tries = len(asked)
+        gevent.sleep(0.2)  # every name resolves now: no more tries
+        assert len(asked) == tries
+    finally:
+        hub.resolver = real
+        for p in providers:
+            p.close()
+
+
 def test_a_removed_provider_leaves_the_address_table_and_its_call_in_flight_still_gets_the_reply(make_caller):
     leaving, staying = Provider(), Provider()
     try:
