@@ -305,8 +305,19 @@ def test_compare_picks_the_best_peer_per_column():
         "gets_per_s": (100.0 / 120.0, False),
         "consume_per_s": (1.5, True),
         "bytes_per_payload": (1.05, True),
-        "peak_rss_mb": (90.0 / 50.0, True),
+        "peak_rss_mb": (90.0 / 50.0, False),
     }
+
+
+def test_more_writer_threads_are_held_to_the_puts_of_one():
+    def entry(one, four):
+        keys = ("gets_per_s", "consume_per_s", "bytes_per_payload", "peak_rss_mb")
+        return {"status": "ok", "puts_per_s_1thr": one, "puts_per_s_4thr": four, **dict.fromkeys(keys, 1.0)}
+
+    for four, met in ((240.0, True), (180.0, False)):
+        result = compare({}, (1, 4), {"mqdb": entry(200.0, four), "rocksdb": entry(100.0, 100.0)})
+        scaling = [t for t in result["targets"] if t["goal"] == ">= 1.00x mqdb 1 thr"]
+        assert [(t["column"], t["value"], t["met"]) for t in scaling] == [("puts_per_s_4thr", four / 200.0, met)]
 
 
 def test_compare_without_mqdb_measures_no_target():

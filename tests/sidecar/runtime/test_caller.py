@@ -155,8 +155,8 @@ def test_a_host_name_that_does_not_resolve_costs_only_its_own_entry_and_is_tried
         caller = make_caller()
         caller.RESOLVE_RETRY = 0.05
         hub.resolver = Resolver()
-        good, known, late = (ProviderEntry(name, p.address[1], 1.0) for name, p in
-                             zip(("good.test", "known.invalid", "late.invalid"), providers))  # fmt: skip
+        names = ("good.test", "known.invalid", "late.invalid")
+        good, known, late = (ProviderEntry(name, p.address[1], 1.0) for name, p in zip(names, providers, strict=True))
         broken.discard("known.invalid")
         caller.set_providers([good, known])
         known_address = caller._addresses[known.key]
