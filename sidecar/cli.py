@@ -228,10 +228,13 @@ def demo(scenario, duration, connections, workers, hold, progress):
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Consumer workers.")
 @click.option("--nginx/--no-nginx", default=True, show_default=True, help="Measure the nginx baseline too.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per level instead of the table.")
+@click.option("--build", "builds", multiple=True, type=click.Choice(["compiled", "pure"]),
+              help="Measure the sidecars with this build of the codecs (repeatable, side by side); "
+                   "default: the build this command runs.")  # fmt: skip
 @click.option("--soak", type=click.FloatRange(min=0, min_open=True), metavar="MINUTES",
               help="Instead: steady load on the sidecar topology for MINUTES; RSS and fds per process.")  # fmt: skip
 @_errors
-def bench(scenarios, duration, levels, workers, nginx, as_json, soak):
+def bench(scenarios, duration, levels, workers, nginx, as_json, builds, soak):
     """Drive the topology with wrk and compare with nginx proxying the same load."""
     from sidecar.tools import bench as bench_lib
     from sidecar.tools.nginx_baseline import NginxError
@@ -243,6 +246,10 @@ def bench(scenarios, duration, levels, workers, nginx, as_json, soak):
 
         if len(scenarios) > 1 or len(levels) > 1:
             raise click.UsageError("--soak takes one --scenario and one --connections")
+        if builds:
+            raise click.UsageError(
+                "--soak runs the build this command runs: run it with DUBBOMESH_PURE_PYTHON=1 for pure"
+            )
         lines = soak_lib.run(
             scenarios[0] if scenarios else "latency-bound",
             soak,
@@ -258,6 +265,7 @@ def bench(scenarios, duration, levels, workers, nginx, as_json, soak):
             workers=workers,
             nginx=nginx,
             as_json=as_json,
+            builds=tuple(dict.fromkeys(builds)),
         )
     try:
         for line in lines:

@@ -15,6 +15,14 @@ provider sidecars together, and the services; for nginx its worker and the backe
 sidecar's figures as ratios to nginx's, measured in the same run because this machine is shared and
 absolute figures drift: QPS, p99, and the CPU of the two sidecar hops against nginx's one hop.
 
+With ``builds`` (``sidecar bench --build compiled --build pure``) the sidecar topology is measured once
+per build of the codecs, every process of it started with ``DUBBOMESH_PURE_PYTHON`` set accordingly,
+and the rows and ratios say which build they are; without, the sidecars run the build this process
+runs. Each scenario ends with the targets the sidecars are held to (:func:`targets`): per hop, the
+consumer's CPU per call at most 2.0x nginx's and the provider's at most 1.5x; latency-bound at the
+first level, QPS at least 0.95x nginx's and p99 at most 1.5x; capacity-bound, zero errors and at least
+0.90 of the ideal QPS.
+
 Each topology gets a short warm-up run (not reported) before its first level. The run begins with
 the build of the codecs that the sidecars run and, from :func:`sidecar.tools.bench_codec.paths`, the
 CPU per call of the codec work on the request and reply paths in the compiled and the pure build.
@@ -29,17 +37,20 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
+from sidecar._accel import COMPILED, PURE_PYTHON
 from sidecar.tools import bench_codec, topology
+from sidecar.tools.builds import load_build
 from sidecar.tools.nginx_baseline import Nginx, find_nginx
 from sidecar.tools.procstat import CpuMeter
 from sidecar.tools.wrk import WrkResult
 from sidecar.tools.wrk_run import find_wrk, run_wrk
 
-__all__ = ["BenchError", "Level", "run", "measure_sidecar", "measure_nginx"]
+__all__ = ["BenchError", "Level", "BUILDS", "run", "measure_sidecar", "measure_nginx", "targets"]
 
 WARMUP = 2.0  # seconds of load before a topology's first measured level
 WRK_THREADS = 2
 WRK_TIMEOUT = 5.0  # seconds before wrk counts a request as timed out
+BUILDS = {"compiled": "0", "pure": "1"}  # a build of the codecs -> the DUBBOMESH_PURE_PYTHON that picks it
 
 
 class BenchError(RuntimeError):
@@ -56,6 +67,11 @@ class Level:
     ideal_qps: float
     wrk: WrkResult
     cpu: dict[str, float] = field(default_factory=dict)  # role -> CPU seconds during the run
+    build: str = ""  # of the sidecars' codecs, when the bench picked one ("compiled" or "pure")
+
+    @property
+    def label(self) -> str:
+        return f"{self.target} {self.build}" if self.build else self.target
 
     @property
     def calls(self) -> int:
@@ -75,6 +91,7 @@ class Level:
     def as_dict(self) -> dict:
         return {
             "target": self.target,
+            **({"build": self.build} if self.build else {}),
             "scenario": self.scenario,
             "connections": self.connections,
             "qps": self.wrk.ok_qps,
@@ -110,15 +127,18 @@ def _measure(url: str, roles: dict[str, list[int]], connections: int, duration: 
 
 
 def measure_sidecar(
-    scenario: topology.Scenario, levels: tuple[int, ...], duration: float, *, workers: int = 1
+    scenario: topology.Scenario, levels: tuple[int, ...], duration: float, *, workers: int = 1, build: str = ""
 ) -> Iterator[Level]:
-    """Start the sidecar topology and measure it at each level."""
-    with topology.Topology.start(scenario, consumer_workers=workers) as topo:
+    """Start the sidecar topology (its codecs in ``build``, a key of :data:`BUILDS`, or this process's
+    build when empty) and measure it at each level."""
+    env = {PURE_PYTHON: BUILDS[build]} if build else None
+    with topology.Topology.start(scenario, consumer_workers=workers, env=env) as topo:
         _wrk(topo.consumer_url, levels[0], WARMUP)
         for connections in levels:
             roles = topo.pids()
             result, cpu = _measure(topo.consumer_url, roles, connections, duration)
-            yield Level("sidecar", scenario.name, connections, scenario.ideal_qps(connections), result, cpu)
+            ideal = scenario.ideal_qps(connections)
+            yield Level("sidecar", scenario.name, connections, ideal, result, cpu, build)
 
 
 def measure_nginx(scenario: topology.Scenario, levels: tuple[int, ...], duration: float) -> Iterator[Level]:
@@ -166,8 +186,16 @@ def run(
     workers: int = 1,
     nginx: bool = True,
     as_json: bool = False,
+    builds: tuple[str, ...] = (),
 ) -> Iterator[str]:
-    """Run the bench and yield the lines to print: a table per scenario, or one JSON object per level."""
+    """Run the bench and yield the lines to print: a table per scenario, or one JSON object per level
+    and per target. ``builds``: measure the sidecars once per build of their codecs (keys of
+    :data:`BUILDS`); empty, in the build this process runs."""
+    for build in builds:
+        if build not in BUILDS:
+            raise BenchError(f"unknown build {build!r}: the builds are {', '.join(BUILDS)}")
+    if "compiled" in builds and load_build(False)[1] != {COMPILED}:
+        raise BenchError("the compiled codecs are not built (a C compiler and Cython are needed at install)")
     if find_wrk() is None:
         raise BenchError("wrk is not installed (Debian: apt-get install wrk)")
     if nginx and find_nginx() is None:
@@ -181,22 +209,33 @@ def run(
             yield f"{scenario.name}: capacities {caps}, latency {scenario.latency_ms:g} ms, {duration:g} s per level"
             yield HEADER
         sidecar_levels = []
-        for level in measure_sidecar(scenario, chosen, duration, workers=workers):
-            sidecar_levels.append(level)
-            yield json.dumps(level.as_dict()) if as_json else _row(level)
+        for build in builds or ("",):
+            for level in measure_sidecar(scenario, chosen, duration, workers=workers, build=build):
+                sidecar_levels.append(level)
+                yield json.dumps(level.as_dict()) if as_json else _row(level)
         nginx_levels = []
         if nginx:
             for level in measure_nginx(scenario, chosen, duration):
                 nginx_levels.append(level)
                 yield json.dumps(level.as_dict()) if as_json else _row(level)
-        if nginx_levels and not as_json:
+        goals = targets(sidecar_levels, nginx_levels)
+        if as_json:
+            yield from (json.dumps({"target": "goal", "scenario": scenario.name, **goal}) for goal in goals)
+            continue
+        if nginx_levels:
             yield from _ratios(sidecar_levels, nginx_levels)
-        if not as_json:
-            yield ""
+        if goals:
+            yield "targets:"
+            for goal in goals:
+                verdict = "met" if goal["met"] else "MISSED"
+                where = f"{goal['label']:<16} {goal['connections']:>5}"
+                yield f"  {where} {goal['what']:<34} {goal['value']:>6.2f} (bound {goal['bound']:g})  {verdict}"
+        yield ""
 
 
 HEADER = (
-    f"{'target':<8} {'conns':>5} {'QPS':>8} {'QPS/ideal':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  CPU µs per call"
+    f"{'target':<16} {'conns':>5} {'QPS':>8} {'QPS/ideal':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
+    "  CPU µs per call"
 )
 
 
@@ -207,22 +246,78 @@ def _row(level: Level) -> str:
     p99 = f"{w.p99_ms:.1f}" if w.p99_ms is not None else "-"
     qps = w.ok_qps
     return (
-        f"{level.target:<8} {level.connections:>5} {qps:>8.0f} {qps / level.ideal_qps:>9.2f} {p50:>7} {p99:>7} "
+        f"{level.label:<16} {level.connections:>5} {qps:>8.0f} {qps / level.ideal_qps:>9.2f} {p50:>7} {p99:>7} "
         f"{w.errors:>6}  {cpu}"
     )
 
 
+def _over(a: float | None, b: float | None) -> float:
+    return a / b if a and b else float("nan")
+
+
 def _ratios(sidecar: list[Level], nginx: list[Level]) -> Iterator[str]:
     by_conns = {level.connections: level for level in nginx}
-    yield "sidecar / nginx: QPS, p99, CPU per call of the proxy hops (consumer + provider sidecar over nginx's one hop)"
+    yield (
+        "sidecar / nginx: QPS, p99, CPU per call of the proxy hops (consumer + provider sidecar over nginx's one "
+        "hop), and of each sidecar over nginx's hop"
+    )
     for level in sidecar:
         base = by_conns.get(level.connections)
         if base is None:
             continue
-        qps = level.wrk.ok_qps / base.wrk.ok_qps if base.wrk.ok_qps else float("nan")
-        p99 = level.wrk.p99_ms / base.wrk.p99_ms if level.wrk.p99_ms and base.wrk.p99_ms else float("nan")
-        cpu = level.proxy_cpu_us / base.proxy_cpu_us if base.proxy_cpu_us else float("nan")
-        yield f"{'ratio':<8} {level.connections:>5} QPS {qps:.2f}x  p99 {p99:.2f}x  CPU {cpu:.2f}x"
+        qps = _over(level.wrk.ok_qps, base.wrk.ok_qps)
+        p99 = _over(level.wrk.p99_ms, base.wrk.p99_ms)
+        cpu = _over(level.proxy_cpu_us, base.proxy_cpu_us)
+        hop = base.proxy_cpu_us
+        consumer, provider = _over(level.cpu_us("consumer"), hop), _over(level.cpu_us("provider_sidecars"), hop)
+        label = f"ratio {level.build}".strip()
+        yield (
+            f"{label:<16} {level.connections:>5} QPS {qps:.2f}x  p99 {p99:.2f}x  CPU {cpu:.2f}x  "
+            f"consumer {consumer:.2f}x  provider {provider:.2f}x"
+        )
+
+
+# What the sidecars are held to against nginx in the same run: (scenario, which levels, what, bound,
+# at least?). "first" is the scenario's first level measured; "all" every level.
+TARGETS = (
+    ("latency-bound", "all", "consumer CPU / nginx hop", 2.0, False),
+    ("latency-bound", "all", "provider CPU / nginx hop", 1.5, False),
+    ("latency-bound", "first", "QPS / nginx QPS", 0.95, True),
+    ("latency-bound", "first", "p99 / nginx p99", 1.5, False),
+    ("capacity-bound", "all", "errors", 0, False),
+    ("capacity-bound", "all", "QPS / ideal (capacity / L)", 0.90, True),
+)
+
+
+def targets(sidecar: list[Level], nginx: list[Level]) -> list[dict]:
+    """The sidecar levels held to :data:`TARGETS`, each as ``{"label", "build", "connections", "what",
+    "bound", "value", "met"}``; a target that needs nginx's figure is left out without it."""
+    by_conns = {level.connections: level for level in nginx}
+    first = min((level.connections for level in sidecar), default=None)
+    out = []
+    for level in sidecar:
+        base = by_conns.get(level.connections)
+        for scenario, which, what, bound, at_least in TARGETS:
+            if scenario != level.scenario or (which == "first" and level.connections != first):
+                continue
+            if what == "errors":
+                value = float(level.wrk.errors)
+            elif what.startswith("QPS / ideal"):
+                value = level.wrk.ok_qps / level.ideal_qps
+            elif base is None:
+                continue
+            elif what.startswith("consumer"):
+                value = _over(level.cpu_us("consumer"), base.proxy_cpu_us)
+            elif what.startswith("provider"):
+                value = _over(level.cpu_us("provider_sidecars"), base.proxy_cpu_us)
+            elif what.startswith("QPS"):
+                value = _over(level.wrk.ok_qps, base.wrk.ok_qps)
+            else:
+                value = _over(level.wrk.p99_ms, base.wrk.p99_ms)
+            met = value >= bound if at_least else value <= bound
+            out.append({"label": level.label, "build": level.build, "connections": level.connections,
+                        "what": what, "bound": bound, "value": value, "met": met})  # fmt: skip
+    return out
 
 
 def codec_lines(as_json: bool = False, calls: int = 2048) -> Iterator[str]:

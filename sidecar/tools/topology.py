@@ -131,9 +131,13 @@ class Topology:
         provider_header: bool = False,
         call_timeout: float | None = None,
         extra_consumer_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> Topology:
+        """``env``: variables set for every process on top of this one's (``DUBBOMESH_PURE_PYTHON`` picks
+        the build of the codecs that the sidecars and services run)."""
         topo = cls(scenario)
         python = sys.executable
+        env = {**os.environ, "SIDECAR_LOG_LEVEL": os.environ.get("SIDECAR_LOG_LEVEL", "warning"), **(env or {})}
         try:
             for name, capacity in zip(SERVICE_NAMES, scenario.capacities, strict=True):
                 topo.services.append(
@@ -152,6 +156,7 @@ class Topology:
                             "--capacity",
                             str(capacity),
                         ],
+                        env=env,
                     )  # fmt: skip
                 )
             for name, capacity, service in zip(SERVICE_NAMES, scenario.capacities, topo.services, strict=True):
@@ -170,6 +175,7 @@ class Topology:
                             "--weight",
                             str(capacity),
                         ],
+                        env=env,
                     )  # fmt: skip
                 )
             command = [python, "-m", "sidecar", "consumer", "--listen", "127.0.0.1:0", "--no-access-log"]
@@ -181,7 +187,7 @@ class Topology:
             if call_timeout is not None:
                 command += ["--call-timeout", str(call_timeout)]
             command += list(extra_consumer_args)
-            topo.consumer = Process("consumer sidecar", command)
+            topo.consumer = Process("consumer sidecar", command, env=env)
         except BaseException:
             topo.stop()
             raise

@@ -27,6 +27,9 @@ def test_bench_measures_sidecar_and_nginx_with_checked_answers():
     codecs, *levels = [json.loads(line) for line in done.stdout.splitlines()]
     assert codecs["target"] == "codecs" and codecs["build"].startswith(("compiled", "pure Python"))  # either build
     assert set(codecs["cpu_us_per_call"]["ratio"]) == {"request", "provider", "reply", "service"}
+    goals = [level for level in levels if level["target"] == "goal"]
+    levels = [level for level in levels if level["target"] != "goal"]
+    assert [(g["connections"], g["what"]) for g in goals] == [(480, "errors"), (480, "QPS / ideal (capacity / L)")]
     assert [level["target"] for level in levels] == ["sidecar", "nginx"]
     sidecar, nginx = levels
     for level in levels:
@@ -47,7 +50,24 @@ def test_bench_table_has_ratios():
     assert lines[0].startswith("codecs: ") and lines[3].startswith("codec CPU per call, compiled / pure: request ")
     assert any(line.startswith("latency-bound: capacities 200/400/600") for line in lines)
     assert any(line.startswith("sidecar") for line in lines) and any(line.startswith("nginx") for line in lines)
-    assert any(line.startswith("ratio       32 QPS") for line in lines)
+    assert any(line.split()[:3] == ["ratio", "32", "QPS"] for line in lines)
+    assert "targets:" in lines
+
+
+def test_bench_measures_both_builds_of_the_sidecars_side_by_side():
+    command = [sys.executable, "-m", "sidecar", "bench", "--scenario", "latency-bound", "--duration", "1",
+               "--connections", "32", "--build", "compiled", "--build", "pure", "--json"]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if "the compiled codecs are not built" in done.stderr:
+        pytest.skip("installed without the compiled twins")
+    assert done.returncode == 0, done.stderr
+    levels = [json.loads(line) for line in done.stdout.splitlines()][1:]
+    sidecars = [level for level in levels if level["target"] == "sidecar"]
+    assert [level["build"] for level in sidecars] == ["compiled", "pure"]
+    for level in sidecars:
+        assert level["requests"] > 0 and level["mismatches"] == 0 and level["errors"] == 0
+    goals = {(g["build"], g["what"]) for g in levels if g["target"] == "goal"}
+    assert ("pure", "consumer CPU / nginx hop") in goals and ("compiled", "p99 / nginx p99") in goals
 
 
 def test_soak_reports_rss_and_fds_of_every_process():

@@ -1,0 +1,59 @@
+"""The targets ``sidecar bench`` holds the sidecars to, from levels built by hand (no processes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sidecar.tools.bench import BenchError, Level, run, targets
+from sidecar.tools.topology import SCENARIOS
+from sidecar.tools.wrk import WrkResult
+
+
+def level(target, scenario, connections, *, qps, p99, cpu, errors=0, build=""):
+    wrk = WrkResult(requests=int(qps * 10), duration_s=10.0, qps=qps, p50_ms=p99 / 2, p99_ms=p99, errors=errors,
+                    mismatches=0, statuses={200: int(qps * 10)})  # fmt: skip
+    seconds = {role: us * wrk.requests / 1e6 for role, us in cpu.items()}
+    ideal = SCENARIOS[scenario].ideal_qps(connections)
+    return Level(target, scenario, connections, ideal, wrk, seconds, build)
+
+
+def hops(consumer, provider):
+    return {"consumer": consumer, "provider_sidecars": provider}
+
+
+def test_each_sidecar_hop_is_held_to_nginx_s_one_hop_and_the_first_level_to_its_qps_and_p99():
+    nginx = [level("nginx", "latency-bound", c, qps=2400.0, p99=60.0, cpu={"nginx": 80.0}) for c in (128, 256)]
+    sidecar = [
+        level("sidecar", "latency-bound", 128, qps=2300.0, p99=95.0, cpu=hops(150.0, 130.0), build="compiled"),
+        level("sidecar", "latency-bound", 256, qps=2000.0, p99=80.0, cpu=hops(170.0, 100.0), build="compiled"),
+    ]
+    goals = {(g["connections"], g["what"]): (round(g["value"], 4), g["met"]) for g in targets(sidecar, nginx)}
+    assert goals == {
+        (128, "consumer CPU / nginx hop"): (1.875, True),
+        (128, "provider CPU / nginx hop"): (1.625, False),
+        (128, "QPS / nginx QPS"): (round(2300 / 2400, 4), True),
+        (128, "p99 / nginx p99"): (round(95 / 60, 4), False),
+        (256, "consumer CPU / nginx hop"): (2.125, False),
+        (256, "provider CPU / nginx hop"): (1.25, True),
+    }
+    assert {g["label"] for g in targets(sidecar, nginx)} == {"sidecar compiled"}
+
+
+def test_capacity_bound_is_held_to_zero_errors_and_nine_tenths_of_the_ideal_without_nginx():
+    ideal = SCENARIOS["capacity-bound"].ideal_qps(512)  # 384 slots over 50 ms
+    sidecar = [
+        level("sidecar", "capacity-bound", 512, qps=0.92 * ideal, p99=200.0, cpu={"consumer": 1.0}),
+        level("sidecar", "capacity-bound", 1024, qps=0.80 * ideal, p99=400.0, cpu={"consumer": 1.0}, errors=3),
+    ]
+    goals = [(g["connections"], g["what"], g["met"]) for g in targets(sidecar, [])]
+    assert goals == [
+        (512, "errors", True),
+        (512, "QPS / ideal (capacity / L)", True),
+        (1024, "errors", False),
+        (1024, "QPS / ideal (capacity / L)", False),
+    ]
+
+
+def test_an_unknown_build_is_refused_before_anything_starts():
+    with pytest.raises(BenchError, match="unknown build 'fast'"):
+        next(run(["latency-bound"], builds=("fast",)))
