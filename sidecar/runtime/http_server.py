@@ -63,6 +63,7 @@ DRAIN_BYTES = 2 * 1024 * 1024  # after an error answer, bytes read and dropped b
 DRAIN_TIMEOUT = 2.0  # seconds given to that
 REAP_INTERVAL = 0.1  # seconds between looks for late connections: the resolution of every deadline
 SMALL_BODY = 16 * 1024  # bodies up to this may use the whole body budget; larger ones 7/8 of it
+TRIM_AFTER = 4 << 20  # bytes of bodies held at once since the last trim that make the next idle moment trim
 
 _READ, _WRITE = 1, 2
 
@@ -116,7 +117,7 @@ class HttpServer:
         self.loop = get_hub().loop
         self.stopping = False
         self.body_in_use = 0  # bytes of request bodies buffered now, all connections
-        self._trim_pending = False  # bodies were buffered since memory was last given back
+        self._trim_pending = False  # a burst of bodies (TRIM_AFTER) was held since memory was last given back
         self.counters = {
             "connections": 0,  # accepted
             "requests": 0,  # whole requests handed to the handler
@@ -245,7 +246,7 @@ class HttpServer:
         if self.body_in_use + size > budget:
             return False
         self.body_in_use += size
-        if size:
+        if self.body_in_use >= TRIM_AFTER:  # small bodies come and go in the heap's free lists: no trim
             self._trim_pending = True
         return True
 

@@ -172,6 +172,27 @@ def test_a_spent_body_budget_is_a_503_that_returns_when_the_body_goes(start, pro
     wait_until(lambda: sidecar._server.body_in_use == 0, "the budget given back")
 
 
+def test_memory_is_given_back_after_a_burst_of_bodies_not_after_every_small_call(start, provider, monkeypatch):
+    trims = []
+    monkeypatch.setattr(http_server, "_give_memory_back", lambda: trims.append(1))
+    sidecar = start([provider.entry()], max_body=2 * http_server.TRIM_AFTER, body_budget=4 * http_server.TRIM_AFTER)
+    client = Client(sidecar.address)
+    for n in range(20):
+        assert client.request(form(f"small {n}"), headers=FORM_HEADERS).status == 200
+    gevent.sleep(3 * http_server.REAP_INTERVAL)
+    assert trims == []  # small bodies come and go in the heap's free lists
+    holder = socket.create_connection(sidecar.address)
+    try:
+        size = http_server.TRIM_AFTER + 1
+        holder.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size)
+        wait_until(lambda: sidecar._server.body_in_use == size, "the burst held")
+        assert trims == []  # not while the body is held
+    finally:
+        holder.close()
+    wait_until(lambda: trims == [1], "one trim once the burst is gone")
+    client.close()
+
+
 def test_pipelined_requests_wait_in_the_kernel_beyond_the_read_ahead(start, provider):
     provider.delay = 0.2
     sidecar = start([provider.entry()], max_buffered=1000)
