@@ -91,3 +91,4 @@ class SlicePool:
     def close(self) -> None:
         self.view.release()
         self.arena.close()
+        self.next, self._free = array("i"), array("i")  # 4 bytes a slice: 4 MiB for the default budget

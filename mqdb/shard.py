@@ -287,6 +287,12 @@ class Shard:
             self.pos[qid] = 0
         self.spilled[qid] = 0
         self.opened.discard(qid)
+        self.seal_bytes(qid, raw, continues)
+
+    def seal_bytes(self, qid: int, raw, continues: bool) -> None:
+        """Queue for writing a record of ``qid`` whose block payload is ``raw``: the bytes of its
+        unfinished block (see seal), or frames that never went through the pool (see
+        stage.distribute), when ``qid`` has no unfinished block."""
         flags = FLAG_CONTINUES if continues else 0
         payload = raw
         if self.lz4:
@@ -425,7 +431,7 @@ class Shard:
 
     def commit(self) -> bool:
         """Make everything put so far durable; return False when there was nothing to do."""
-        stage.distribute(self)
+        stage.distribute(self, sealing=True)
         self.drain()
         if self.tail == self.committed:
             return False
@@ -514,6 +520,21 @@ class Shard:
             for fd in (self.fd, self.names_fd, self.spill_fd, self.stage_fd):
                 if fd >= 0:
                     os.close(fd)
+            self._forget()
+
+    def _forget(self) -> None:
+        """Let go of the directory, the index and the caches (about 100 bytes a queue), so that a closed
+        handle someone still holds costs no memory; every use of a closed shard checks ``closed`` first."""
+        self.directory = Directory(bytearray(checkpoint.names_header(self.number)), array("q"))
+        self.count, self.first_b, self.last_b = array("q"), array("i"), array("i")
+        self.b_entry, self.b_end, self.b_count, self.b_next = array("q"), array("q"), array("i"), array("i")
+        self.room = 0
+        self.staged = self.pos = self.spilled = zeroed("q", 0)
+        self.fill = self.skip = self.head = zeroed("i", 0)
+        self.new_qids = array("i")
+        self.opened, self.big, self.cursors, self.cache = set(), {}, {}, {}
+        self.pending, self.spill_pending = [], []
+        self.stage_buf, self.stage_qids = bytearray(), array("i")
 
 
 def _pwrite_all(fd: int, bufs: list, offset: int) -> int:

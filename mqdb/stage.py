@@ -83,8 +83,13 @@ def _chunks(sh):
         yield sh.stage_qids, bytes(sh.stage_buf)
 
 
-def distribute(sh) -> None:
-    """Append every staged message to its queue's blocks, in put order per queue; empty the stage."""
+def distribute(sh, sealing: bool = False) -> None:
+    """Append every staged message to its queue's blocks, in put order per queue; empty the stage.
+
+    ``sealing``: every unfinished block is sealed right after (a commit), so the run of a queue that
+    has no unfinished block and fits one block becomes its record at once, without passing through
+    the write-buffer pool: a flush of a million short queues then touches none of the pool's memory.
+    """
     if not sh.stage_qids and not sh.stage_tail:
         return
     runs: dict[int, list] = {}
@@ -107,7 +112,10 @@ def distribute(sh) -> None:
     for qid, frames in runs.items():
         staged[qid] = 0
         run = frames[0] if len(frames) == 1 else b"".join(frames)
-        if fill[qid] + len(run) <= pmax:  # the whole run fits the unfinished block
+        if sealing and not fill[qid] and len(run) <= pmax:
+            count[qid] += len(frames)
+            sh.seal_bytes(qid, run, False)
+        elif fill[qid] + len(run) <= pmax:  # the whole run fits the unfinished block
             sh.write_frames(qid, run)
             count[qid] += len(frames)
         else:

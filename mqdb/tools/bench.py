@@ -279,6 +279,7 @@ def measure(
     out["puts_per_s"] = plan["messages"] / out["put_s"]
     extra = getattr(store, "figures", dict)()
     store.close()
+    del store  # the reopened store is measured alone, not beside the closed one
     out["disk_bytes"], out["files"] = disk_usage(path)
     out.update(extra)
 

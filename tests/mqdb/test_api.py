@@ -4,6 +4,7 @@ its files, options, handles and errors."""
 import os
 import random
 import threading
+import tracemalloc
 
 import pytest
 
@@ -295,6 +296,44 @@ def test_reading_after_a_write_phase_gives_the_pool_back(tmp_path):
         assert st["pool"]["slices_in_use"] == 0
         assert st["pool"]["peak_bytes"] > (256 << 10) // 2
         assert db.count("Q2999") == 1
+
+
+def test_a_flush_seals_short_queues_without_the_pool(tmp_path):
+    opts = dict(write_buffer_bytes=256 << 10, slice_size=64, shards=4, spill_bytes=64 << 20)
+    with mqdb.open(tmp_path, **opts) as db:
+        for seq in range(3):
+            for i in range(3000):  # 9000 x 51 bytes staged: far more than the pool holds
+                db.put(f"Q{i}", b"%d" % seq * 50)
+        db.flush()
+        st = db.stats()
+        assert st["pool"]["peak_bytes"] == 0
+        assert st["blocks"] == 3000 and st["staged_bytes"] == 0
+        assert db.get("Q2999", 0, 5) == [b"0" * 50, b"1" * 50, b"2" * 50]
+        db.put("Q7", b"3" * 50)  # a queue whose block was sealed by the flush goes on in a new one
+        db.flush()
+        assert db.get("Q7", 1, 5) == [b"1" * 50, b"2" * 50, b"3" * 50]
+    with mqdb.open(tmp_path, **opts) as db:
+        assert db.get("Q7", 0, 5) == [b"0" * 50, b"1" * 50, b"2" * 50, b"3" * 50]
+        assert db.count("Q0") == 3
+
+
+def test_a_closed_handle_lets_go_of_its_memory(tmp_path):
+    with mqdb.open(tmp_path) as db:
+        for i in range(20000):
+            db.put(f"Queue-{i}", b"x")
+    tracemalloc.start()
+    try:
+        db = mqdb.open(tmp_path)
+        assert db.count("Queue-19999") == 1
+        held = tracemalloc.get_traced_memory()[0]
+        db.close()
+        left = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held > 20000 * 20  # the directory and the index of 20000 queues
+    assert left < held // 10, (held, left)
+    with pytest.raises(mqdb.ClosedError):
+        db.get("Queue-1", 0, 1)
 
 
 def test_sequential_reader_reads_ahead_and_hits_the_cache(tmp_path):
