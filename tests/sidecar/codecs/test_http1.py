@@ -562,6 +562,18 @@ def test_every_error_has_its_status_hint_and_reason(Server, data, options, statu
     assert conn.their_state is ERROR
 
 
+def test_where_llhttp_is_the_stricter_ours_is_kept():
+    """llhttp knows a fixed list of methods and refuses any other; ours takes any token as a method and
+    leaves the answer to the route (404 or 405 here; RFC 9110 §9.1 expects 501 for a method a server
+    does not know, which is not a syntax error)."""
+    data = b"PURGEX / HTTP/1.1\r\nHost: a\r\n\r\n"
+    conn = ServerConnection()
+    conn.receive_data(data)
+    assert drain(conn) == [Request("PURGEX", "/", [("host", "a")]), EOM, NEED_DATA]
+    error = server_error(data, LlhttpServerConnection)
+    assert error.status_hint == 400 and error.reason.startswith("llhttp: ")
+
+
 @both
 def test_limits_at_the_boundary_are_allowed(Server):
     head = b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n"
