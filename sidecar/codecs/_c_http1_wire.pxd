@@ -58,13 +58,13 @@ cpdef list parse_fields(list lines, max_headers, str where)
 @cython.locals(parsed=tuple)
 cpdef tuple parse_request_line(bytes line)
 
-@cython.locals(parts=list)
+@cython.locals(parts=list, method=bytes, target=bytes)
 cpdef tuple _parse_request_line(bytes line)
 
 @cython.locals(name=str, value=str)
 cpdef bint wants_keep_alive(list headers, str version)
 
-@cython.locals(codings=list, lengths=set, name=str, value=str, length=str, digits=str)
+@cython.locals(codings=list, lengths=list, name=str, value=str, digits=str)
 cpdef body_reader(list headers, str version, Limits limits, bint until_close=*)
 
 @cython.locals(checked=list)

@@ -40,13 +40,18 @@ _FIELD_RE = re.compile(rb"(%s):[ \t]*((?:.*[^ \t])?)[ \t]*" % _TOKEN, re.S)
 _CTL_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # control characters other than HTAB
 _CTL_STR = re.compile(_CTL_RE.pattern.decode())
 _VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
+_VERSION_RE = re.compile(rb"HTTP/[0-9]\.[0-9]")  # HTTP-version (RFC 9112 §2.3): 505 if not 1.0 or 1.1
+# Request-target forms (RFC 9112 §3.2): origin-form and absolute-form for every method, asterisk-form
+# for OPTIONS only, authority-form (host:port) for CONNECT only and CONNECT with it only.
+_ABSOLUTE_FORM = re.compile(rb"[A-Za-z][-+.0-9A-Za-z]*://[\x21-\x7e]*")
+_AUTHORITY_FORM = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[-.0-9A-Za-z_~!$&'()*+,;=%]+):[0-9]{1,5}")
 STATUS_LINE = re.compile(rb"HTTP/(1\.[01]) ([0-9]{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 # Possessive repeats (``*+``): each piece can be matched one way only, so nothing is lost by keeping
 # no backtracking state, which the engine otherwise stacks per repetition (about 160 bytes per byte).
 _QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*+"'
-_CHUNK_LINE = re.compile(
-    rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*+" % (_TOKEN, _TOKEN, _QUOTED)
-)
+# No whitespace anywhere in a chunk-size line: RFC 9112 allows BWS around ";" and "=", but parsers
+# that read "1 ;x" or "1 " differently are a request-smuggling vector, and llhttp refuses them too.
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;%s(?:=(?:%s|%s))?)*+" % (_TOKEN, _TOKEN, _QUOTED))
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 NO_BODY_STATUSES = frozenset([204, 304])
 
@@ -188,11 +193,20 @@ def _parse_request_line(line: bytes) -> tuple[str, str, str]:
         raise RemoteProtocolError(f"bad request line {show(line)}")
     version = _VERSIONS.get(parts[2])
     if version is None:
-        if parts[2].startswith(b"HTTP/"):
+        if _VERSION_RE.fullmatch(parts[2]):
             message = f"HTTP version {show(parts[2][5:], 20)} is not supported (only 1.0 and 1.1)"
             raise RemoteProtocolError(message, status_hint=505)
         raise RemoteProtocolError(f"bad request line {show(line)}")
-    return parts[0].decode("ascii"), parts[1].decode("ascii"), version
+    method, target = parts[0], parts[1]
+    if method == b"CONNECT":
+        if not _AUTHORITY_FORM.fullmatch(target):
+            raise RemoteProtocolError(f"CONNECT needs a host:port target, not {show(target)}")
+    elif target[:1] != b"/" and not _ABSOLUTE_FORM.fullmatch(target):
+        if target != b"*":
+            raise RemoteProtocolError(f"request target {show(target)} is neither a path nor an absolute URI")
+        if method != b"OPTIONS":
+            raise RemoteProtocolError(f"request target '*' is for OPTIONS only, not {method.decode('ascii')}")
+    return method.decode("ascii"), target.decode("ascii"), version
 
 
 def wants_keep_alive(headers: Headers, version: str) -> bool:
@@ -203,11 +217,10 @@ def wants_keep_alive(headers: Headers, version: str) -> bool:
 def body_reader(headers: Headers, version: str, limits: Limits, until_close: bool = False):
     """The reader of the body that ``headers`` announce (RFC 9112 §6.3)."""
     codings: list[str] = []
-    lengths: set[str] = set()
+    lengths: list[str] = []
     for name, value in headers:
         if name == "content-length":
-            for length in value.split(","):
-                lengths.add(length.strip())
+            lengths.append(value)
         elif name == "transfer-encoding":
             codings += value.split(",")
     if codings:
@@ -224,8 +237,10 @@ def body_reader(headers: Headers, version: str, limits: Limits, until_close: boo
             raise RemoteProtocolError(f"transfer coding {codings[0]!r} is not supported", status_hint=501)
         return ChunkedReader(limits)
     if lengths:
-        value = lengths.pop()
-        if lengths or not (value.isascii() and value.isdigit()):
+        # One field of digits only: a repeated Content-Length, even with the same value (a list RFC 9110
+        # §8.6 lets a recipient accept), is refused, as llhttp does, rather than reconciled.
+        value = lengths[0].strip()
+        if len(lengths) > 1 or not (value.isascii() and value.isdigit()):
             raise RemoteProtocolError(f"bad Content-Length {get_header(headers, 'content-length')!r}")
         digits = value.lstrip("0") or "0"  # leading zeros are allowed and say nothing of the size
         if len(digits) > 18 or int(digits) > limits.max_body:

@@ -321,12 +321,15 @@ def targets(sidecar: list[Level], nginx: list[Level]) -> list[dict]:
 
 
 def codec_lines(as_json: bool = False, calls: int = 2048) -> Iterator[str]:
-    """The build of the codecs that the sidecars run and the codec CPU per call of each hop in both
-    builds (:func:`sidecar.tools.bench_codec.paths`), as lines of text or one JSON object."""
+    """The build of the codecs that the sidecars run, the codec CPU per call of each hop in both
+    builds (:func:`sidecar.tools.bench_codec.paths`) and the time to parse one HTTP request by ours in
+    each build and by llhttp when httptools is installed (:func:`sidecar.tools.bench_codec.parsing`),
+    as lines of text or one JSON object."""
     figures = bench_codec.paths(calls)
+    parse = bench_codec.parsing(min(calls, 1024), rounds=3)
     build = bench_codec.build()
     if as_json:
-        yield json.dumps({"target": "codecs", "build": build, "cpu_us_per_call": figures})
+        yield json.dumps({"target": "codecs", "build": build, "cpu_us_per_call": figures, "parse_us": parse})
         return
     yield f"codecs: {build}"
     for name in ("compiled", "pure"):
@@ -336,4 +339,9 @@ def codec_lines(as_json: bool = False, calls: int = 2048) -> Iterator[str]:
     if "ratio" in figures:
         hops = "  ".join(f"{hop} {figures['ratio'][hop]:.2f}x" for hop in bench_codec.PATHS)
         yield f"codec CPU per call, compiled / pure: {hops}"
+    parsers = "  ".join(f"{name} {parse[name]:.1f}" for name in bench_codec.PARSERS if name in parse)
+    mine = parse.get("compiled", parse["pure"])
+    if "llhttp" in parse:
+        parsers += f"  (llhttp / ours {parse['llhttp'] / mine:.2f}x)"
+    yield f"HTTP request parse µs: {parsers}"
     yield ""

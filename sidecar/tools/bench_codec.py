@@ -15,6 +15,10 @@ with the compiled twins and once with the Python source, loaded side by side in 
 * ``service``, the demo Dubbo service: the request frame split from its stream by
   :class:`~sidecar.codecs.dubbo.DubboDecoder` and parsed, the response frame encoded.
 
+``parsing()`` times the HTTP request parser alone on the same requests: ours in both builds, and llhttp
+(Node's parser, through httptools) under our limits and rules (:mod:`sidecar.tools.llhttp_peer`), the
+peer our parser is held to, when httptools is installed.
+
 The micro figures of the Dubbo codec alone (``encode_request_us`` ...) are those of the build that runs.
 Figures depend on the machine; they are for comparing builds and changes to the codecs.
 """
@@ -33,7 +37,7 @@ from sidecar import _accel
 from sidecar.codecs.dubbo import NEED_DATA, DubboDecoder, Request, Response, Serialization, encode
 from sidecar.tools.builds import load_build
 
-__all__ = ["run", "paths", "build", "SERVICE", "PATHS"]
+__all__ = ["run", "paths", "parsing", "build", "SERVICE", "PATHS", "PARSERS"]
 
 SERVICE = "com.alibaba.dubbo.performance.demo.provider.IHelloService"
 PATHS = ("request", "provider", "reply", "service")
@@ -248,6 +252,103 @@ def paths(calls: int = 4096, rounds: int = 3) -> dict[str, dict[str, float]]:
     return result
 
 
+# -- parsing alone ---------------------------------------------------------------------------------
+
+PARSERS = ("compiled", "pure", "llhttp", "httptools_bare")
+
+
+class _BareProtocol:
+    """The least a caller of httptools does: the target, the fields and the body kept, nothing checked."""
+
+    __slots__ = ("parser", "url", "headers", "body", "done")
+
+    def __init__(self) -> None:
+        import httptools
+
+        self.parser = httptools.HttpRequestParser(self)
+        self.url, self.headers, self.body, self.done = b"", [], [], False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
+def _parse_bare(protocol: _BareProtocol, raw: bytes) -> tuple[bytes, bytes]:
+    protocol.parser.feed_data(raw)
+    if not protocol.done:
+        raise RuntimeError("httptools did not complete the request")
+    return protocol.url, b"".join(protocol.body)
+
+
+def _parser(end: type) -> Callable[[object, bytes], tuple[str, bytes]]:
+    """Parse one whole request on a new connection: its target and its body."""
+
+    def parse(conn, raw: bytes) -> tuple[str, bytes]:
+        conn.receive_data(raw)
+        request = conn.next_event()
+        body = []
+        for _ in range(4):
+            event = conn.next_event()
+            if type(event) is end:
+                return request.target, b"".join(body)
+            body.append(event.data)
+        raise RuntimeError(f"the request did not end: {event!r}")
+
+    return parse
+
+
+def parsing(calls: int = 1024, rounds: int = 5) -> dict[str, float]:
+    """Microseconds to parse one request of the bench's mix (:func:`http_requests`: form POSTs with a
+    parameter of 0 to 1023 characters), from its bytes to its :class:`~sidecar.codecs.http1.EndOfMessage`,
+    on a connection made beforehand (untimed, as a kept-alive connection costs nothing per request):
+    ``compiled`` and ``pure``, our :class:`~sidecar.codecs.http1.ServerConnection` in each build;
+    ``llhttp``, Node's parser under our limits and rules
+    (:class:`sidecar.tools.llhttp_peer.LlhttpServerConnection`, on the build this process runs);
+    ``httptools_bare``, httptools with callbacks that only keep what they are given (no limit, no rule,
+    no state machine: the floor of any parser built on it). The parsers take turns ``rounds`` times over
+    the same ``calls`` requests; each keeps its best round. A parser that is not there (no compiled
+    twins, httptools not installed) is left out."""
+    if calls < 1 or rounds < 1:
+        raise ValueError("calls and rounds must be at least 1")
+    raws = [raw for raw, _, _ in http_requests(calls)]
+    parsers: dict[str, tuple[Callable[[], object], Callable[[object, bytes], object]]] = {}
+    for name, pure in (("compiled", False), ("pure", True)):
+        modules, states = load_build(pure)
+        if pure or states == {_accel.COMPILED}:
+            http1 = modules["http1"]
+            parsers[name] = (http1.ServerConnection, _parser(http1.EndOfMessage))
+    try:
+        from sidecar.codecs.http1 import EndOfMessage
+        from sidecar.tools.llhttp_peer import LlhttpServerConnection
+    except ImportError:  # httptools is a bench extra
+        pass
+    else:
+        parsers["llhttp"] = (LlhttpServerConnection, _parser(EndOfMessage))
+        parsers["httptools_bare"] = (_BareProtocol, _parse_bare)
+    make, parse = parsers["pure"]
+    expected = [parse(make(), raw)[1] for raw in raws]
+    for name, (make, parse) in parsers.items():  # the same bodies from each, and caches warmed
+        if [parse(make(), raw)[1] for raw in raws] != expected:
+            raise RuntimeError(f"{name} parsed other bodies than ours")
+    best = dict.fromkeys(parsers, float("inf"))
+    for _ in range(rounds):
+        for name, (make, parse) in parsers.items():
+            pairs = [(make(), raw) for raw in raws]
+            start = time.perf_counter()
+            for conn, raw in pairs:
+                parse(conn, raw)
+            best[name] = min(best[name], (time.perf_counter() - start) * 1e6 / len(raws))
+    return {name: round(best[name], 3) for name in PARSERS if name in best}
+
+
 def build() -> str:
     """Which build of the codecs this process runs (:func:`sidecar._accel.describe`)."""
     for name in _accel.TWINS:
@@ -257,7 +358,8 @@ def build() -> str:
 
 def run(iterations: int = 20000, *, calls: int = 4096) -> dict:
     """Time ``iterations`` rounds of each Dubbo codec operation (microseconds per operation, the build
-    that runs) and ``calls`` calls along the data path in both builds (:func:`paths`)."""
+    that runs), ``calls`` calls along the data path in both builds (:func:`paths`) and the parsing of
+    up to 1024 of them by each HTTP parser (:func:`parsing`)."""
     if iterations < 1:
         raise ValueError("iterations must be at least 1")
     encode_h2, decode_h2 = _measure(Serialization.HESSIAN2, iterations)
@@ -270,6 +372,7 @@ def run(iterations: int = 20000, *, calls: int = 4096) -> dict:
         "fastjson_encode_request_us": encode_json,
         "fastjson_decode_response_us": decode_json,
         "paths_cpu_us": paths(calls),
+        "parse_us": parsing(min(calls, 1024)),
     }
 
 
@@ -280,6 +383,8 @@ def main(argv: list[str] | None = None) -> None:
     paths_figures = figures.pop("paths_cpu_us")
     for key, value in figures.items():
         print(f"{key:<30} {value:.2f}" if isinstance(value, float) else f"{key:<30} {value}")
+    parse = figures.pop("parse_us")
+    print(f"{'HTTP request parse µs':<30} " + " ".join(f"{name} {value:.2f}" for name, value in parse.items()))
     builds = [name for name in ("compiled", "pure", "ratio") if name in paths_figures]
     print(f"{'CPU µs per call':<30} " + " ".join(f"{name:>9}" for name in builds))
     for hop in PATHS:

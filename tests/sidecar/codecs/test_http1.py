@@ -1,5 +1,10 @@
 """HTTP/1.1 codec: byte-exact tables both ways, every limit and validation error, the state tables,
-pipelining and keep-alive, a client and a server joined in memory, and hostile or randomly split input."""
+pipelining and keep-alive, a client and a server joined in memory, and hostile or randomly split input.
+
+The tests of request parsing run twice, marked ``ours`` and ``llhttp``: against our
+:class:`ServerConnection` and against :class:`LlhttpServerConnection`, Node's parser under our limits
+(:mod:`sidecar.tools.llhttp_peer`). Where the two disagree, :data:`LLHTTP_DIFFERS` says what llhttp
+does and why ours is kept."""
 
 from __future__ import annotations
 
@@ -39,8 +44,11 @@ from sidecar.codecs.http1 import (
 )
 from sidecar.codecs.http1_states import STATE_TRIGGERED, TRANSITIONS, ConnectionState
 from sidecar.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from sidecar.tools.llhttp_peer import LlhttpServerConnection
 
 EOM = EndOfMessage()
+# Request parsing: ours, and llhttp under our limits (the peer it is held to).
+both = pytest.mark.parametrize("Server", [ServerConnection, LlhttpServerConnection], ids=["ours", "llhttp"])
 
 
 def drain(conn) -> list:
@@ -64,8 +72,8 @@ def merged(events: list) -> list:
     return out
 
 
-def server_error(data: bytes, **limits) -> RemoteProtocolError:
-    conn = ServerConnection(**limits)
+def server_error(data: bytes, Server=ServerConnection, **limits) -> RemoteProtocolError:
+    conn = Server(**limits)
     conn.receive_data(data)
     with pytest.raises(RemoteProtocolError) as info:
         drain(conn)
@@ -106,7 +114,7 @@ REQUESTS = [
     (
         "chunked with extensions and trailers",
         b"POST /dubbo/S/hash HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-        b'4;name=value;flag\r\nabcd\r\nA ; q="a \\"b\\""\r\n0123456789\r\n0;last\r\nX-Sum: 1\r\nX-Other:  2 \r\n\r\n',
+        b'4;name=value;flag\r\nabcd\r\nA;q="a \\"b\\""\r\n0123456789\r\n0;last\r\nX-Sum: 1\r\nX-Other:  2 \r\n\r\n',
         [
             Request("POST", "/dubbo/S/hash", [("host", "a"), ("transfer-encoding", "chunked")]),
             Data(b"abcd"),
@@ -148,13 +156,14 @@ REQUESTS = [
         ],
     ),
     (
-        "absolute-form target, identical content-length repeated",
-        b"POST http://a/b?c=d HTTP/1.1\r\nHost: a\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nhi",
-        [
-            Request("POST", "http://a/b?c=d", [("host", "a"), ("content-length", "2, 2"), ("content-length", "2")]),
-            Data(b"hi"),
-            EOM,
-        ],
+        "absolute-form target",
+        b"POST http://a/b?c=d HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
+        [Request("POST", "http://a/b?c=d", [("host", "a"), ("content-length", "2")]), Data(b"hi"), EOM],
+    ),
+    (
+        "authority-form target with CONNECT",
+        b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
+        [Request("CONNECT", "a.example:443", [("host", "a.example:443")]), EOM],
     ),
     (
         "content-length zero",
@@ -169,18 +178,20 @@ REQUESTS = [
 ]
 
 
+@both
 @pytest.mark.parametrize(("name", "data", "expected"), REQUESTS, ids=[case[0] for case in REQUESTS])
-def test_request_bytes_to_events(name, data, expected):
-    conn = ServerConnection()
+def test_request_bytes_to_events(Server, name, data, expected):
+    conn = Server()
     conn.receive_data(data)
     assert drain(conn) == [*expected, NEED_DATA]
     assert conn.their_state is (DONE if expected[0].keep_alive else MUST_CLOSE)
     assert conn.our_state is SEND_RESPONSE
 
 
+@both
 @pytest.mark.parametrize(("name", "data", "expected"), REQUESTS, ids=[case[0] for case in REQUESTS])
-def test_request_fed_one_byte_at_a_time(name, data, expected):
-    conn = ServerConnection()
+def test_request_fed_one_byte_at_a_time(Server, name, data, expected):
+    conn = Server()
     events = []
     for i in range(len(data)):
         conn.receive_data(data[i : i + 1])
@@ -311,17 +322,23 @@ H = b"Host: a\r\n"
 
 ERRORS = [
     # request line
-    (b"GET /\r\n\r\n", {}, 400, "bad request line b'GET /'"),
-    (b"GET  / HTTP/1.1\r\n\r\n", {}, 400, "bad request line b'GET  / HTTP/1.1'"),
-    (b"G(T / HTTP/1.1\r\n\r\n", {}, 400, "bad request line b'G(T / HTTP/1.1'"),
-    (b"GET /\xff HTTP/1.1\r\n\r\n", {}, 400, "bad request line b'GET /\\xff HTTP/1.1'"),
-    (b"GET / HTTP/1.1 x\r\n\r\n", {}, 400, "bad request line b'GET / HTTP/1.1 x'"),
-    (b"GET / FTP/1.1\r\n\r\n", {}, 400, "bad request line b'GET / FTP/1.1'"),
-    (b"\nGET / HTTP/1.1\r\n\r\n", {}, 400, "bad request line b'\\nGET / HTTP/1.1'"),
-    (b"GET / HTTP/2.0\r\n\r\n", {}, 505, "HTTP version b'2.0' is not supported (only 1.0 and 1.1)"),
-    (b"GET / HTTP/0.9\r\n\r\n", {}, 505, "HTTP version b'0.9' is not supported (only 1.0 and 1.1)"),
-    (b"GET / HTTP/1.2\r\n\r\n", {}, 505, "HTTP version b'1.2' is not supported (only 1.0 and 1.1)"),
-    (b"GET / HTTP/1\r\n\r\n", {}, 505, "HTTP version b'1' is not supported (only 1.0 and 1.1)"),
+    (b"GET /\r\n" + H + b"\r\n", {}, 400, "bad request line b'GET /'"),
+    (b"GET  / HTTP/1.1\r\n" + H + b"\r\n", {}, 400, "bad request line b'GET  / HTTP/1.1'"),
+    (b"G(T / HTTP/1.1\r\n" + H + b"\r\n", {}, 400, "bad request line b'G(T / HTTP/1.1'"),
+    (b"GET /\xff HTTP/1.1\r\n" + H + b"\r\n", {}, 400, "bad request line b'GET /\\xff HTTP/1.1'"),
+    (b"GET / HTTP/1.1 x\r\n" + H + b"\r\n", {}, 400, "bad request line b'GET / HTTP/1.1 x'"),
+    (b"GET / FTP/1.1\r\n" + H + b"\r\n", {}, 400, "bad request line b'GET / FTP/1.1'"),
+    (b"\nGET / HTTP/1.1\r\n" + H + b"\r\n", {}, 400, "bad request line b'\\nGET / HTTP/1.1'"),
+    (b"GET / HTTP/2.0\r\n" + H + b"\r\n", {}, 505, "HTTP version b'2.0' is not supported (only 1.0 and 1.1)"),
+    (b"GET / HTTP/0.9\r\n" + H + b"\r\n", {}, 505, "HTTP version b'0.9' is not supported (only 1.0 and 1.1)"),
+    (b"GET / HTTP/1.2\r\n" + H + b"\r\n", {}, 505, "HTTP version b'1.2' is not supported (only 1.0 and 1.1)"),
+    (b"GET / HTTP/1\r\n" + H + b"\r\n", {}, 400, "bad request line b'GET / HTTP/1'"),
+    # the request-target's form must suit the method (RFC 9112 §3.2)
+    (b"GET * HTTP/1.1\r\n" + H + b"\r\n", {}, 400, "request target '*' is for OPTIONS only, not GET"),
+    (b"GET a.example:80 HTTP/1.1\r\n" + H + b"\r\n", {}, 400, "request target b'a.example:80' is neither a path"),
+    (b"GET a HTTP/1.1\r\n" + H + b"\r\n", {}, 400, "request target b'a' is neither a path nor an absolute URI"),
+    (b"CONNECT / HTTP/1.1\r\n" + H + b"\r\n", {}, 400, "CONNECT needs a host:port target, not b'/'"),
+    (b"CONNECT * HTTP/1.1\r\n" + H + b"\r\n", {}, 400, "CONNECT needs a host:port target, not b'*'"),
     # header fields
     (b"GET / HTTP/1.1\r\n\r\n", {}, 400, "HTTP/1.1 request without a Host header"),
     (b"GET / HTTP/1.1\r\n" + H + H + b"\r\n", {}, 400, "more than one Host header"),
@@ -370,6 +387,13 @@ ERRORS = [
         400,
         "bad Content-Length '1, 2'",
     ),
+    (  # a repeated Content-Length is refused even with the same value (a smuggling vector)
+        b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 2\r\nContent-Length: 2\r\n\r\nhi",
+        {},
+        400,
+        "bad Content-Length '2, 2'",
+    ),
+    (b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 2, 2\r\n\r\nhi", {}, 400, "bad Content-Length '2, 2'"),
     # chunked bodies
     (b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", {}, 400, "bad chunk size line b'zz'"),
     (b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n\r\n", {}, 400, "bad chunk size line b''"),
@@ -378,6 +402,16 @@ ERRORS = [
         {},
         400,
         "bad chunk size line b'-1'",
+    ),
+    # no whitespace in a chunk-size line (RFC 9112 allows BWS around ";" and "=": a smuggling vector)
+    *(
+        (
+            b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n" + line + b"\r\nz\r\n0\r\n\r\n",
+            {},
+            400,
+            f"bad chunk size line {line!r}",
+        )
+        for line in (b"1 ", b" 1", b"1\t", b"1 ;a=b", b"1; a=b", b"1;a =b", b"1;a= b")
     ),
     (
         b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n1;=x\r\n",
@@ -437,7 +471,7 @@ ERRORS = [
         "Content-Length of 5000 digits is over the limit of 1048576 bytes",
     ),
     (
-        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n5\r\n",
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n5\r\nghijk\r\n",
         {"max_body": 10},
         413,
         "chunked body over the limit of 10 bytes",
@@ -483,34 +517,76 @@ ERRORS = [
 ]
 
 
+# Where llhttp (under our limits) and ours disagree on a case of ERRORS: llhttp's status hint, or None
+# when it accepts the bytes. Ours is kept in each; the reasons are in the comments.
+LLHTTP_DIFFERS: dict[bytes, int | None] = {
+    # llhttp reads a request line without a version as HTTP/0.9 (505 here); 400, as for any bad line
+    b"GET /\r\n" + H + b"\r\n": 505,
+    # llhttp splits the request line on runs of spaces (RFC 9112 §3 lets a recipient do so); ours
+    # takes exactly one SP between the parts, so every parser in front of us sees the same target
+    b"GET  / HTTP/1.1\r\n" + H + b"\r\n": None,
+    # llhttp skips a bare LF before the request line; ours skips CRLFs only (RFC 9112 §2.2)
+    b"\nGET / HTTP/1.1\r\n" + H + b"\r\n": None,
+    # llhttp takes "*" with any method and CONNECT with any target (RFC 9112 §3.2.3-4 allow neither)
+    b"GET * HTTP/1.1\r\n" + H + b"\r\n": None,
+    b"CONNECT / HTTP/1.1\r\n" + H + b"\r\n": None,
+    b"CONNECT * HTTP/1.1\r\n" + H + b"\r\n": None,
+    # llhttp takes chunk extensions with an empty name and chunk sizes of any number of leading
+    # zeros; ours holds an extension name to a token and the size to 16 hex digits
+    b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n1;=x\r\n": None,
+    b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n" + b"0" * 17 + b"1\r\n": None,
+}
+
+
+@both
 @pytest.mark.parametrize(("data", "options", "status", "reason"), ERRORS, ids=[c[3][:50] for c in ERRORS])
-def test_every_error_has_its_status_hint_and_reason(data, options, status, reason):
+def test_every_error_has_its_status_hint_and_reason(Server, data, options, status, reason):
     options = dict(options)
     eof = options.pop("eof", False)
-    conn = ServerConnection(**options)
+    conn = Server(**options)
     conn.receive_data(data)
     if eof:
         conn.receive_data(b"")
+    peer = Server is LlhttpServerConnection
+    if peer and data in LLHTTP_DIFFERS:
+        status = LLHTTP_DIFFERS[data]
+        if status is None:
+            assert drain(conn)[-1] is NEED_DATA  # accepted, waiting for more
+            return
     with pytest.raises(RemoteProtocolError) as info:
         drain(conn)
     error = info.value
     assert (error.status_hint, type(error)) == (status, RemoteProtocolError)
-    assert reason in error.reason and "\n" not in error.reason
+    assert "\n" not in error.reason
+    assert peer or reason in error.reason  # llhttp words its own reasons
     assert conn.their_state is ERROR
 
 
-def test_limits_at_the_boundary_are_allowed():
+def test_where_llhttp_is_the_stricter_ours_is_kept():
+    """llhttp knows a fixed list of methods and refuses any other; ours takes any token as a method and
+    leaves the answer to the route (404 or 405 here; RFC 9110 §9.1 expects 501 for a method a server
+    does not know, which is not a syntax error)."""
+    data = b"PURGEX / HTTP/1.1\r\nHost: a\r\n\r\n"
+    conn = ServerConnection()
+    conn.receive_data(data)
+    assert drain(conn) == [Request("PURGEX", "/", [("host", "a")]), EOM, NEED_DATA]
+    error = server_error(data, LlhttpServerConnection)
+    assert error.status_hint == 400 and error.reason.startswith("llhttp: ")
+
+
+@both
+def test_limits_at_the_boundary_are_allowed(Server):
     head = b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n"
-    conn = ServerConnection(max_head=len(head), max_headers=2, max_body=3)
+    conn = Server(max_head=len(head), max_headers=2, max_body=3)
     conn.receive_data(head)
     assert drain(conn)[1:] == [EOM, NEED_DATA]
-    assert server_error(head, max_head=len(head) - 1).status_hint == 431
-    assert server_error(head, max_headers=1).status_hint == 431
+    assert server_error(head, Server, max_head=len(head) - 1).status_hint == 431
+    assert server_error(head, Server, max_headers=1).status_hint == 431
     body = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n"
-    conn = ServerConnection(max_body=3)
+    conn = Server(max_body=3)
     conn.receive_data(body)
     assert merged(drain(conn)[1:]) == [Data(b"abc"), EOM, NEED_DATA]
-    assert server_error(body, max_body=2).status_hint == 413
+    assert server_error(body, Server, max_body=2).status_hint == 413
 
 
 def test_default_limits_are_documented():
@@ -519,8 +595,9 @@ def test_default_limits_are_documented():
         ServerConnection(max_body=-1)
 
 
-def test_a_head_over_the_limit_fails_before_its_end_arrives():
-    conn = ServerConnection(max_head=1024)
+@both
+def test_a_head_over_the_limit_fails_before_its_end_arrives(Server):
+    conn = Server(max_head=1024)
     conn.receive_data(b"GET / HTTP/1.1\r\n")
     for _ in range(50):
         conn.receive_data(b"X-Filler: " + b"x" * 20 + b"\r\n")
@@ -534,8 +611,9 @@ def test_a_head_over_the_limit_fails_before_its_end_arrives():
     assert conn.buffered == 0  # the bytes of a failed connection are dropped
 
 
-def test_after_an_error_the_error_response_can_still_be_sent():
-    conn = ServerConnection()
+@both
+def test_after_an_error_the_error_response_can_still_be_sent(Server):
+    conn = Server()
     conn.receive_data(b"GET / HTTP/9.9\r\n\r\n")
     with pytest.raises(RemoteProtocolError) as info:
         conn.next_event()
@@ -547,19 +625,22 @@ def test_after_an_error_the_error_response_can_still_be_sent():
     conn.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # dropped
     assert conn.buffered == 0
     reply = conn.send(Response(info.value.status_hint, body=info.value.reason.encode()))
+    reason = info.value.reason.encode()
     assert reply == (
-        b"HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Length: 55\r\nConnection: close\r\n\r\n"
-        b"HTTP version b'9.9' is not supported (only 1.0 and 1.1)"
+        b"HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+        % (len(reason), reason)
     )
+    assert Server is LlhttpServerConnection or reason == b"HTTP version b'9.9' is not supported (only 1.0 and 1.1)"
     assert conn.our_state is MUST_CLOSE
     with pytest.raises(LocalProtocolError, match="SERVER cannot send Response in state MUST_CLOSE"):
         conn.send(Response(200))
 
 
-def test_an_error_inside_the_body_still_gets_its_response():
-    conn = ServerConnection()
+@both
+def test_an_error_inside_the_body_still_gets_its_response(Server):
+    conn = Server()
     conn.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\nq\r\n")
-    with pytest.raises(RemoteProtocolError, match="bad chunk size line"):
+    with pytest.raises(RemoteProtocolError, match="bad chunk size line|llhttp: Invalid character in chunk size"):
         drain(conn)
     assert conn.states == {CLIENT: ERROR, SERVER: SEND_RESPONSE}
     assert conn.send(Response(400)).endswith(b"Connection: close\r\n\r\n")
@@ -639,8 +720,9 @@ def echo(request: Request, body: bytes) -> Response:
     return Response(200, [("X-Target", request.target)], body)
 
 
-def test_three_pipelined_requests_in_one_chunk_are_answered_in_order():
-    conn = ServerConnection()
+@both
+def test_three_pipelined_requests_in_one_chunk_are_answered_in_order(Server):
+    conn = Server()
     conn.receive_data(
         b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"
         b"POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\ntwo"
@@ -660,8 +742,9 @@ def test_three_pipelined_requests_in_one_chunk_are_answered_in_order():
     assert conn.states == {CLIENT: IDLE, SERVER: IDLE} and conn.buffered == 0
 
 
-def test_keep_alive_cycles_then_the_client_closes():
-    conn = ServerConnection()
+@both
+def test_keep_alive_cycles_then_the_client_closes(Server):
+    conn = Server()
     for i in range(5):
         conn.receive_data(b"POST /%d HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n%d" % (i, i))
         assert serve(conn, echo) == b"HTTP/1.1 200 OK\r\nX-Target: /%d\r\nContent-Length: 1\r\n\r\n%d" % (i, i)
@@ -672,8 +755,9 @@ def test_keep_alive_cycles_then_the_client_closes():
     assert conn.next_event() == ConnectionClosed()
 
 
-def test_bytes_after_a_closing_request_are_ignored():
-    conn = ServerConnection()
+@both
+def test_bytes_after_a_closing_request_are_ignored(Server):
+    conn = Server()
     conn.receive_data(b"GET /1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
     assert serve(conn, echo) == b"HTTP/1.1 200 OK\r\nX-Target: /1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     assert conn.states == {CLIENT: MUST_CLOSE, SERVER: MUST_CLOSE}
@@ -684,8 +768,9 @@ def test_bytes_after_a_closing_request_are_ignored():
     assert conn.next_event() == ConnectionClosed()
 
 
-def test_a_client_that_half_closes_after_its_request_still_gets_the_response():
-    conn = ServerConnection()
+@both
+def test_a_client_that_half_closes_after_its_request_still_gets_the_response(Server):
+    conn = Server()
     conn.receive_data(GET)
     conn.receive_data(b"")
     assert drain(conn) == [Request("GET", "/", [("host", "a")]), EOM, ConnectionClosed()]
@@ -693,32 +778,35 @@ def test_a_client_that_half_closes_after_its_request_still_gets_the_response():
     assert conn.states == {CLIENT: CLOSED, SERVER: MUST_CLOSE}
 
 
-def test_eof_before_any_request_is_a_clean_close():
-    conn = ServerConnection()
+@both
+def test_eof_before_any_request_is_a_clean_close(Server):
+    conn = Server()
     conn.receive_data(b"\r\n")
     conn.receive_data(b"")
     assert conn.next_event() == ConnectionClosed()
 
 
-def test_two_thousand_pipelined_requests_in_one_receive_are_answered_in_order():
+@both
+def test_two_thousand_pipelined_requests_in_one_receive_are_answered_in_order(Server):
     requests = b"".join(
         b"POST /%d HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n%02d" % (i, i % 100) for i in range(2000)
     )
     assert len(requests) > 64 * 1024  # the buffer is compacted on the way
-    conn = ServerConnection()
+    conn = Server()
     conn.receive_data(requests)
     replies = serve(conn, lambda request, body: Response(200, body=body))
     assert replies == b"".join(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n%02d" % (i % 100) for i in range(2000))
     assert conn.buffered == 0 and len(conn._buffer.data) == 0
 
 
-def test_large_bodies_and_heads_byte_by_byte():
+@both
+def test_large_bodies_and_heads_byte_by_byte(Server):
     body = bytes(range(256)) * 4096  # 1 MiB, the default limit
-    conn = ServerConnection()
+    conn = Server()
     conn.receive_data(b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
     assert drain(conn)[1:] == [Data(body), EOM, NEED_DATA]
     head = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X-Pad: " + b"p" * 16000 + b"\r\n\r\n"
-    conn = ServerConnection(max_head=len(head))
+    conn = Server(max_head=len(head))
     for i in range(len(head) - 1):
         conn.receive_data(head[i : i + 1])
         assert conn.next_event() is NEED_DATA
@@ -982,10 +1070,11 @@ hostile = st.one_of(
 )
 
 
+@both
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(hostile, st.lists(st.integers(1, 64), min_size=1, max_size=10), st.booleans())
-def test_arbitrary_bytes_raise_only_protocol_errors_in_bounded_memory(data, sizes, eof):
-    conn = ServerConnection(**SMALL)
+def test_arbitrary_bytes_raise_only_protocol_errors_in_bounded_memory(Server, data, sizes, eof):
+    conn = Server(**SMALL)
     chunks, pos, i = [], 0, 0
     while pos < len(data):
         chunks.append(data[pos : pos + sizes[i % len(sizes)]])
@@ -1051,7 +1140,7 @@ def valid_request(draw) -> tuple[bytes, list]:
         cuts = sorted(draw(st.lists(st.integers(0, len(body)), max_size=4)))
         pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True) if b > a]
         payload = b"".join(
-            b"%x%s\r\n%s\r\n" % (len(p), draw(st.sampled_from([b"", b";a=b", b' ; q="x"'])), p) for p in pieces
+            b"%x%s\r\n%s\r\n" % (len(p), draw(st.sampled_from([b"", b";a=b", b';q="x"'])), p) for p in pieces
         )
         payload += b"0\r\n" + draw(st.sampled_from([b"", b"Trailer: 1\r\n"])) + b"\r\n"
     else:
@@ -1062,12 +1151,13 @@ def valid_request(draw) -> tuple[bytes, list]:
     return head.encode("latin-1") + payload, [request, *([Data(body)] if body else []), EOM]
 
 
+@both
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(valid_request(), min_size=1, max_size=4), st.data())
-def test_round_trip_of_random_requests_split_at_random_points(requests, data):
+def test_round_trip_of_random_requests_split_at_random_points(Server, requests, data):
     stream = b"".join(raw for raw, _ in requests)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
-    conn = ServerConnection()
+    conn = Server()
     events = []
     for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
         if a == b:

@@ -38,6 +38,15 @@ def test_the_calls_are_the_benchmark_calls():
     assert all(bench_codec.java_hash(parameter) == value for _, parameter, value in requests)
 
 
+def test_parsing_times_ours_in_both_builds_and_llhttp():
+    figures = bench_codec.parsing(calls=8, rounds=1)
+    expected = {"pure", "llhttp", "httptools_bare"} | ({"compiled"} if "compiled" in bench_codec.paths(1, 1) else set())
+    assert set(figures) == expected
+    assert all(value > 0 for value in figures.values())
+    with pytest.raises(ValueError):
+        bench_codec.parsing(calls=0)
+
+
 def test_main_prints_the_paths(capsys):
     bench_codec.main(["3", "4"])
     out = capsys.readouterr().out
@@ -58,5 +67,8 @@ def test_sidecar_bench_begins_with_the_build_and_the_codec_ratios():
     lines = list(bench.codec_lines(calls=8))
     assert lines[0] == f"codecs: {bench_codec.build()}"
     assert any(line.startswith("codec CPU µs per call, pure build: request ") for line in lines)
+    parse = next(line for line in lines if line.startswith("HTTP request parse µs: "))
+    assert " pure " in parse and " llhttp " in parse and "(llhttp / ours " in parse
     record = json.loads(next(bench.codec_lines(as_json=True, calls=8)))
     assert record["target"] == "codecs" and set(record["cpu_us_per_call"]["pure"]) == set(bench_codec.PATHS)
+    assert "llhttp" in record["parse_us"]
