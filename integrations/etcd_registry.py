@@ -2,10 +2,12 @@
 
 Layout in etcd (one key per provider sidecar, DESIGN.md §1)::
 
-    /dubbomesh/{interface}/{host}:{port}  ->  {"weight": 200.0, "threshold": null}
+    /dubbomesh/{interface}/{host}:{port}  ->  {"weight": 200.0, "threshold": null, "batch": true}
 
 ``host:port`` is the provider sidecar's tunnel address as consumers reach it (``[v6]:port`` for IPv6);
-``threshold`` is null when the consumer's default applies. The key is attached to a lease with a TTL
+``threshold`` is null when the consumer's default applies; ``"batch": true`` says the provider takes
+several calls in one REQUEST_BATCH datagram (every provider sidecar of this version registers it; a
+value without it, as older providers write, gets one datagram per call). The key is attached to a lease with a TTL
 that the provider keeps alive (every TTL/3): a provider that dies without deregistering disappears
 when the lease expires; one that stops gracefully deletes its key and revokes its lease.
 
@@ -94,20 +96,26 @@ def provider_key(interface: str, host: str, port: int) -> str:
     return service_prefix(interface) + format_address(host, port)
 
 
-def encode_value(weight: float, threshold: int | None = None) -> str:
-    """The etcd value of one provider sidecar: its share and its threshold, as JSON.
+def encode_value(weight: float, threshold: int | None = None, batch: bool = False) -> str:
+    """The etcd value of one provider sidecar: its share, its threshold and, when it takes
+    REQUEST_BATCH datagrams, ``"batch": true`` (absent means false: what older providers write), as JSON.
 
     >>> encode_value(200, None)
     '{"weight": 200.0, "threshold": null}'
+    >>> encode_value(200, 64, batch=True)
+    '{"weight": 200.0, "threshold": 64, "batch": true}'
     """
-    return json.dumps({"weight": float(weight), "threshold": threshold})
+    fields = {"weight": float(weight), "threshold": threshold}
+    if batch:
+        fields["batch"] = True
+    return json.dumps(fields)
 
 
 def decode_entry(key: str, value: str | bytes, prefix: str) -> ProviderEntry:
     """The provider a key and its value describe; ValueError saying what is wrong.
 
     >>> decode_entry("/dubbomesh/i/127.0.0.1:30001", '{"weight": 64, "threshold": 32}', "/dubbomesh/i/")
-    ProviderEntry(host='127.0.0.1', port=30001, weight=64.0, threshold=32)
+    ProviderEntry(host='127.0.0.1', port=30001, weight=64.0, threshold=32, batch=False)
     """
     if not key.startswith(prefix):
         raise ValueError(f"key {key!r} is not under {prefix!r}")
@@ -123,7 +131,10 @@ def decode_entry(key: str, value: str | bytes, prefix: str) -> ProviderEntry:
         raise ValueError(f"key {key!r}: the weight must be a positive number, not {weight!r}")
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1):
         raise ValueError(f"key {key!r}: the threshold must be null or a whole number of at least 1, not {threshold!r}")
-    return ProviderEntry(host, port, float(weight), threshold)
+    batch = fields.get("batch", False)
+    if not isinstance(batch, bool):
+        raise ValueError(f"key {key!r}: batch must be true or false, not {batch!r}")
+    return ProviderEntry(host, port, float(weight), threshold, batch)
 
 
 def apply_events(
@@ -211,6 +222,7 @@ class EtcdRegistration:
         weight: float,
         threshold: int | None = None,
         *,
+        batch: bool = False,
         interface: str = DEFAULT_INTERFACE,
         lease_ttl: int = 10,
         timeout: float = REQUEST_TIMEOUT,
@@ -218,7 +230,7 @@ class EtcdRegistration:
         self.endpoint = endpoint
         self.host, self.port = parse_endpoint(endpoint)
         self.key = provider_key(interface, *address)
-        self.value = encode_value(weight, threshold)
+        self.value = encode_value(weight, threshold, batch)
         self.lease_ttl = max(1, int(lease_ttl))
         self.timeout = timeout
         self.registered = gevent.event.Event()

@@ -128,7 +128,7 @@ def _registration(config: ProviderConfig, bound: tuple[str, int]):
         log.warning("registering %s, which consumers cannot reach: set advertise to this host's address",
                     format_address(*address))  # fmt: skip
     registration = EtcdRegistration(
-        config.registry, address, config.weight, interface=config.interface, lease_ttl=config.lease_ttl
+        config.registry, address, config.weight, batch=True, interface=config.interface, lease_ttl=config.lease_ttl
     )
     registration.start()
     return registration

@@ -140,7 +140,8 @@ def provider(
 @click.option("--listen", callback=_address, help="HTTP HOST:PORT applications call [127.0.0.1:20000].")
 @click.option(
     "--provider", "providers", multiple=True, callback=_providers,
-    help="A provider sidecar, HOST:PORT=WEIGHT[/THRESHOLD] (repeatable; replaces the config file's list).",
+    help="A provider sidecar, HOST:PORT=WEIGHT[/THRESHOLD][+batch] (+batch: it takes several calls per "
+    "datagram; repeatable; replaces the config file's list).",
 )  # fmt: skip
 @click.option("--workers", type=click.IntRange(1), help="Processes sharing the port with SO_REUSEPORT [1].")
 @click.option("--threshold", type=click.IntRange(1), help="Calls in flight per provider before calls queue [200].")
@@ -231,10 +232,13 @@ def demo(scenario, duration, connections, workers, hold, progress):
 @click.option("--build", "builds", multiple=True, type=click.Choice(["compiled", "pure"]),
               help="Measure the sidecars with this build of the codecs (repeatable, side by side); "
                    "default: the build this command runs.")  # fmt: skip
+@click.option("--request-batch/--no-request-batch", default=True, show_default=True,
+              help="Several calls per datagram toward each provider (REQUEST_BATCH), "
+                   "or one datagram per call.")  # fmt: skip
 @click.option("--soak", type=click.FloatRange(min=0, min_open=True), metavar="MINUTES",
               help="Instead: steady load on the sidecar topology for MINUTES; RSS and fds per process.")  # fmt: skip
 @_errors
-def bench(scenarios, duration, levels, workers, nginx, as_json, builds, soak):
+def bench(scenarios, duration, levels, workers, nginx, as_json, builds, request_batch, soak):
     """Drive the topology with wrk and compare with nginx proxying the same load."""
     from sidecar.tools import bench as bench_lib
     from sidecar.tools.nginx_baseline import NginxError
@@ -266,6 +270,7 @@ def bench(scenarios, duration, levels, workers, nginx, as_json, builds, soak):
             nginx=nginx,
             as_json=as_json,
             builds=tuple(dict.fromkeys(builds)),
+            request_batch=request_batch,
         )
     try:
         for line in lines:

@@ -3,10 +3,13 @@
 Pure like the other codecs: no sockets, no clock (timestamps are passed in), no state but what a
 :class:`ReplyBatcher` holds until it is flushed.
 
-* :func:`encode_request` wraps one complete Dubbo request frame in a REQUEST datagram.
+* :func:`encode_request` wraps one complete Dubbo request frame in a REQUEST datagram;
+  :func:`join_requests` packs the REQUEST datagrams of several calls into one REQUEST_BATCH, and
+  :func:`batch_requests` into as few datagrams as a size limit allows (for a provider that announced it
+  takes them).
 * :class:`ReplyBatcher` packs the ready replies for one consumer into as few REPLY_BATCH datagrams as
   a size limit allows; :func:`encode_replies` writes one such datagram directly.
-* :func:`decode` turns a datagram into a :class:`Request` or a :class:`ReplyBatch`, or raises
+* :func:`decode` turns a datagram into a :class:`Request`, a :class:`RequestBatch` or a :class:`ReplyBatch`, or raises
   :class:`RemoteProtocolError` saying what was wrong.
 * :func:`make_request_id`, :func:`split_request_id`, :func:`age_ms` and :class:`RequestIds`: 64-bit
   request ids that carry the consumer id and the time of the call, so either side can tell whose a
@@ -55,9 +58,12 @@ __all__ = [
     "Request",
     "Reply",
     "ReplyBatch",
+    "RequestBatch",
     "RequestId",
     "RequestIds",
     "encode_request",
+    "join_requests",
+    "batch_requests",
     "hex_id",
     "rewrite_id",
     "encode_replies",
@@ -79,10 +85,11 @@ FLAG_TAGGED = (
 
 
 class Kind(IntEnum):
-    """The kind byte: what follows the common header. 0 and 3-255 are not assigned."""
+    """The kind byte: what follows the common header. 0 and 4-255 are not assigned."""
 
     REQUEST = 1
     REPLY_BATCH = 2
+    REQUEST_BATCH = 3  # sent only to a provider whose registry entry says it takes them
 
 
 MAX_UDP_PAYLOAD = 65507  # 65535 - 8 (UDP header) - 20 (IPv4 header)
@@ -90,7 +97,7 @@ DEFAULT_LIMIT = MAX_UDP_PAYLOAD
 
 HEADER = struct.Struct(">HBBB")  # magic, version, kind, flags
 REQUEST_HEADER = struct.Struct(">HBBBQ")  # common header, request id; the Dubbo frame follows
-BATCH_HEADER = struct.Struct(">HBBBH")  # common header, entry count; the entries follow
+BATCH_HEADER = struct.Struct(">HBBBH")  # common header, entry count; the entries follow (both batch kinds)
 ENTRY = struct.Struct(">QI")  # request id, frame length; the Dubbo frame follows
 _ID = struct.Struct(">Q")  # a Dubbo request id, header bytes 4 to 12
 
@@ -106,6 +113,7 @@ CONSUMER_MASK, STAMP_MASK, SEQ_MASK = (1 << CONSUMER_BITS) - 1, (1 << STAMP_BITS
 CONSUMER_SHIFT = STAMP_BITS + SEQ_BITS
 _HALF_STAMP = 1 << (STAMP_BITS - 1)
 _MAX_ID = (1 << 64) - 1
+_REQUEST_PREFIX = HEADER.pack(MAGIC, VERSION, Kind.REQUEST, 0)  # a plain REQUEST datagram starts so
 
 
 # -- values -------------------------------------------------------------------------------------
@@ -125,6 +133,18 @@ class Reply:
 
     request_id: int
     frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RequestBatch:
+    """A REQUEST_BATCH datagram: one or more calls, all of the same consumer, each handled as if it had
+    come in its own REQUEST datagram."""
+
+    requests: tuple[Request, ...]
+
+    @property
+    def consumer_id(self) -> int:
+        return self.requests[0].request_id >> CONSUMER_SHIFT
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +265,79 @@ def encode_request(request_id: int, frame: bytes, *, limit: int = DEFAULT_LIMIT)
     return REQUEST_HEADER.pack(MAGIC, VERSION, Kind.REQUEST, 0, request_id) + frame
 
 
+def join_requests(datagrams: Iterable[bytes], *, limit: int = DEFAULT_LIMIT) -> bytes:
+    """One REQUEST_BATCH datagram carrying the calls of ``datagrams``, plain (untagged) REQUEST
+    datagrams of one consumer as :func:`encode_request` wrote them, in order: each call keeps its
+    request id and its Dubbo frame byte for byte. A batch is tagged as a whole, after joining. Raises
+    :class:`LocalProtocolError` for no datagram, a datagram that is not a plain REQUEST, calls of two
+    consumers, or (status hint 413) a batch over ``limit`` bytes."""
+    datagrams = list(datagrams)
+    if not datagrams:
+        raise LocalProtocolError("a request batch needs at least one request")
+    consumer = _checked_request(datagrams[0], -1) >> CONSUMER_SHIFT
+    parts = [BATCH_HEADER.pack(MAGIC, VERSION, Kind.REQUEST_BATCH, 0, len(datagrams))]
+    size = BATCH_OVERHEAD
+    for datagram in datagrams:
+        request_id = _checked_request(datagram, consumer)
+        length = len(datagram) - REQUEST_OVERHEAD
+        parts.append(ENTRY.pack(request_id, length))
+        parts.append(datagram[REQUEST_OVERHEAD:])
+        size += ENTRY_OVERHEAD + length
+    if size > _check_limit(limit):  # so the count is at most (65507 - 7) // 28 = 2339
+        raise LocalProtocolError(
+            f"{len(datagrams)} requests take {size} bytes, over the datagram limit of {limit}", status_hint=413
+        )
+    return b"".join(parts)
+
+
+def batch_requests(datagrams: Iterable[bytes], *, limit: int = DEFAULT_LIMIT) -> list[bytes]:
+    """The REQUEST datagrams of ``datagrams`` (as for :func:`join_requests`) packed in order into as
+    few datagrams of at most ``limit`` bytes as consecutive runs allow: a run of several calls becomes
+    a REQUEST_BATCH, a call alone stays the REQUEST datagram it was (a batch of one would only add 6
+    bytes). Each call takes its datagram's length less 1 in a batch, plus 7 bytes per batch."""
+    limit = _check_limit(limit)
+    out: list[bytes] = []
+    run: list[bytes] = []
+    size = BATCH_OVERHEAD
+    for datagram in datagrams:
+        entry_size = len(datagram) - 1  # ENTRY_OVERHEAD - REQUEST_OVERHEAD
+        if run and size + entry_size > limit:
+            out.append(run[0] if len(run) == 1 else join_requests(run, limit=limit))
+            run, size = [], BATCH_OVERHEAD
+        if len(datagram) > limit:
+            _checked_request(datagram, -1)
+            raise LocalProtocolError(
+                f"a request datagram of {len(datagram)} bytes is over the datagram limit of {limit}", status_hint=413
+            )
+        run.append(datagram)
+        size += entry_size
+    if run:
+        if len(run) == 1:
+            _checked_request(run[0], -1)
+            out.append(run[0])
+        else:
+            out.append(join_requests(run, limit=limit))
+    return out
+
+
+def _checked_request(datagram: bytes, consumer_id: int) -> int:
+    """The request id of ``datagram``, a plain REQUEST datagram of a well-formed Dubbo request frame
+    (of ``consumer_id`` unless that is -1); else :class:`LocalProtocolError`."""
+    if not isinstance(datagram, bytes):
+        raise TypeError(f"a datagram is bytes, not {type(datagram).__qualname__}")
+    size = len(datagram)
+    if size < REQUEST_OVERHEAD or datagram[:HEADER_SIZE] != _REQUEST_PREFIX:
+        raise LocalProtocolError(f"{datagram[:HEADER_SIZE].hex()} of {size} bytes is not a plain REQUEST datagram")
+    request_id = REQUEST_HEADER.unpack_from(datagram)[4]
+    if consumer_id != -1 and request_id >> CONSUMER_SHIFT != consumer_id:
+        raise LocalProtocolError(
+            f"request {request_id:#018x} belongs to consumer {request_id >> CONSUMER_SHIFT}, not {consumer_id}",
+            request_id=request_id,
+        )
+    _check_frame(datagram, REQUEST_OVERHEAD, size, True, request_id, LocalProtocolError, 500)
+    return request_id
+
+
 def encode_replies(replies: Iterable[tuple[int, bytes]], *, limit: int = DEFAULT_LIMIT) -> bytes:
     """One REPLY_BATCH datagram with every ``(request id, Dubbo response frame)`` of ``replies``,
     which must belong to one consumer and fit under ``limit`` (else :class:`LocalProtocolError`,
@@ -338,9 +431,10 @@ class ReplyBatcher:
 # -- decoding -----------------------------------------------------------------------------------
 
 
-def decode(datagram: bytes | bytearray | memoryview) -> Request | ReplyBatch:
-    """The request or reply batch in ``datagram``. Anything malformed raises
-    :class:`RemoteProtocolError` (status hint 400 for a request, 502 for a reply batch) naming the
+def decode(datagram: bytes | bytearray | memoryview) -> Request | RequestBatch | ReplyBatch:
+    """The request, request batch or reply batch in ``datagram``. Anything malformed raises
+    :class:`RemoteProtocolError` (status hint 400 for a request or a request batch, 502 for a reply
+    batch) naming the
     reason and, once it was readable, the ``request_id`` of the call concerned. Only a value that is
     not bytes-like at all (a bug in the caller, not a bad datagram) raises ``TypeError``."""
     if not isinstance(datagram, bytes):
@@ -359,7 +453,9 @@ def decode(datagram: bytes | bytearray | memoryview) -> Request | ReplyBatch:
     if kind == Kind.REQUEST:
         return _decode_request(datagram, flags)
     if kind == Kind.REPLY_BATCH:
-        return _decode_batch(datagram, flags)
+        return ReplyBatch(tuple(_decode_entries(datagram, flags, False)))
+    if kind == Kind.REQUEST_BATCH:
+        return RequestBatch(tuple(_decode_entries(datagram, flags, True)))
     raise _error(f"unknown kind {kind}")
 
 
@@ -383,45 +479,51 @@ def _decode_request(datagram: bytes, flags: int) -> Request:
     return Request(request_id, datagram[REQUEST_OVERHEAD:])
 
 
-def _decode_batch(datagram: bytes, flags: int) -> ReplyBatch:
-    _check_flags(flags, 502)
+def _decode_entries(datagram: bytes, flags: int, request: bool) -> list:
+    """The entries of a batch: :class:`Request` values (status hint 400) or :class:`Reply` values (502)."""
+    status_hint = 400 if request else 502
+    value = Request if request else Reply
+    what, noun = ("request batch", "requests") if request else ("reply batch", "replies")
+    _check_flags(flags, status_hint)
     size = len(datagram)
     if size < BATCH_OVERHEAD:
-        raise _error(f"reply batch of {size} bytes ends inside its {BATCH_OVERHEAD}-byte header", status_hint=502)
+        raise _error(f"{what} of {size} bytes ends inside its {BATCH_OVERHEAD}-byte header", status_hint=status_hint)
     count = BATCH_HEADER.unpack_from(datagram)[4]
     if count == 0:
-        raise _error("reply batch with no replies", status_hint=502)
-    replies = []
+        raise _error(f"{what} with no {noun}", status_hint=status_hint)
+    entries = []
     pos = BATCH_OVERHEAD
-    consumer = None
+    consumer = -1
     for index in range(count):
         if pos + ENTRY_OVERHEAD > size:
             raise _error(
-                f"reply batch ends inside the header of entry {index} of {count} (offset {pos})", status_hint=502
+                f"{what} ends inside the header of entry {index} of {count} (offset {pos})", status_hint=status_hint
             )
         request_id, length = ENTRY.unpack_from(datagram, pos)
-        if consumer is None:
+        if consumer == -1:
             consumer = request_id >> CONSUMER_SHIFT
         elif request_id >> CONSUMER_SHIFT != consumer:
             raise _error(
                 f"entry {index} is for consumer {request_id >> CONSUMER_SHIFT}, entry 0 for consumer {consumer}",
-                status_hint=502,
+                status_hint=status_hint,
                 request_id=request_id,
             )
         start = pos + ENTRY_OVERHEAD
-        end = start + length
-        if end > size:
+        if length > size - start:
             raise _error(
                 f"entry {index} declares {length} bytes but only {size - start} remain (offset {pos})",
-                status_hint=502,
+                status_hint=status_hint,
                 request_id=request_id,
             )
-        _check_frame(datagram, start, end, False, request_id, RemoteProtocolError, 502)
-        replies.append(Reply(request_id, datagram[start:end]))
+        end = start + length
+        _check_frame(datagram, start, end, request, request_id, RemoteProtocolError, status_hint)
+        entries.append(value(request_id, datagram[start:end]))
         pos = end
     if pos != size:
-        raise _error(f"{size - pos} bytes of trailing garbage after {count} replies (offset {pos})", status_hint=502)
-    return ReplyBatch(tuple(replies))
+        raise _error(
+            f"{size - pos} bytes of trailing garbage after {count} {noun} (offset {pos})", status_hint=status_hint
+        )
+    return entries
 
 
 def _check_frame(

@@ -12,6 +12,7 @@ host); each sidecar reads only its own table. Every key has the name of its comm
     address = "127.0.0.1:30000"
     weight = 200          # the provider's share of the calls
     threshold = 200       # calls in flight before calls queue (default: the consumer's threshold)
+    batch = true          # it takes several calls per datagram (REQUEST_BATCH; default false)
 
     [provider]
     listen = "127.0.0.1:30000"
@@ -27,7 +28,7 @@ the checker reports them all with their lines.
 
 >>> config = consumer_config(flags={"listen": "127.0.0.1:0", "providers": ["127.0.0.1:30001=64/64"]})
 >>> config.listen, config.providers
-(('127.0.0.1', 0), (ProviderEntry(host='127.0.0.1', port=30001, weight=64.0, threshold=64),))
+(('127.0.0.1', 0), (ProviderEntry(host='127.0.0.1', port=30001, weight=64.0, threshold=64, batch=False),))
 >>> for error in check_table("consumer", {"workers": "2", "workerz": 2})[1]:
 ...     print(f"{error.key}: {error.problem}")
 consumer.workers: must be a whole number, not '2'
@@ -81,7 +82,7 @@ class ConfigError(ValueError):
 
 SECTIONS: dict[str, type] = {"consumer": ConsumerConfig, "provider": ProviderConfig}
 # The keys of a [[consumer.providers]] table, with values of the type each takes.
-_PROVIDER_FIELDS: dict[str, Any] = {"address": ("", 0), "weight": 1.0, "threshold": 1}
+_PROVIDER_FIELDS: dict[str, Any] = {"address": ("", 0), "weight": 1.0, "threshold": 1, "batch": False}
 
 # The limits of single keys beyond their types, by key without entry numbers.
 _AT_LEAST_1 = {
@@ -196,7 +197,7 @@ _EXPOSED = {
 
 def consumer_config(path: str | Path | None = None, flags: dict[str, Any] | None = None) -> ConsumerConfig:
     """Defaults, overridden by the file's ``[consumer]`` table, overridden by ``flags`` (None = unset).
-    ``flags["providers"]`` are ``HOST:PORT=WEIGHT[/THRESHOLD]`` strings and replace the file's list."""
+    ``flags["providers"]`` are ``HOST:PORT=WEIGHT[/THRESHOLD][+batch]`` strings and replace the file's list."""
     return _load("consumer", path, flags)
 
 
@@ -305,7 +306,7 @@ def _string_list(path: tuple[str | int, ...], key: str, value: Any) -> tuple[str
 
 
 def _providers(path: tuple[str | int, ...], value: Any, errors: list[ConfigError]) -> tuple[ProviderEntry, ...]:
-    """The static registry: an array of provider tables (or ``HOST:PORT=WEIGHT[/THRESHOLD]`` strings,
+    """The static registry: an array of provider tables (or ``HOST:PORT=WEIGHT[/THRESHOLD][+batch]`` strings,
     as flags give them). Each mistake is added to ``errors`` and its entry left out."""
     if not isinstance(value, list | tuple):
         raise _error(path, f"must be an array of provider tables, not {_shown(value)}")
@@ -321,7 +322,7 @@ def _provider(path: tuple[str | int, ...], item: Any, errors: list[ConfigError])
         try:
             return parse_provider(item)
         except ValueError as e:
-            errors.append(_error(path, f"must be HOST:PORT=WEIGHT[/THRESHOLD]: {e}", f"{key}: {e}"))
+            errors.append(_error(path, f"must be HOST:PORT=WEIGHT[/THRESHOLD][+batch]: {e}", f"{key}: {e}"))
             return None
     if not isinstance(item, dict):
         problem = f"must be a table with address, weight and threshold, not {_shown(item)}"
@@ -343,4 +344,6 @@ def _provider(path: tuple[str | int, ...], item: Any, errors: list[ConfigError])
         errors.append(_error(path, "a provider needs an address", f"{key}: a provider needs an address"))
     if len(errors) > found:
         return None
-    return ProviderEntry(*values["address"], values.get("weight", 100.0), values.get("threshold"))
+    return ProviderEntry(
+        *values["address"], values.get("weight", 100.0), values.get("threshold"), values.get("batch", False)
+    )

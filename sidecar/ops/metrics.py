@@ -120,6 +120,8 @@ def consumer_view(raw: dict) -> dict:
         "tunnel": {
             "datagrams_in": counters.get("datagrams_in", 0),
             "datagrams_out": counters.get("datagrams_out", 0),
+            "request_batches": counters.get("request_batches", 0),
+            "batched_calls": counters.get("batched_calls", 0),
             "dropped": dict(sorted(raw.get("dropped", {}).items())),
         },
         "http": {name: raw.get(name, 0) for name in ("connections", "requests", "timeouts")},
@@ -229,6 +231,12 @@ def consumer_metrics(raw: dict) -> str:
     out.gauge("queued", "Calls waiting in the queue for a provider slot now.", raw.get("queued", 0))
     out.counter("tunnel_datagrams_received_total", "Tunnel datagrams received.", counters.get("datagrams_in", 0))
     out.counter("tunnel_datagrams_sent_total", "Tunnel datagrams sent.", counters.get("datagrams_out", 0))
+    out.counter(
+        "tunnel_request_batches_total",
+        "REQUEST_BATCH datagrams sent (several calls in one datagram).",
+        counters.get("request_batches", 0),
+    )
+    out.counter("tunnel_batched_calls_total", "Calls sent inside a REQUEST_BATCH.", counters.get("batched_calls", 0))
     out.counter(
         "tunnel_dropped_total",
         "Tunnel datagrams or replies dropped, by reason.",

@@ -77,7 +77,10 @@ def _provider(stats: dict) -> str:
                 for k in ("forwarded", "answered", "upstream_errors", "rejected", "timeouts", "one_way")
             },
         ),  # fmt: skip
-        _pairs("tunnel", {k: stats.get(k, 0) for k in ("datagrams_in", "datagrams_out")}),
+        _pairs(
+            "tunnel",
+            {k: stats.get(k, 0) for k in ("datagrams_in", "datagrams_out", "request_batches", "batched_calls")},
+        ),
         _pairs("dropped", stats.get("dropped", {})),
         _pairs(
             "upstream",

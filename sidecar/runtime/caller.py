@@ -3,15 +3,23 @@
 :meth:`TunnelCaller.submit` starts one HTTP call: stamp a request id, ask the
 :class:`~sidecar.policies.balancer.Balancer` for a provider, send the REQUEST datagram (or leave it in
 the balancer's queue until a slot frees); the call's ``done`` callback gets the reply, or the error,
-once. :meth:`TunnelCaller.call` does the same and sleeps until then, for a greenlet. Callbacks of the
-hub's loop do the rest, on a non-blocking socket (no greenlet wakes per datagram):
+once. :meth:`TunnelCaller.call` does the same and sleeps until then, for a greenlet.
+
+Toward a provider whose registry entry says ``batch``, the calls sent in one turn of the hub's loop
+are collected and sent by one callback at the end of that turn, packed into REQUEST_BATCH datagrams
+(:func:`~sidecar.codecs.tunnel.batch_requests`; a call alone still goes as its REQUEST): one
+datagram, one system call and one wake-up of the provider for many calls. Everything else stays per
+call: the request id, the deadline, the balancer's slot and its accounting of the answer.
+
+Callbacks of the hub's loop do the rest, on a non-blocking socket (no greenlet wakes per datagram):
 
 * the reader, when the socket is readable, takes up to ``DRAIN`` REPLY_BATCH datagrams off it and
   hands each reply to its call's ``done``; a reply whose
   call is unknown (late, after its 504; duplicate; or never ours) or that comes from another address
   than the call went to is dropped and counted, never delivered; with tunnel ``keys`` so is a datagram
   whose tag or timestamp does not check out (:class:`~sidecar.codecs.tunnel_auth.TunnelAuth`; a replayed
-  reply finds its call gone, so no replay cache is needed here), and every REQUEST is tagged;
+  reply finds its call gone, so no replay cache is needed here), and every REQUEST or REQUEST_BATCH
+  is tagged (a batch as a whole, when it is sent);
 * the sweeper, every ``TICK``, ends the calls whose deadline passed: 504 for a call that went out,
   503 with ``Retry-After`` for one that never got a provider slot; and lets the balancer release
   queued calls when an ejection ends;
@@ -66,7 +74,7 @@ class CallError(Exception):
 @dataclass(slots=True, eq=False)
 class _Pending:
     done: Callable[[object], None] | None  # gets the result once; None after
-    datagram: bytes
+    datagram: bytes  # the REQUEST datagram, not tagged yet (tagged when sent, alone or in a batch)
     deadline: float
     provider: str | None = None  # None while queued
     address: tuple[str, int] | None = None  # where it was sent; a reply must come from there
@@ -117,6 +125,9 @@ class TunnelCaller:
         self._sock: _socket.socket | None = None
         self._watchers: list = []  # reading and sweeping
         self._out: DatagramSender | None = None  # the REQUEST datagrams, sent without blocking
+        self._batching: frozenset[str] = frozenset()  # keys of the providers that take REQUEST_BATCH
+        self._batches: dict[tuple[str, int], list[bytes]] = {}  # address -> this turn's REQUEST datagrams
+        self._flush_scheduled = False
         self._loop = get_hub().loop
         self.counters: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
@@ -156,6 +167,7 @@ class TunnelCaller:
             watcher.stop()
             watcher.close()
         self._watchers = []
+        self._batches.clear()  # their calls fail below; a scheduled flush finds nothing to send
         if self._out is not None:
             self._out.close()
         for request_id in list(self._pending):
@@ -200,6 +212,7 @@ class TunnelCaller:
             if key not in addresses:
                 self.balancer.remove_provider(key)
         self._addresses = addresses
+        self._batching = frozenset(entry.key for entry in entries if entry.batch and entry.key in addresses)
         self._retry_resolving(bool(unresolved))
         self._dispatch(self.balancer.release(self.clock()))
 
@@ -232,8 +245,6 @@ class TunnelCaller:
         now = self.clock()
         request_id = self._ids.next(int(now * 1000) & tunnel.STAMP_MASK)
         datagram = tunnel.encode_request(request_id, encode(request_id), limit=self._request_limit)
-        if self.auth is not None:
-            datagram = self.auth.seal(datagram, int(self.wall_clock() * 1000))
         deadline = now + self.call_timeout
         decision = self.balancer.submit(request_id, deadline, now)
         verdict = decision[0]
@@ -275,7 +286,44 @@ class TunnelCaller:
     def _send(self, pending: _Pending, key: str, now: float) -> None:
         address = self._addresses[key]
         pending.provider, pending.address, pending.sent = key, address, now
-        self._out.send(pending.datagram, address)
+        if key in self._batching:
+            batch = self._batches.get(address)
+            if batch is None:
+                self._batches[address] = [pending.datagram]
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    self._loop.run_callback(self._flush_requests)  # once the loop ran what was ready this turn
+            else:
+                batch.append(pending.datagram)
+            return
+        datagram = pending.datagram
+        if self.auth is not None:
+            datagram = self.auth.seal(datagram, int(self.wall_clock() * 1000))
+        self._out.send(datagram, address)
+
+    def _flush_requests(self) -> None:
+        """Send the calls collected this turn for the providers that take batches: per provider, as
+        few REQUEST_BATCH datagrams as the size limit allows (a call alone as its REQUEST), each tagged
+        as a whole. A callback of the hub's loop: never blocks, never raises into the loop (a call whose
+        datagram did not go out ends at its deadline, as for a datagram lost on the way)."""
+        self._flush_scheduled = False
+        batches, self._batches = self._batches, {}
+        if not batches or not self._watchers:  # nothing, or stopped
+            return
+        auth, send, counters = self.auth, self._out.send, self.counters
+        try:
+            now_ms = int(self.wall_clock() * 1000) if auth is not None else 0
+            for address, datagrams in batches.items():
+                if len(datagrams) > 1:
+                    datagrams, calls = tunnel.batch_requests(datagrams, limit=self._request_limit), len(datagrams)
+                    batches_out = sum(1 for datagram in datagrams if datagram[3] == tunnel.Kind.REQUEST_BATCH)
+                    counters["request_batches"] += batches_out
+                    counters["batched_calls"] += calls - (len(datagrams) - batches_out)
+                for datagram in datagrams:
+                    send(datagram if auth is None else auth.seal(datagram, now_ms), address)
+        except Exception:  # a bug: logged, not raised into the event loop
+            counters["send_errors"] += 1
+            log.exception("sending a batch of requests")
 
     def _send_failed(self, address: tuple[str, int], error: OSError | None) -> None:
         """A REQUEST datagram that did not go out: its call will time out and count against the provider."""

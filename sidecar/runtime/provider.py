@@ -1,6 +1,8 @@
 """The provider sidecar: tunnel datagrams in, Dubbo over pooled TCP to the service, replies back.
 
-One UDP socket receives REQUEST datagrams from any number of consumer sidecars. Each call gets a
+One UDP socket receives REQUEST datagrams from any number of consumer sidecars, and REQUEST_BATCH
+datagrams from those that know (by its registry entry) that this sidecar takes them: each call of a
+batch is handled exactly as if it had come alone. Each call gets a
 fresh upstream request id (consumers cannot know each other's ids), its Dubbo frame is sent to the
 service through a :class:`~sidecar.runtime.upstream.DubboPool` with those 8 header bytes rewritten, and the
 :class:`CallTable` remembers ``upstream id -> (consumer address, tunnel request id, start)``. A reply
@@ -15,12 +17,15 @@ whose connection dies is answered at once with a Dubbo error response (status ``
 that says why, so the consumer answers 502 instead of 504. A call the service never answers is
 forgotten after ``call_timeout`` (the consumer has given up by then), so the table stays bounded.
 Datagrams that are not requests, or not well formed, are dropped and counted by reason; a request
-whose frame is broken but whose id is readable is answered with ``BAD_REQUEST``.
+whose frame is broken but whose id is readable is answered with ``BAD_REQUEST``. A request batch is
+decoded whole before any of its calls is forwarded: a malformed one is dropped as a whole and counted
+(``malformed request batch``), never half served.
 
 Who may send (:class:`~sidecar.codecs.tunnel_auth.SourcePolicy`): the sources in ``allow_sources`` when
 given; else anyone when the tunnel is keyed, and loopback only when it is not. With ``keys``, every
 datagram must carry a valid tag and a timestamp within ``replay_window`` seconds of this host's
-clock, a REQUEST whose id was already seen in that time is a replay, and every reply is tagged
+clock, a call (alone or in a batch) whose id was already seen in that time is a replay, and every
+reply is tagged
 (:class:`~sidecar.codecs.tunnel_auth.TunnelAuth`); what fails is dropped and counted, never forwarded.
 """
 
@@ -331,15 +336,33 @@ class ProviderSidecar:
         except RemoteProtocolError as exc:
             self._on_malformed(exc, datagram, source)
             return
-        if type(message) is not tunnel.Request:
+        kind = type(message)
+        if kind is tunnel.Request:
+            self._on_request(message.request_id, message.frame, source[:2])
+        elif kind is tunnel.RequestBatch:
+            self._on_batch(message, source[:2])
+        else:
             self.dropped["reply batch"] += 1
-            return
-        frame = message.frame
+
+    def _on_batch(self, batch: tunnel.RequestBatch, address: tuple[str, int]) -> None:
+        """Each call of a REQUEST_BATCH as if it had come alone; with keys, each id is checked for a
+        replay as a REQUEST's is (so a call cannot come again alone or in another batch)."""
+        counters = self.counters
+        counters["request_batches"] += 1
+        counters["batched_calls"] += len(batch.requests)
+        replays = self.replays
+        now_ms = int(self.wall_clock() * 1000) if replays is not None else 0
+        for request in batch.requests:
+            if replays is not None and replays.check(request.request_id, tunnel.Kind.REQUEST, now_ms):
+                self.dropped["replayed"] += 1
+                continue
+            self._on_request(request.request_id, request.frame, address)
+
+    def _on_request(self, request_id: int, frame: bytes, address: tuple[str, int]) -> None:
         flags = frame[2]
         if flags & FLAG_EVENT:
             self.dropped["event"] += 1
             return
-        address = source[:2]
         if not flags & FLAG_TWOWAY:  # one-way: no reply will come, nothing to remember
             try:
                 self.pool.send(frame)
@@ -347,7 +370,7 @@ class ProviderSidecar:
             except UpstreamUnavailable:
                 self.dropped["one-way while the service is unavailable"] += 1
             return
-        upstream_id = self.table.add(address, message.request_id, self.clock(), flags)
+        upstream_id = self.table.add(address, request_id, self.clock(), flags)
         try:
             self.pool.send(rewrite_id(frame, upstream_id), upstream_id)
         except UpstreamUnavailable as exc:
@@ -372,7 +395,12 @@ class ProviderSidecar:
         return plain
 
     def _on_malformed(self, error: RemoteProtocolError, datagram: bytes, source: tuple) -> None:
-        is_request = len(datagram) > 3 and datagram[3] == tunnel.Kind.REQUEST and error.status_hint == 400
+        kind = datagram[3] if len(datagram) > 3 and error.status_hint == 400 else None
+        is_request = kind == tunnel.Kind.REQUEST
+        if kind == tunnel.Kind.REQUEST_BATCH:  # none of its calls is served: they end at their deadline
+            self.dropped["malformed request batch"] += 1
+            log.debug("dropped a request batch from %s: %s", source, error.reason)
+            return
         self.dropped["malformed request" if is_request else "malformed"] += 1
         log.debug("dropped a datagram from %s: %s", source, error.reason)
         if is_request and error.request_id is not None:  # the id is readable: tell the caller at once
@@ -479,6 +507,8 @@ class ProviderSidecar:
             "rejected": counters["rejected"],
             "timeouts": counters["timeouts"],
             "one_way": counters["one_way"],
+            "request_batches": counters["request_batches"],
+            "batched_calls": counters["batched_calls"],
             "in_flight": len(self.table),
             "dropped": dict(self.dropped),
             "pool": self.pool.stats(),

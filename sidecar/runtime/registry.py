@@ -5,9 +5,11 @@ the consumer diffs it against its balancer. The static registry (a TOML list or 
 the embedded default) calls back once at start and never again.
 
 >>> parse_provider("127.0.0.1:30001=64/64")
-ProviderEntry(host='127.0.0.1', port=30001, weight=64.0, threshold=64)
+ProviderEntry(host='127.0.0.1', port=30001, weight=64.0, threshold=64, batch=False)
 >>> parse_provider("[::1]:30002=1.5").key
 '[::1]:30002'
+>>> parse_provider("127.0.0.1:30003=64/64+batch").batch
+True
 >>> parse_address("localhost:20000")
 ('localhost', 20000)
 """
@@ -21,13 +23,16 @@ __all__ = ["ProviderEntry", "StaticRegistry", "parse_address", "parse_etcd_url",
 
 
 class ProviderEntry(NamedTuple):
-    """One provider sidecar: its tunnel address, its share of the calls (``weight``), and the calls in
-    flight it takes before calls queue (``threshold``; ``None`` = the consumer's default)."""
+    """One provider sidecar: its tunnel address, its share of the calls (``weight``), the calls in
+    flight it takes before calls queue (``threshold``; ``None`` = the consumer's default), and whether
+    it takes several calls in one REQUEST_BATCH datagram (``batch``; a provider that does not say so
+    gets one REQUEST datagram per call)."""
 
     host: str
     port: int
     weight: float
     threshold: int | None = None
+    batch: bool = False
 
     @property
     def key(self) -> str:
@@ -58,12 +63,19 @@ def parse_etcd_url(text: str) -> tuple[str, int]:
     return parse_address(rest.rstrip("/"))
 
 
+PROVIDER_OPTIONS = ("batch",)  # what may follow the share after a "+"
+
+
 def parse_provider(text: str) -> ProviderEntry:
-    """``HOST:PORT=WEIGHT`` or ``HOST:PORT=WEIGHT/THRESHOLD`` as a :class:`ProviderEntry`."""
+    """``HOST:PORT=WEIGHT`` or ``HOST:PORT=WEIGHT/THRESHOLD`` as a :class:`ProviderEntry`, either
+    followed by ``+batch`` for a provider that takes REQUEST_BATCH datagrams."""
     address, sep, share = text.partition("=")
     if not sep:
-        raise ValueError(f"{text!r} is not HOST:PORT=WEIGHT[/THRESHOLD]")
+        raise ValueError(f"{text!r} is not HOST:PORT=WEIGHT[/THRESHOLD][+batch]")
     host, port = parse_address(address)
+    share, plus, option = share.partition("+")
+    if plus and option not in PROVIDER_OPTIONS:
+        raise ValueError(f"{text!r}: unknown provider option {option!r} after '+' (known: batch)")
     weight_text, slash, threshold_text = share.partition("/")
     try:
         weight = float(weight_text)
@@ -76,7 +88,7 @@ def parse_provider(text: str) -> ProviderEntry:
         if not threshold_text.isdigit() or int(threshold_text) < 1:
             raise ValueError(f"{text!r}: the threshold must be a whole number of at least 1")
         threshold = int(threshold_text)
-    return ProviderEntry(host, port, weight, threshold)
+    return ProviderEntry(host, port, weight, threshold, bool(plus))
 
 
 class StaticRegistry:

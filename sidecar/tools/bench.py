@@ -18,7 +18,9 @@ absolute figures drift: QPS, p99, and the CPU of the two sidecar hops against ng
 With ``builds`` (``sidecar bench --build compiled --build pure``) the sidecar topology is measured once
 per build of the codecs, every process of it started with ``DUBBOMESH_PURE_PYTHON`` set accordingly,
 and the rows and ratios say which build they are; without, the sidecars run the build this process
-runs. Each scenario ends with the targets the sidecars are held to (:func:`targets`): per hop, the
+runs. With ``request_batch`` False (``--no-request-batch``) the consumer sends one datagram per call
+instead of a REQUEST_BATCH per provider per turn of its loop: the A/B of that batching. Each scenario
+ends with the targets the sidecars are held to (:func:`targets`): per hop, the
 consumer's CPU per call at most 2.0x nginx's and the provider's at most 1.5x; latency-bound at the
 first level, QPS at least 0.95x nginx's and p99 at most 1.5x; capacity-bound, zero errors and at least
 0.90 of the ideal QPS.
@@ -127,12 +129,19 @@ def _measure(url: str, roles: dict[str, list[int]], connections: int, duration: 
 
 
 def measure_sidecar(
-    scenario: topology.Scenario, levels: tuple[int, ...], duration: float, *, workers: int = 1, build: str = ""
+    scenario: topology.Scenario,
+    levels: tuple[int, ...],
+    duration: float,
+    *,
+    workers: int = 1,
+    build: str = "",
+    request_batch: bool = True,
 ) -> Iterator[Level]:
     """Start the sidecar topology (its codecs in ``build``, a key of :data:`BUILDS`, or this process's
-    build when empty) and measure it at each level."""
+    build when empty; calls batched per provider unless ``request_batch`` is False) and measure it at
+    each level."""
     env = {PURE_PYTHON: BUILDS[build]} if build else None
-    with topology.Topology.start(scenario, consumer_workers=workers, env=env) as topo:
+    with topology.Topology.start(scenario, consumer_workers=workers, env=env, request_batch=request_batch) as topo:
         _wrk(topo.consumer_url, levels[0], WARMUP)
         for connections in levels:
             roles = topo.pids()
@@ -187,10 +196,11 @@ def run(
     nginx: bool = True,
     as_json: bool = False,
     builds: tuple[str, ...] = (),
+    request_batch: bool = True,
 ) -> Iterator[str]:
     """Run the bench and yield the lines to print: a table per scenario, or one JSON object per level
     and per target. ``builds``: measure the sidecars once per build of their codecs (keys of
-    :data:`BUILDS`); empty, in the build this process runs."""
+    :data:`BUILDS`); empty, in the build this process runs. ``request_batch``: see the module docstring."""
     for build in builds:
         if build not in BUILDS:
             raise BenchError(f"unknown build {build!r}: the builds are {', '.join(BUILDS)}")
@@ -210,7 +220,10 @@ def run(
             yield HEADER
         sidecar_levels = []
         for build in builds or ("",):
-            for level in measure_sidecar(scenario, chosen, duration, workers=workers, build=build):
+            measured = measure_sidecar(
+                scenario, chosen, duration, workers=workers, build=build, request_batch=request_batch
+            )
+            for level in measured:
                 sidecar_levels.append(level)
                 yield json.dumps(level.as_dict()) if as_json else _row(level)
         nginx_levels = []

@@ -132,9 +132,12 @@ class Topology:
         call_timeout: float | None = None,
         extra_consumer_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        request_batch: bool = True,
     ) -> Topology:
         """``env``: variables set for every process on top of this one's (``DUBBOMESH_PURE_PYTHON`` picks
-        the build of the codecs that the sidecars and services run)."""
+        the build of the codecs that the sidecars and services run). ``request_batch``: the consumer
+        knows the providers as taking REQUEST_BATCH datagrams (``+batch``), as their etcd entries say;
+        False: one datagram per call, as toward a provider that does not announce it."""
         topo = cls(scenario)
         python = sys.executable
         env = {**os.environ, "SIDECAR_LOG_LEVEL": os.environ.get("SIDECAR_LOG_LEVEL", "warning"), **(env or {})}
@@ -181,7 +184,8 @@ class Topology:
             command = [python, "-m", "sidecar", "consumer", "--listen", "127.0.0.1:0", "--no-access-log"]
             command += ["--workers", str(consumer_workers)]
             for capacity, provider in zip(scenario.capacities, topo.providers, strict=True):
-                command += ["--provider", f"{provider.address[0]}:{provider.address[1]}={capacity}/{capacity}"]
+                batch = "+batch" if request_batch else ""
+                command += ["--provider", f"{provider.address[0]}:{provider.address[1]}={capacity}/{capacity}{batch}"]
             if provider_header:
                 command.append("--provider-header")
             if call_timeout is not None:

@@ -99,6 +99,30 @@ def provider():
         service.stop()
 
 
+def test_many_concurrent_calls_through_a_batch_provider_all_get_their_own_answers(provider):
+    key = "{}:{}".format(*provider.address)
+    consumer = Sidecar(
+        "consumer", "--listen", "127.0.0.1:0", "--provider", f"{key}=64/64+batch", "--admin", "127.0.0.1:0",
+        "--no-access-log",
+    )  # fmt: skip
+    try:
+        _, before = provider.get("/stats")
+        result = demo.drive(consumer.address, 96, 1.5, seed=7)  # every answer checked against String.hashCode
+        assert result.answered > 0 and result.errors == 0 and result.mismatches == 0, result.statuses
+        stats = json.loads(consumer.get("/stats")[1])
+        assert stats["calls"]["answered"] == result.answered and stats["providers"][key]["in_flight"] == 0
+        tunnel = stats["tunnel"]
+        assert tunnel["request_batches"] > 0 and tunnel["batched_calls"] >= 2 * tunnel["request_batches"]
+        assert tunnel["datagrams_out"] < result.answered  # fewer datagrams than calls
+        served = json.loads(provider.get("/stats")[1])
+        assert served["request_batches"] - json.loads(before)["request_batches"] == tunnel["request_batches"]
+        assert served["dropped"] == {}
+        status, text = consumer.get("/metrics")
+        assert f"dubbomesh_consumer_tunnel_request_batches_total {tunnel['request_batches']}" in text
+    finally:
+        assert consumer.stop() == 0
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_consumer_admin_adds_up_its_workers(provider, workers):
     key = "{}:{}".format(*provider.address)

@@ -55,6 +55,17 @@ def test_key_and_value_round_trip():
     assert er.decode_entry(key, er.encode_value(1.5, 8).encode(), prefix) == ProviderEntry("10.0.0.2", 30000, 1.5, 8)
 
 
+def test_a_provider_that_takes_request_batches_says_so_and_older_values_mean_it_does_not():
+    key, prefix = er.provider_key("i", "10.0.0.2", 30000), "/dubbomesh/i/"
+    value = er.encode_value(64, None, batch=True)
+    assert json.loads(value) == {"weight": 64.0, "threshold": None, "batch": True}
+    assert er.decode_entry(key, value, prefix) == ProviderEntry("10.0.0.2", 30000, 64.0, None, batch=True)
+    assert er.decode_entry(key, '{"weight": 64, "threshold": null}', prefix).batch is False
+    assert er.decode_entry(key, '{"weight": 64, "batch": false}', prefix).batch is False
+    registration = er.EtcdRegistration("http://127.0.0.1:2379", ("10.0.0.2", 30000), 64.0, batch=True, interface="i")
+    assert json.loads(registration.value)["batch"] is True
+
+
 def test_ipv6_keys_use_brackets():
     key = er.provider_key("i", "::1", 30000)
     assert key == "/dubbomesh/i/[::1]:30000"
@@ -69,6 +80,7 @@ def test_ipv6_keys_use_brackets():
         ("/dubbomesh/i/127.0.0.1:1", '{"weight": 0}', "weight"),
         ("/dubbomesh/i/127.0.0.1:1", '{"weight": "5"}', "weight"),
         ("/dubbomesh/i/127.0.0.1:1", '{"weight": 1, "threshold": 0}', "threshold"),
+        ("/dubbomesh/i/127.0.0.1:1", '{"weight": 1, "batch": 1}', "batch must be true or false"),
         ("/dubbomesh/i/nowhere", '{"weight": 1}', "HOST:PORT"),
         ("/other/127.0.0.1:1", '{"weight": 1}', "not under"),
     ],
@@ -320,7 +332,11 @@ def test_provider_registers_and_deregisters_on_graceful_stop(etcd, children):
     service = _service(children)
     provider = _provider(children, etcd.endpoint, service, weight=64)
     key = PREFIX + provider.address
-    assert wait_until(lambda: etcd.entries().get(key), "the key appears") == {"weight": 64.0, "threshold": None}
+    assert wait_until(lambda: etcd.entries().get(key), "the key appears") == {
+        "weight": 64.0,
+        "threshold": None,
+        "batch": True,
+    }
     consumer = _consumer(children, etcd.endpoint)
     status, body, by = call(consumer, "hello")
     assert (status, body, by) == (200, str(java_hash("hello")), provider.address)

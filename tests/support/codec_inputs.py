@@ -192,11 +192,15 @@ PAYLOADS = st.sampled_from([None, 0, 16, 64, 1024, dubbo.DEFAULT_PAYLOAD])
 @st.composite
 def tunnel_datagrams(draw) -> bytes:
     consumer = draw(st.integers(0, 0xFFFF))
-    if draw(st.booleans()):
-        request_id = tunnel.make_request_id(consumer, draw(st.integers(0, 2**32)), draw(st.integers(0, 0xFFFF)))
-        message = draw(dubbo_messages().filter(lambda m: isinstance(m, Request)))
-        message.request_id = request_id
-        return tunnel.encode_request(request_id, encoded(message))
+    shape = draw(st.sampled_from(["request", "request batch", "reply batch"]))
+    if shape != "reply batch":
+        requests = []
+        for _ in range(1 if shape == "request" else draw(st.integers(1, 4))):
+            request_id = tunnel.make_request_id(consumer, draw(st.integers(0, 2**32)), draw(st.integers(0, 0xFFFF)))
+            message = draw(dubbo_messages().filter(lambda m: isinstance(m, Request)))
+            message.request_id = request_id
+            requests.append(tunnel.encode_request(request_id, encoded(message)))
+        return requests[0] if shape == "request" else tunnel.join_requests(requests)
     replies = []
     for seq in range(draw(st.integers(1, 4))):
         request_id = tunnel.make_request_id(consumer, draw(st.integers(0, 2**32)), seq)

@@ -296,7 +296,11 @@ def test_tunnel_random_bytes(data, kind):
 
 
 @FUZZ
-@given(data=st.binary(max_size=64), kind=DATAGRAM_TYPES, head=st.sampled_from([b"DT\x01\x01\x00", b"DT\x01\x02\x00"]))
+@given(
+    data=st.binary(max_size=64),
+    kind=DATAGRAM_TYPES,
+    head=st.sampled_from([b"DT\x01\x01\x00", b"DT\x01\x02\x00", b"DT\x01\x03\x00"]),
+)
 def test_tunnel_random_bytes_after_a_valid_header(data, kind, head):
     bounded(len(data), decode_datagram, head + data, kind)
 
@@ -310,6 +314,9 @@ def test_tunnel_mutated_datagrams(data, kind):
 def test_tunnel_entry_length_claiming_4_gib_is_not_allocated():
     data = tunnel.BATCH_HEADER.pack(tunnel.MAGIC, tunnel.VERSION, tunnel.Kind.REPLY_BATCH, 0, 1)
     data += tunnel.ENTRY.pack(1, 0xFFFFFFFF) + b"\xda\xbb" + b"\x00" * 30
+    assert isinstance(bounded(len(data), tunnel.decode, data), ProtocolError)
+    data = tunnel.BATCH_HEADER.pack(tunnel.MAGIC, tunnel.VERSION, tunnel.Kind.REQUEST_BATCH, 0, 1)
+    data += tunnel.ENTRY.pack(1, 0xFFFFFFFF) + b"\xda\xbb\xc2" + b"\x00" * 30
     assert isinstance(bounded(len(data), tunnel.decode, data), ProtocolError)
 
 

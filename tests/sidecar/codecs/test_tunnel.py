@@ -19,12 +19,15 @@ from sidecar.codecs.tunnel import (
     Reply,
     ReplyBatch,
     ReplyBatcher,
+    RequestBatch,
     RequestId,
     RequestIds,
     age_ms,
+    batch_requests,
     decode,
     encode_replies,
     encode_request,
+    join_requests,
     make_request_id,
     max_reply_frame,
     max_request_frame,
@@ -53,6 +56,11 @@ def refusal(request_id: int) -> bytes:
     return dubbo.encode(Response(request_id, status=status, error_message="thread pool is exhausted"))
 
 
+def small_call(request_id: int, argument: str) -> bytes:
+    """The ``hash(argument)`` frame of the request batch example: service demo.Hello, no attachments."""
+    return dubbo.encode(Request(request_id, "demo.Hello", "hash", "Ljava/lang/String;", [argument], {}))
+
+
 def request_frame(request_id: int, body: bytes = b"") -> bytes:
     return Frame(0xC2, 0, request_id, body).to_bytes()
 
@@ -71,15 +79,33 @@ def documented_datagrams() -> list[bytes]:
 # -- the documented examples --------------------------------------------------------------------
 
 
+def documented_requests() -> list[bytes]:
+    """The two REQUEST datagrams the request batch example of PROTOCOLS.md joins."""
+    return [encode_request(FIRST, small_call(FIRST, "hi")), encode_request(SECOND, small_call(SECOND, "yo"))]
+
+
 def test_protocols_md_examples_are_what_the_encoder_writes():
-    request, batch = documented_datagrams()
+    request, batch, requests = documented_datagrams()
     assert encode_request(FIRST, hash_frame(FIRST)) == request
     assert encode_replies([(FIRST, hash_reply(FIRST)), (SECOND, refusal(SECOND))]) == batch
-    assert (len(request), len(batch)) == (210, 108)
+    assert join_requests(documented_requests()) == requests
+    assert batch_requests(documented_requests()) == [requests]
+    assert (len(request), len(batch), len(requests)) == (210, 108, 167)
+    assert [len(datagram) for datagram in documented_requests()] == [81, 81]
+
+
+def test_protocols_md_request_batch_example_decodes():
+    requests = decode(documented_datagrams()[2])
+    assert requests == RequestBatch(
+        (tunnel.Request(FIRST, small_call(FIRST, "hi")), tunnel.Request(SECOND, small_call(SECOND, "yo")))
+    )
+    assert requests.consumer_id == 7
+    assert [decode(datagram) for datagram in documented_requests()] == list(requests.requests)
+    assert len(requests.requests[0].frame) == 0x44 and requests.requests[0].frame[12:16] == bytes.fromhex("00000034")
 
 
 def test_protocols_md_examples_decode():
-    request, batch = (decode(datagram) for datagram in documented_datagrams())
+    request, batch = (decode(datagram) for datagram in documented_datagrams()[:2])
     assert request == tunnel.Request(FIRST, hash_frame(FIRST))
     assert batch == ReplyBatch((Reply(FIRST, hash_reply(FIRST)), Reply(SECOND, refusal(SECOND))))
     assert batch.consumer_id == 7
@@ -146,6 +172,22 @@ def test_reply_batch_round_trip_property(consumer, entries):
     batch = decode(encode_replies(replies))
     assert [(reply.request_id, reply.frame) for reply in batch.replies] == replies
     assert batch.consumer_id == consumer
+
+
+@settings(max_examples=300)
+@given(
+    st.integers(0, 0xFFFF),
+    st.lists(
+        st.tuples(st.integers(0, 2**48 - 1), st.sampled_from([0x80, 0xC2, 0xE2]), bodies), min_size=1, max_size=12
+    ),
+)
+def test_request_batch_round_trip_property(consumer, entries):
+    calls = [((consumer << 48) | low, Frame(flags, 0, low, body).to_bytes()) for low, flags, body in entries]
+    datagrams = [encode_request(rid, frame) for rid, frame in calls]
+    batch = decode(join_requests(datagrams))
+    assert [(request.request_id, request.frame) for request in batch.requests] == calls
+    assert batch.consumer_id == consumer
+    assert len(join_requests(datagrams)) == 7 + sum(len(datagram) - 1 for datagram in datagrams)
 
 
 # -- request ids --------------------------------------------------------------------------------
@@ -345,6 +387,89 @@ def test_many_small_replies_fill_datagrams_of_the_default_limit():
     assert len(datagrams[0]) == 7 + 2339 * 28
 
 
+def calls_of(datagrams: list[bytes]) -> list[list[int]]:
+    """The request ids of each datagram: a REQUEST's one, or a REQUEST_BATCH's, in order."""
+    out = []
+    for datagram in datagrams:
+        message = decode(datagram)
+        out.append(
+            [message.request_id] if isinstance(message, tunnel.Request) else [r.request_id for r in message.requests]
+        )
+    return out
+
+
+def test_request_batching_packs_consecutive_calls_up_to_the_limit_and_leaves_a_call_alone_as_it_was():
+    # each REQUEST is 13 + 16 + 71 = 100 bytes, 99 in a batch: a datagram of limit 7 + 297 holds three
+    singles = [encode_request(rid, request_frame(rid, bytes(71))) for rid in range(7)]
+    datagrams = batch_requests(singles, limit=304)
+    assert [len(d) for d in datagrams] == [304, 304, 100]
+    assert calls_of(datagrams) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert datagrams[2] is singles[6]  # alone: the REQUEST datagram itself
+    assert calls_of(batch_requests(singles[:3], limit=303)) == [[0, 1], [2]]  # one byte short
+    assert batch_requests([], limit=304) == []
+
+
+def test_a_request_of_the_full_limit_goes_alone_between_batches():
+    limit = 1472
+    small = [encode_request(rid, request_frame(rid)) for rid in range(4)]
+    full = encode_request(9, request_frame(9, bytes(max_request_frame(limit) - 16)), limit=limit)
+    datagrams = batch_requests([small[0], small[1], full, small[2], small[3]], limit=limit)
+    assert calls_of(datagrams) == [[0, 1], [9], [2, 3]]
+    assert datagrams[1] == full and len(full) == limit
+
+
+@settings(max_examples=200)
+@given(st.integers(MIN_LIMIT, 2000), st.lists(st.integers(0, 2000), max_size=30))
+def test_request_batching_property(limit, sizes):
+    singles = []
+    for rid, size in enumerate(sizes):
+        frame = request_frame(rid, bytes(size))
+        if len(frame) <= max_request_frame(limit):
+            singles.append(encode_request(rid, frame, limit=limit))
+    datagrams = batch_requests(singles, limit=limit)
+    assert all(len(d) <= limit for d in datagrams)
+    assert [rid for ids in calls_of(datagrams) for rid in ids] == [decode(d).request_id for d in singles]
+    for datagram in datagrams:  # every call with its frame, byte for byte; a call alone is its REQUEST
+        message = decode(datagram)
+        if isinstance(message, tunnel.Request):
+            assert datagram in singles
+        else:
+            assert len(message.requests) > 1
+            assert [encode_request(r.request_id, r.frame, limit=limit) for r in message.requests] == singles[
+                singles.index(encode_request(message.requests[0].request_id, message.requests[0].frame, limit=limit)) :
+            ][: len(message.requests)]
+    for earlier, later in zip(datagrams, datagrams[1:], strict=False):  # greedy: the next call did not fit
+        first = decode(later)
+        first = first if isinstance(first, tunnel.Request) else first.requests[0]
+        room = len(earlier) if earlier[3] == tunnel.Kind.REQUEST_BATCH else len(earlier) + 6
+        assert room + 12 + len(first.frame) > limit
+
+
+def test_join_requests_checks():
+    good = [encode_request(rid, request_frame(rid)) for rid in (1, 2)]
+    with pytest.raises(LocalProtocolError, match="at least one"):
+        join_requests([])
+    with pytest.raises(LocalProtocolError, match="not a plain REQUEST"):
+        join_requests([good[0], encode_replies([(2, response_frame(2))])])
+    with pytest.raises(LocalProtocolError, match="not a plain REQUEST"):
+        join_requests([good[0], b"DT\x01\x01\x01" + good[1][5:]])  # tagged: a batch is tagged whole, after
+    with pytest.raises(LocalProtocolError, match="not a plain REQUEST"):
+        join_requests([good[0], good[1][:12]])
+    with pytest.raises(LocalProtocolError, match="declares a body of 0 bytes, 1 present"):
+        join_requests([good[0], good[1] + b"!"])
+    with pytest.raises(LocalProtocolError, match="consumer 2, not 0") as info:
+        join_requests([good[0], encode_request(2 << 48, request_frame(1))])
+    assert info.value.request_id == 2 << 48
+    with pytest.raises(LocalProtocolError, match="over the datagram limit") as info:
+        join_requests(good, limit=MIN_LIMIT + 20)
+    assert info.value.status_hint == 413
+    with pytest.raises(LocalProtocolError, match="over the datagram limit of 35") as info:
+        batch_requests([encode_request(1, request_frame(1, bytes(10)))], limit=MIN_LIMIT)
+    assert info.value.status_hint == 413
+    with pytest.raises(TypeError, match="bytes, not bytearray"):
+        join_requests([bytearray(good[0])])
+
+
 # -- malformed datagrams ------------------------------------------------------------------------
 
 
@@ -361,7 +486,7 @@ GOOD_BATCH = encode_replies([(FIRST, hash_reply(FIRST)), (SECOND, refusal(SECOND
         (hash_frame(1), "bare Dubbo frame"),
         (b"DT\x02\x01\x00" + GOOD_REQUEST[5:], "version 2 is not supported"),
         (b"DT\x01\x00\x00" + GOOD_REQUEST[5:], "unknown kind 0"),
-        (b"DT\x01\x03\x00" + GOOD_REQUEST[5:], "unknown kind 3"),
+        (b"DT\x01\x04\x00" + GOOD_REQUEST[5:], "unknown kind 4"),
         (b"DT\x01\x01\x80" + GOOD_REQUEST[5:], "unknown flag bits 0x80"),
         (b"DT\x01\x01\x00\x00\x07", "ends inside its 13-byte header"),
         (GOOD_REQUEST[:13], "0 bytes, shorter than the 16-byte Dubbo header"),
@@ -422,6 +547,55 @@ def test_malformed_reply_batches(datagram, reason):
     assert info.value.status_hint == 502
 
 
+def request_batch(count: int, *entries: bytes) -> bytes:
+    return b"DT\x01\x03\x00" + count.to_bytes(2, "big") + b"".join(entries)
+
+
+GOOD_REQUESTS = join_requests(documented_requests())
+
+
+@pytest.mark.parametrize(
+    ("datagram", "reason"),
+    [
+        (b"DT\x01\x03\x00\x00", "request batch of 6 bytes ends inside its 7-byte header"),
+        (b"DT\x01\x03\x01" + GOOD_REQUESTS[5:], "tagged (flag 0x01), but this side has no tunnel key"),
+        (b"DT\x01\x03\x40" + GOOD_REQUESTS[5:], "unknown flag bits 0x40"),
+        (request_batch(0), "request batch with no requests"),
+        (request_batch(0, entry(1, request_frame(1))), "request batch with no requests"),
+        (request_batch(1), "request batch ends inside the header of entry 0 of 1"),
+        (
+            request_batch(3, entry(1, request_frame(1)), entry(2, request_frame(2))),
+            "ends inside the header of entry 2 of 3",
+        ),
+        (request_batch(1, entry(1, request_frame(1))[:11]), "ends inside the header of entry 0"),
+        (request_batch(1, entry(1, request_frame(1), 17)), "entry 0 declares 17 bytes but only 16 remain"),
+        (request_batch(1, entry(1, request_frame(1), 0xFFFFFFFF)), "declares 4294967295 bytes"),
+        (request_batch(1, entry(1, request_frame(1), 15) + b"!"), "15 bytes, shorter than the 16-byte Dubbo header"),
+        (request_batch(1, entry(1, request_frame(1, b"ab"), 17)), "declares a body of 2 bytes, 1 present"),
+        (request_batch(1, entry(1, request_frame(1)) + b"\x00"), "1 bytes of trailing garbage after 1 requests"),
+        (GOOD_REQUESTS + b"junk", "4 bytes of trailing garbage after 2 requests (offset 167)"),
+        (GOOD_REQUESTS[:-1], "entry 1 declares 68 bytes but only 67 remain (offset 87)"),
+        (request_batch(1, entry(1, response_frame(1))), "not those of a request"),
+        (request_batch(2, entry(1, request_frame(1)), entry(2 << 48, request_frame(2))), "entry 1 is for consumer 2"),
+    ],
+)
+def test_malformed_request_batches(datagram, reason):
+    with pytest.raises(RemoteProtocolError, match=re.escape(reason)) as info:
+        decode(datagram)
+    assert info.value.reason.startswith("tunnel datagram: ")
+    assert info.value.status_hint == 400
+
+
+def test_a_malformed_request_batch_names_the_call_it_could_read():
+    broken = request_batch(2, entry(FIRST, request_frame(FIRST)), entry(SECOND, request_frame(SECOND, b"ab"), 17))
+    with pytest.raises(RemoteProtocolError) as info:
+        decode(broken)
+    assert info.value.request_id == SECOND
+    with pytest.raises(RemoteProtocolError) as info:
+        decode(request_batch(2, entry(FIRST, request_frame(FIRST))))
+    assert info.value.request_id is None
+
+
 def test_decode_wants_bytes():
     with pytest.raises(TypeError, match="bytes, not int"):
         decode(5)
@@ -435,6 +609,8 @@ def only_our_errors(datagram: bytes) -> None:
         return
     if isinstance(result, tunnel.Request):  # whatever decodes also encodes back to the same bytes
         assert encode_request(result.request_id, result.frame) == datagram
+    elif isinstance(result, RequestBatch):
+        assert join_requests([encode_request(r.request_id, r.frame) for r in result.requests]) == datagram
     else:
         assert encode_replies([(r.request_id, r.frame) for r in result.replies]) == datagram
 
@@ -446,14 +622,19 @@ def test_garbage(data):
 
 
 @settings(max_examples=500)
-@given(st.sampled_from([b"DT\x01\x01\x00", b"DT\x01\x02\x00", b"DT\x01\x02\x00\x00\x01"]), st.binary(max_size=200))
+@given(
+    st.sampled_from(
+        [b"DT\x01\x01\x00", b"DT\x01\x02\x00", b"DT\x01\x02\x00\x00\x01", b"DT\x01\x03\x00", b"DT\x01\x03\x00\x00\x01"]
+    ),
+    st.binary(max_size=200),
+)
 def test_garbage_behind_a_valid_header(header, data):
     only_our_errors(header + data)
 
 
 @settings(max_examples=1000)
 @given(
-    st.sampled_from([GOOD_REQUEST, GOOD_BATCH]),
+    st.sampled_from([GOOD_REQUEST, GOOD_BATCH, GOOD_REQUESTS]),
     st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4),
     st.integers(0, 10**6),
 )

@@ -446,6 +446,36 @@ def test_tunnel_encoding_alike(builds, request_id, frame, replies, limit, consum
     same(lambda: batch(compiled), lambda: batch(pure))
 
 
+@st.composite
+def request_runs(draw) -> list[bytes]:
+    """REQUEST datagrams of one consumer (as the consumer batches them), now and then one of another
+    consumer, a mutated one or other bytes."""
+    consumer = draw(st.integers(0, 0xFFFF))
+    run = []
+    for seq in range(draw(st.integers(0, 6))):
+        request_id = (consumer << 48) | (draw(st.integers(0, 2**32 - 1)) << 16) | seq
+        body = draw(st.binary(max_size=draw(st.sampled_from([8, 64, 1500]))))
+        frame = struct.pack(">HBBQI", 0xDABB, draw(st.sampled_from([0xC2, 0x82, 0xE2, 0x02])), 0, request_id, len(body))
+        datagram = struct.pack(">HBBBQ", 0x4454, 1, 1, 0, request_id) + frame + body
+        run.append(
+            draw(st.just(datagram) | mutated(st.just(datagram), 2) | tunnel_datagrams() | st.binary(max_size=20))
+        )
+    return run
+
+
+@PROPERTY
+@given(run=request_runs(), limit=LIMITS_UDP | st.sampled_from([100, 200, 3000]))
+def test_request_batching_alike(builds, run, limit):
+    compiled, pure = builds
+    same(compiled.tunnel.join_requests, pure.tunnel.join_requests, run, limit=limit)
+    same(compiled.tunnel.batch_requests, pure.tunnel.batch_requests, run, limit=limit)
+    joined = outcome(pure.tunnel.join_requests, run, limit=65507)
+    if joined[0] == "returned":  # what was joined decodes alike, into the calls joined
+        datagram = pure.tunnel.join_requests(run)
+        same(lambda: compiled.tunnel.decode(datagram), lambda: pure.tunnel.decode(datagram))
+        assert [pure.tunnel.encode_request(r.request_id, r.frame) for r in pure.tunnel.decode(datagram).requests] == run
+
+
 # -- the harness itself ----------------------------------------------------------------------------
 
 

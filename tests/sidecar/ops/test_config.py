@@ -36,6 +36,24 @@ def toml_file(tmp_path):
     return write
 
 
+def test_a_provider_that_takes_request_batches_in_the_file_and_in_flags(toml_file):
+    path = toml_file("[[consumer.providers]]\naddress = '127.0.0.1:30001'\nbatch = true\n")
+    assert consumer_config(path).providers == (ProviderEntry("127.0.0.1", 30001, 100.0, None, batch=True),)
+    flags = {"providers": ["127.0.0.1:1=2/8+batch", "127.0.0.1:2=3+batch", "127.0.0.1:3=4/5"]}
+    assert [(p.port, p.threshold, p.batch) for p in consumer_config(None, flags).providers] == [
+        (1, 8, True),
+        (2, None, True),
+        (3, 5, False),
+    ]
+    with pytest.raises(ConfigError, match="must be true or false, not 'yes'"):
+        consumer_config(toml_file("[[consumer.providers]]\naddress = '127.0.0.1:1'\nbatch = 'yes'\n"))
+    for bad, says in [("127.0.0.1:1=2+fast", "unknown provider option 'fast'"), ("127.0.0.1:1=2+", "option ''")]:
+        with pytest.raises(ValueError, match=says):
+            parse_provider(bad)
+    with pytest.raises(ValueError, match="is not a number"):
+        parse_provider("127.0.0.1:1=+batch")
+
+
 def test_defaults():
     assert consumer_config() == ConsumerConfig()
     assert ConsumerConfig().listen == ("127.0.0.1", 20000)

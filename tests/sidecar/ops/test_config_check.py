@@ -73,7 +73,7 @@ def lines(text: str) -> list[str]:
         ),
         (
             "[consumer]\nproviders = ['127.0.0.1:1=x']\n",
-            "F:2: key consumer.providers[1]: must be HOST:PORT=WEIGHT[/THRESHOLD]: "
+            "F:2: key consumer.providers[1]: must be HOST:PORT=WEIGHT[/THRESHOLD][+batch]: "
             "'127.0.0.1:1=x': the weight 'x' is not a number",
         ),
         # dotted and quoted keys, values over several lines
@@ -191,7 +191,7 @@ def test_the_commented_provider_examples_are_valid(tmp_path):
     path.write_text(uncommented(EXAMPLES / "consumer.toml"))
     assert check_file(path).problems == ()
     assert consumer_config(path).providers == (
-        ProviderEntry("127.0.0.1", 30000, 100.0, 200),
+        ProviderEntry("127.0.0.1", 30000, 100.0, 200, batch=True),
         ProviderEntry("10.0.0.2", 30000, 50.0, None),
     )
 

@@ -333,3 +333,159 @@ def test_past_the_backlog_a_datagram_is_dropped_and_counted(make_caller, provide
     assert caller._out.waiting == 1 and caller.counters["send_errors"] == 2
     clock.now += caller.call_timeout
     assert all(call.get(timeout=WAIT).status == 504 for call in calls)  # the lost ones time out
+
+
+# -- request batches ----------------------------------------------------------------------------------
+
+
+def batch_entry(provider: Provider, threshold: int | None = None) -> ProviderEntry:
+    return provider.entry(threshold)._replace(batch=True)
+
+
+def submit_calls(caller: TunnelCaller, count: int) -> list:
+    """``count`` calls submitted in this turn of the loop (no switch between them); their results
+    land in the returned list as they come."""
+    results = []
+    for _ in range(count):
+        caller.submit(hash_call, results.append)
+    return results
+
+
+def receive_calls(provider: Provider) -> tuple[list[int], tuple[str, int]]:
+    """The request ids in the next datagram (a REQUEST or a REQUEST_BATCH) and where it came from."""
+    data, source = provider.sock.recvfrom(65535)
+    message = tunnel.decode(data)
+    if isinstance(message, tunnel.Request):
+        return [message.request_id], source
+    return [request.request_id for request in message.requests], source
+
+
+def answer_all(provider: Provider, request_ids: list[int], to: tuple[str, int]) -> None:
+    frames = [(rid, dubbo.encode(Response(rid, value=index))) for index, rid in enumerate(request_ids)]
+    provider.sock.sendto(tunnel.encode_replies(frames), to)
+
+
+def test_calls_sent_in_one_turn_to_a_batch_provider_go_in_one_datagram(make_caller, provider):
+    caller = make_caller()
+    caller.set_providers([batch_entry(provider)])
+    results = submit_calls(caller, 5)
+    ids, source = receive_calls(provider)
+    assert len(ids) == 5 and ids == sorted(ids)  # one datagram, the calls in the order they were made
+    assert provider.idle()
+    assert caller.balancer.in_flight == 5  # each call holds its own slot
+    answer_all(provider, ids, source)
+    wait_until(lambda: len(results) == 5, "five answers")
+    assert sorted(results) == sorted((dubbo.encode(Response(rid, value=i)), provider.key) for i, rid in enumerate(ids))
+    counters = caller.counters
+    assert (counters["request_batches"], counters["batched_calls"], counters["datagrams_out"]) == (1, 5, 1)
+    assert caller.balancer.stats()[provider.key].answered == 5
+    assert caller.pending == 0 and caller.balancer.in_flight == 0
+
+
+def test_a_provider_that_does_not_announce_batches_gets_one_request_per_call(make_caller, provider):
+    caller = make_caller()
+    caller.set_providers([provider.entry()])
+    submit_calls(caller, 3)
+    datagrams = [provider.sock.recvfrom(65535)[0] for _ in range(3)]
+    assert all(type(tunnel.decode(datagram)) is tunnel.Request for datagram in datagrams)
+    assert "request_batches" not in caller.counters and caller.counters["datagrams_out"] == 3
+
+
+def test_a_call_alone_in_its_turn_goes_as_a_plain_request(make_caller, provider):
+    caller = make_caller()
+    caller.set_providers([batch_entry(provider)])
+    call = start_call(caller)
+    data, source = provider.sock.recvfrom(65535)
+    request = tunnel.decode(data)
+    assert type(request) is tunnel.Request
+    provider.answer(request.request_id, source, value=4)
+    assert call.get(timeout=WAIT)[1] == provider.key
+    assert "request_batches" not in caller.counters
+
+
+def test_deadlines_and_the_balancers_accounting_stay_per_call_in_a_batch(make_caller, provider, clock):
+    caller = make_caller(call_timeout=3.0)
+    caller.set_providers([batch_entry(provider)])
+    results = submit_calls(caller, 3)
+    ids, source = receive_calls(provider)
+    assert len(ids) == 3
+    answer_all(provider, ids[1:2], source)  # only the second call is answered
+    wait_until(lambda: len(results) == 1, "the answer")
+    clock.now += 3.0
+    wait_until(lambda: len(results) == 3, "the other two to time out")
+    errors = [result for result in results if isinstance(result, CallError)]
+    assert sorted(error.request_id for error in errors) == [ids[0], ids[2]]
+    assert all(error.status == 504 and error.provider == provider.key for error in errors)
+    stats = caller.balancer.stats()[provider.key]
+    assert (stats.answered, stats.timeouts) == (1, 2)
+    assert_nothing_left(caller)
+
+
+def test_a_batch_over_the_datagram_limit_is_split_in_order(make_caller, provider):
+    size = len(tunnel.encode_request(0, hash_call(0)))
+    caller = make_caller(datagram_limit=7 + 2 * (size - 1))  # two calls per batch, exactly
+    caller.set_providers([batch_entry(provider)])
+    results = submit_calls(caller, 5)
+    received = [receive_calls(provider) for _ in range(3)]
+    assert [len(ids) for ids, _ in received] == [2, 2, 1]
+    all_ids = [rid for ids, _ in received for rid in ids]
+    assert all_ids == sorted(all_ids)
+    for ids, source in received:
+        answer_all(provider, ids, source)
+    wait_until(lambda: len(results) == 5, "five answers")
+    assert (caller.counters["request_batches"], caller.counters["batched_calls"]) == (2, 4)
+    assert caller.pending == 0 and caller.balancer.in_flight == 0
+
+
+def test_calls_of_one_turn_to_two_providers_make_one_batch_each(make_caller):
+    providers = [Provider(), Provider()]
+    try:
+        caller = make_caller()
+        caller.set_providers([batch_entry(p) for p in providers])
+        results = submit_calls(caller, 8)
+        received = [receive_calls(p) for p in providers]
+        assert sorted(len(ids) for ids, _ in received) == [4, 4]  # equal weights: the balancer alternates
+        for (ids, source), p in zip(received, providers, strict=True):
+            answer_all(p, ids, source)
+        wait_until(lambda: len(results) == 8, "eight answers")
+        assert {key for _, key in results} == {p.key for p in providers}
+        assert (caller.counters["request_batches"], caller.counters["batched_calls"]) == (2, 8)
+    finally:
+        for p in providers:
+            p.close()
+
+
+def test_a_keyed_batch_is_tagged_as_a_whole(make_caller, provider):
+    from sidecar.codecs.tunnel_auth import TunnelAuth
+
+    key = bytes(range(32))
+    wall = [1_700_000_000.0]
+    caller = make_caller(keys=[key], wall_clock=lambda: wall[0])
+    caller.set_providers([batch_entry(provider)])
+    results = submit_calls(caller, 3)
+    data, source = provider.sock.recvfrom(65535)
+    auth = TunnelAuth([key], window_ms=30_000)
+    plain, stamp = auth.open(data, now_ms=1_700_000_000_000)
+    assert stamp == 1_700_000_000_000
+    batch = tunnel.decode(plain)
+    assert type(batch) is tunnel.RequestBatch and len(batch.requests) == 3
+    damaged = bytearray(data)
+    damaged[20] ^= 1  # one byte of one call: the whole batch fails its tag
+    with pytest.raises(Exception, match="bad tag"):
+        auth.open(bytes(damaged), now_ms=1_700_000_000_000)
+    ids = [request.request_id for request in batch.requests]
+    frames = [(rid, dubbo.encode(Response(rid, value=1))) for rid in ids]
+    provider.sock.sendto(auth.seal(tunnel.encode_replies(frames), 1_700_000_000_000), source)
+    wait_until(lambda: len(results) == 3, "three answers")
+    assert not any(isinstance(result, CallError) for result in results)
+
+
+def test_stopping_with_a_batch_not_yet_sent_fails_its_calls_and_sends_nothing(make_caller, provider):
+    caller = make_caller()
+    caller.set_providers([batch_entry(provider)])
+    results = submit_calls(caller, 3)
+    caller.stop()
+    assert [result.status for result in results] == [503, 503, 503]
+    gevent.sleep(0.05)  # the flush the loop had scheduled runs, and finds nothing
+    assert provider.idle()
+    assert caller.counters.get("send_errors", 0) == 0 and "request_batches" not in caller.counters

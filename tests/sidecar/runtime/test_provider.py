@@ -75,6 +75,43 @@ def test_bad_datagrams_are_dropped_and_counted_and_serving_goes_on(sidecar, cons
     assert stats["datagrams_in"] == 7 and stats["rejected"] == 1 and stats["answered"] == 1
 
 
+def test_the_calls_of_a_request_batch_are_each_served_as_if_they_came_alone(sidecar, consumers):
+    consumer = consumers(sidecar.address)
+    texts = {consumer.new_id(): f"batched {i}" for i in range(300)}
+    singles = [consumer.request(request_id, text) for request_id, text in texts.items()]
+    datagrams = tunnel.batch_requests(singles, limit=1472)  # about ten calls per datagram
+    assert all(datagram[3] == tunnel.Kind.REQUEST_BATCH for datagram in datagrams[:-1])
+    for datagram in datagrams:
+        consumer.send_raw(datagram)
+    replies = consumer.receive(len(texts))
+    assert {rid: reply.value for rid, reply in replies.items()} == {rid: java_hash(t) for rid, t in texts.items()}
+    stats = sidecar.stats()
+    batches = sum(1 for datagram in datagrams if datagram[3] == tunnel.Kind.REQUEST_BATCH)
+    assert stats["datagrams_in"] == len(datagrams) and stats["request_batches"] == batches
+    assert stats["forwarded"] == stats["answered"] == len(texts)
+    assert stats["batched_calls"] == len(texts) - (len(datagrams) - batches)
+    assert stats["in_flight"] == 0 and stats["dropped"] == {}
+
+
+def test_a_malformed_request_batch_is_dropped_whole_and_counted(sidecar, consumers):
+    consumer = consumers(sidecar.address)
+    first, second = consumer.new_request("a"), consumer.new_request("b")
+    joined = tunnel.join_requests([first[1], second[1]])
+    consumer.send_raw(joined[:-1])  # the second call's frame is one byte short: the first is not served either
+    consumer.send_raw(joined[:7])  # a count of 2 and no entry
+    consumer.send_raw(joined[:5] + b"\x00\x00")  # no calls at all
+    consumer.send_raw(joined[:5] + b"\x00\x01" + joined[7:])  # a count of 1, then the second call as garbage
+    assert consumer.receive_datagram(0.5) is None  # nothing half served, nothing answered
+    stats = sidecar.stats()
+    assert stats["dropped"] == {"malformed request batch": 4}
+    assert stats["forwarded"] == 0 and stats.get("request_batches") == 0
+    consumer.send_raw(joined)  # the same calls, well formed, are served
+    assert {rid: r.value for rid, r in consumer.receive(2).items()} == {
+        first[0]: java_hash("a"),
+        second[0]: java_hash("b"),
+    }
+
+
 def test_service_down_calls_get_service_error_at_once(provider_sidecars, consumers):
     sidecar = provider_sidecars(free_port(), pool_size=1)
     consumer = consumers(sidecar.address)

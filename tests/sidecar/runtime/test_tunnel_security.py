@@ -187,6 +187,24 @@ def test_a_replayed_request_is_answered_once(service, make_provider, consumers):
     assert stats["dropped"] == {"replayed": 2} and stats["forwarded"] == 1
 
 
+def test_a_call_replayed_inside_a_request_batch_is_answered_once(service, make_provider, consumers):
+    provider = make_provider(service, keys=[OLD])
+    attacker = consumers(provider.address, 9)
+    auth = TunnelAuth([OLD], window_ms=WINDOW_MS)
+    (first_id, first), (second_id, second) = attacker.new_request("one"), attacker.new_request("two")
+    attacker.send_raw(auth.seal(first, now_ms()))
+    reply = attacker.receive_datagram()
+    assert reply is not None and answer_of(reply, auth).request_id == first_id
+    attacker.send_raw(auth.seal(tunnel.join_requests([first, second]), now_ms()))  # the first call again, batched
+    reply = attacker.receive_datagram()
+    assert reply is not None and answer_of(reply, auth).request_id == second_id
+    attacker.send_raw(auth.seal(tunnel.join_requests([second, first]), now_ms()))  # both seen: nothing served
+    attacker.send_raw(tunnel.join_requests([attacker.new_request("three")[1]] * 2))  # untagged
+    assert attacker.receive_datagram(0.5) is None
+    stats = provider.stats()
+    assert stats["dropped"] == {"replayed": 3, "no tag": 1} and stats["forwarded"] == 2
+
+
 def test_a_malformed_but_authentic_request_still_gets_bad_request(service, make_provider, consumers):
     provider = make_provider(service, keys=[OLD])
     attacker = consumers(provider.address, 9)

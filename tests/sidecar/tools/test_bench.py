@@ -57,3 +57,27 @@ def test_capacity_bound_is_held_to_zero_errors_and_nine_tenths_of_the_ideal_with
 def test_an_unknown_build_is_refused_before_anything_starts():
     with pytest.raises(BenchError, match="unknown build 'fast'"):
         next(run(["latency-bound"], builds=("fast",)))
+
+
+def test_no_request_batch_introduces_the_providers_to_the_consumer_without_batch(monkeypatch):
+    from sidecar.tools import topology
+
+    started = []
+
+    class Recorded:
+        """A process that is not started: its command is kept and it gets a made-up address."""
+
+        def __init__(self, name, command, *, env=None):
+            self.name, self.command, self.address = name, command, ("127.0.0.1", 40000 + len(started))
+            started.append(self)
+
+        def stop(self):
+            pass
+
+    monkeypatch.setattr(topology, "Process", Recorded)
+    for request_batch, suffix in ((True, "+batch"), (False, "")):
+        started.clear()
+        topology.Topology.start(SCENARIOS["latency-bound"], request_batch=request_batch)
+        consumer = started[-1].command
+        providers = [consumer[i + 1] for i, arg in enumerate(consumer) if arg == "--provider"]
+        assert providers == [f"127.0.0.1:{40003 + i}={c}/{c}{suffix}" for i, c in enumerate((200, 400, 600))]
