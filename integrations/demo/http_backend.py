@@ -90,9 +90,9 @@ class HttpBackend:
     def take(self, connection: _Connection, request: http1.Request, body: bytes) -> None:
         """A whole request from ``connection``: answer it at once (an error, or no latency) or after
         the latency, through ``connection.answer``."""
-        problem = self._problem(request, body)
-        if problem is not None:
-            connection.answer(request, problem)
+        form = self._form(request, body)
+        if isinstance(form, http1.Response):
+            connection.answer(request, form)
             return
         if self.in_progress >= self.capacity:
             self.refused += 1
@@ -100,7 +100,7 @@ class HttpBackend:
             connection.answer(request, refusal)
             return
         self.in_progress += 1
-        parameter = http1.parse_form(body)["parameter"]
+        parameter = form["parameter"]
         if self.latency:
             self._line.add((connection, request, parameter))
         else:
@@ -116,8 +116,8 @@ class HttpBackend:
         connection.answer(request, http1.Response(200, list(_TEXT), str(value).encode("ascii")))
 
     @staticmethod
-    def _problem(request: http1.Request, body: bytes) -> http1.Response | None:
-        """The error answer to a request that is not the form call, or None."""
+    def _form(request: http1.Request, body: bytes) -> dict[str, str] | http1.Response:
+        """The form of the call, or the error answer to a request that is not the form call."""
         if request.target.partition("?")[0] != "/":
             return _reply(404, f"no such path: {request.target[:100]}")
         if request.method != "POST":
@@ -127,7 +127,7 @@ class HttpBackend:
         except ProtocolError as exc:
             return _reply(400, exc.reason)
         problem = _form_problem(form)
-        return None if problem is None else _reply(400, problem)
+        return form if problem is None else _reply(400, problem)
 
 
 class _Connection(Connection):
