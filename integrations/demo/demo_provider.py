@@ -53,6 +53,7 @@ class DemoProvider:
     CAPACITY = 200  # calls served at once, over all connections (a Java provider's default threads)
     HEARTBEAT = 60.0  # seconds without reading before a heartbeat; 3x that closes the connection
     STOP_TIMEOUT = 5.0  # seconds stop() waits for calls in progress
+    MAX_CONNECTIONS = 1000  # accepting pauses at this many open connections
     OUTBOX = 4096  # replies queued per connection; a caller that leaves more unread is cut off
 
     def __init__(
@@ -72,7 +73,7 @@ class DemoProvider:
         self.heartbeat = heartbeat
         self.in_progress = 0
         self.service = HelloService(version=version, serialization=serialization)
-        self._server = Server(listener, _Connection, owner=self)
+        self._server = Server(listener, _Connection, owner=self, max_connections=self.MAX_CONNECTIONS)
         # The delay line: calls in the order they arrived, each due ``latency`` after its arrival, on
         # one timer (a greenlet and a timer per call cost more CPU than the call itself).
         self._line = DelayLine(latency, self._serve_due)

@@ -53,6 +53,7 @@ class HttpBackend:
     LATENCY = 0.050  # seconds each call takes
     CAPACITY = 200  # calls served at once, over all connections
     STOP_TIMEOUT = 5.0  # seconds stop() waits for calls in progress
+    MAX_CONNECTIONS = 10_000  # accepting pauses at this many open connections
     BACKLOG = 1024
 
     def __init__(self, listener: Any, *, latency: float = LATENCY, capacity: int = CAPACITY):
@@ -63,7 +64,9 @@ class HttpBackend:
         self.in_progress = 0
         self.answered = 0
         self.refused = 0
-        self._server = Server(listener, _Connection, owner=self, backlog=self.BACKLOG)
+        self._server = Server(
+            listener, _Connection, owner=self, backlog=self.BACKLOG, max_connections=self.MAX_CONNECTIONS
+        )
         # Every call takes the same time: the calls wait in one line, on one timer.
         self._line = DelayLine(latency, self._serve_due)
 

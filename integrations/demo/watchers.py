@@ -40,7 +40,8 @@ class Server:
     connection to ``make(server, sock, address)``, which returns a :class:`Connection` (then started).
 
     :attr:`connections` holds the open ones (a connection leaves it when it closes); :attr:`owner` is
-    whatever the connections need to reach (the service).
+    whatever the connections need to reach (the service). With ``max_connections`` open, accepting
+    pauses (new connections wait in the listen backlog) until one closes.
     """
 
     def __init__(
@@ -50,11 +51,13 @@ class Server:
         *,
         owner: Any = None,
         backlog: int = 1024,
+        max_connections: int = 10_000,
     ):
         self._listener_spec = listener
         self.make = make
         self.owner = owner
         self.backlog = backlog
+        self.max_connections = max_connections
         self.loop = get_hub().loop
         self.listener: Any = None
         self.connections: set[Connection] = set()
@@ -91,8 +94,17 @@ class Server:
             self._accepting = None
             self.listener.close()
 
+    def closed(self, connection: Connection) -> None:
+        """``connection`` has closed: forget it, and accept again if it made room."""
+        self.connections.discard(connection)
+        if self._accepting is not None and not self._accepting.active:
+            self._accepting.start(self._accept)
+
     def _accept(self) -> None:
         for _ in range(ACCEPTS_PER_TURN):
+            if len(self.connections) >= self.max_connections:
+                self._accepting.stop()  # until a connection closes
+                return
             try:
                 sock, address = self.listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -264,7 +276,7 @@ class Connection:
         try:
             self.sock.close()
         finally:
-            self.server.connections.discard(self)
+            self.server.closed(self)
             self.closed_hook()
 
 

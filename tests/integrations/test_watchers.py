@@ -113,6 +113,31 @@ def test_a_bound_socket_is_served_and_close_is_harmless_twice():
         connect(server)
 
 
+def test_accepting_pauses_at_max_connections_until_one_closes():
+    server = Server(("127.0.0.1", 0), Echo, max_connections=2)
+    server.start()
+    try:
+        first, second, third = connect(server), connect(server), connect(server)
+        for client in (first, second):
+            client.sendall(b"x")
+            assert read_exactly(client, 1) == b"x"
+        third.sendall(b"y")
+        with pytest.raises(TimeoutError):
+            third.settimeout(0.3)
+            third.recv(1)  # in the listen backlog: not accepted yet
+        assert len(server.connections) == 2
+        first.close()
+        third.settimeout(10)
+        assert read_exactly(third, 1) == b"y"
+        assert len(server.connections) == 2
+        for client in (second, third):
+            client.close()
+    finally:
+        server.close()
+        for connection in list(server.connections):
+            connection.close()
+
+
 def test_the_delay_line_calls_each_item_after_the_delay_in_order():
     called: list[tuple[str, float]] = []
     line = DelayLine(0.05, lambda item: called.append((item, time.monotonic())))
