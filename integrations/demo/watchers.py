@@ -302,6 +302,9 @@ class DelayLine:
     def _arm(self, wait: float) -> None:
         if self._timer is not None:
             self._timer.close()
+        # The loop's clock is the one read when this turn began: brought up to now, the timer does not
+        # fire before the first item is due (and find nothing to do).
+        self.loop.update_now()
         self._timer = self.loop.timer(max(0.0, wait))
         self._timer.start(self._fire)
 
