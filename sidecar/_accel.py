@@ -33,6 +33,7 @@ TWINS = (
     "dubbo_messages",
     "dubbo",
     "tunnel",
+    "javahash",
 )
 COMPILED = "compiled"
 MODULES: dict[str, str] = {}  # "sidecar.codecs.NAME" -> COMPILED, or the reason it runs as Python

@@ -4,6 +4,7 @@ whole topology on loopback. Library errors become one-line `Error: ...` messages
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import json
@@ -199,7 +200,7 @@ def consumer(
 def demo(scenario, duration, connections, workers, hold, progress):
     """Start three demo services, three provider sidecars and a consumer on loopback, and drive load."""
     from sidecar.tools import demo as demo_lib
-    from sidecar.tools import topology
+    from sidecar.tools import procstat, topology
 
     chosen = topology.SCENARIOS[scenario]
     with topology.Topology.start(chosen, consumer_workers=workers, provider_header=True) as topo:
@@ -210,12 +211,20 @@ def demo(scenario, duration, connections, workers, hold, progress):
         if progress is None:
             progress = sys.stderr.isatty()
         conns = connections or chosen.connections[0]
-        if progress:
-            with click.progressbar(length=int(duration * 10), label=f"{conns} connections", file=sys.stderr) as bar:
-                result = demo_lib.drive(topo.consumer_address, conns, duration, on_tick=lambda: bar.update(1))
-        else:
-            result = demo_lib.drive(topo.consumer_address, conns, duration)
-        click.echo(demo_lib.report(result, chosen, conns, topo.provider_names()))
+        with contextlib.ExitStack() as stack:
+            on_tick = None
+            if progress:
+                bar = stack.enter_context(
+                    click.progressbar(length=int(duration * 10), label=f"{conns} connections", file=sys.stderr)
+                )
+                on_tick = lambda: bar.update(1)  # noqa: E731
+            try:
+                result, cpu = procstat.cpu_by_role(
+                    topo.pids(), lambda: demo_lib.run_load(topo.consumer_address, conns, duration, on_tick=on_tick)
+                )
+            except demo_lib.LoadError as e:
+                raise click.ClickException(str(e)) from None
+        click.echo(demo_lib.report(result, chosen, conns, topo.provider_names(), cpu, topo.labels()))
         if result.mismatches:
             raise click.ClickException(f"{result.mismatches} answers did not match String.hashCode")
 

@@ -21,20 +21,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import socket
 import sys
 import time
-from collections import deque
 from typing import Any
 
 import gevent
-import gevent.event
-from gevent.pool import Pool
-from gevent.queue import Full, Queue
-from gevent.server import StreamServer
 
 from integrations.demo.hello_service import HelloService
 from integrations.demo.serving import serve
+from integrations.demo.watchers import Connection, DelayLine, Server
 from sidecar.codecs.dubbo import CLOSED, NEED_DATA, DubboDecoder, encode, parse
 from sidecar.codecs.dubbo_messages import Event, Frame, Request, Response, Serialization, Status
 from sidecar.errors import LocalProtocolError, RemoteProtocolError
@@ -44,11 +39,11 @@ __all__ = ["DemoProvider", "main"]
 log = logging.getLogger(__name__)
 
 _SERIALIZATIONS = {"hessian2": Serialization.HESSIAN2, "fastjson": Serialization.FASTJSON}
-_CLOSE = object()  # in a connection's outbox: flush what is before it, then close
 
 
 class DemoProvider:
-    """A Dubbo 2 server for :class:`HelloService` on a gevent :class:`StreamServer`.
+    """A Dubbo 2 server for :class:`HelloService` on gevent's loop (:mod:`integrations.demo.watchers`:
+    callbacks, no greenlet per connection).
 
     ``listener`` is an address ``(host, port)`` or an already-bound socket. ``start()`` binds and
     returns at once; ``stop()`` drains and closes; ``address`` is the bound ``(host, port)``.
@@ -58,8 +53,7 @@ class DemoProvider:
     CAPACITY = 200  # calls served at once, over all connections (a Java provider's default threads)
     HEARTBEAT = 60.0  # seconds without reading before a heartbeat; 3x that closes the connection
     STOP_TIMEOUT = 5.0  # seconds stop() waits for calls in progress
-    MAX_CONNECTIONS = 1000  # a full pool stops accepting
-    RECV_SIZE = 64 * 1024
+    MAX_CONNECTIONS = 1000  # accepting pauses at this many open connections
     OUTBOX = 4096  # replies queued per connection; a caller that leaves more unread is cut off
 
     def __init__(
@@ -79,47 +73,36 @@ class DemoProvider:
         self.heartbeat = heartbeat
         self.in_progress = 0
         self.service = HelloService(version=version, serialization=serialization)
-        self._server = StreamServer(listener, self._handle, spawn=Pool(self.MAX_CONNECTIONS))
-        # The delay line: calls in the order they arrived, each due ``latency`` after its arrival. All
-        # calls take the same time, so the due times are in order and one greenlet with one timer at a
-        # time serves them all (a greenlet and a timer per call cost more CPU than the call itself).
-        self._due: deque[tuple[float, _Connection, Request]] = deque()
-        self._arrived = gevent.event.Event()
-        self._line: gevent.Greenlet | None = None
-        self._connections: set[_Connection] = set()
+        self._server = Server(listener, _Connection, owner=self, max_connections=self.MAX_CONNECTIONS)
+        # The delay line: calls in the order they arrived, each due ``latency`` after its arrival, on
+        # one timer (a greenlet and a timer per call cost more CPU than the call itself).
+        self._line = DelayLine(latency, self._serve_due)
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self._server.address[:2]
+        host, port = self._server.address
         return host, port
 
     def start(self) -> None:
         self._server.start()
-        self._line = gevent.spawn(self._delay_line)
         host, port = self.address
         self.service = dataclasses.replace(self.service, host=host, port=port)
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop accepting, let the calls in progress finish, then close every connection."""
+        """Stop accepting, let the calls in progress finish, then close every connection once what
+        is queued for it has gone out."""
         timeout = self.STOP_TIMEOUT if timeout is None else timeout
         self._server.close()
         end = time.monotonic() + timeout
         while self.in_progress and time.monotonic() < end:
             gevent.sleep(0.01)
-        for connection in list(self._connections):
+        for connection in list(self._server.connections):
+            connection.close_after_writes()
+        while self._server.connections and time.monotonic() < end:
+            gevent.sleep(0.01)
+        for connection in list(self._server.connections):
             connection.close()
-        self._server.stop(timeout=max(0.0, end - time.monotonic()))
-        if self._line is not None:
-            self._line.kill(block=False)
-
-    # -- per connection ----------------------------------------------------------------------------
-    def _handle(self, sock: Any, address: Any) -> None:
-        connection = _Connection(self, sock)
-        self._connections.add(connection)
-        try:
-            connection.run()
-        finally:
-            self._connections.discard(connection)
+        self._line.close()
 
     def dispatch(self, connection: _Connection, frame: Frame) -> None:
         """Act on one frame read from ``connection``."""
@@ -142,28 +125,13 @@ class DemoProvider:
                 return
             self.in_progress += 1
             if self.latency:
-                self._due.append((time.monotonic() + self.latency, connection, message))
-                if len(self._due) == 1:
-                    self._arrived.set()
+                self._line.add((connection, message))
             else:
                 self._serve(connection, message)
         # a Response from a caller answers nothing we sent: ignored
 
-    def _delay_line(self) -> None:
-        due = self._due
-        while True:
-            if not due:
-                self._arrived.clear()
-                self._arrived.wait()
-                continue
-            wait = due[0][0] - time.monotonic()
-            if wait > 0:
-                gevent.sleep(wait)
-                continue
-            now = time.monotonic()
-            while due and due[0][0] <= now:
-                _, connection, request = due.popleft()
-                self._serve(connection, request)
+    def _serve_due(self, item: tuple[_Connection, Request]) -> None:
+        self._serve(*item)
 
     def _serve(self, connection: _Connection, request: Request) -> None:
         try:
@@ -182,58 +150,44 @@ class DemoProvider:
             connection.send(response)
 
 
-class _Connection:
-    """One caller's TCP connection: a reader (this greenlet), a writer and a heartbeat timer."""
+class _Connection(Connection):
+    """One caller's TCP connection: frames decoded as they are read, replies queued, and a heartbeat
+    timer."""
 
-    def __init__(self, provider: DemoProvider, sock: Any):
-        self.provider = provider
-        self.sock = sock
-        try:
-            host, port = sock.getpeername()[:2]
-            self.peer = f"{host}:{port}"
-        except OSError:
-            self.peer = "?"
+    def __init__(self, server: Server, sock: Any, address: Any):
+        super().__init__(server, sock, address)
+        self.provider: DemoProvider = server.owner
         self.decoder = DubboDecoder(parse_bodies=False)
-        self.outbox: Queue = Queue(provider.OUTBOX)
         self.last_read = time.monotonic()
-        self.closed = False
         self._beats = 0
+        self._last_beat = 0.0
+        self._beater = None
+        interval = self.provider.heartbeat
+        if interval:
+            self._beater = self.loop.timer(interval / 3, interval / 3)
+            self._beater.start(self._heartbeat)
 
-    def run(self) -> None:
-        writer = gevent.spawn(self._write_loop)
-        beater = gevent.spawn(self._heartbeat_loop) if self.provider.heartbeat else None
-        try:
-            self._read_loop()
-        except OSError as exc:
-            log.debug("connection from %s: %s", self.peer, exc)
-        finally:
-            self.closed = True
-            if beater is not None:
-                beater.kill(block=False)
-            writer.kill(block=False)
-            self.sock.close()
-
-    def _read_loop(self) -> None:
+    def received(self, data: bytes) -> None:
+        self.last_read = time.monotonic()
         decoder = self.decoder
-        while True:
-            data = self.sock.recv(self.provider.RECV_SIZE)
-            self.last_read = time.monotonic()
-            decoder.receive_data(data)
-            while True:
-                try:
-                    frame = decoder.next_event()
-                except RemoteProtocolError as exc:  # the stream itself is broken: nothing to answer
-                    log.warning("closing the connection from %s: %s", self.peer, exc.reason)
-                    return
-                if frame is NEED_DATA:
-                    break
-                if frame is CLOSED:
-                    return
-                self.provider.dispatch(self, frame)
+        decoder.receive_data(data)
+        while not self.closed:
+            try:
+                frame = decoder.next_event()
+            except RemoteProtocolError as exc:  # the stream itself is broken: nothing to answer
+                log.warning("closing the connection from %s: %s", self.peer, exc.reason)
+                self.close_after_writes()
+                return
+            if frame is NEED_DATA:
+                return
+            if frame is CLOSED:
+                self.close_after_writes()
+                return
+            self.provider.dispatch(self, frame)
 
     def send(self, message: Response | Event) -> None:
         """Queue a reply or event; a reply that cannot be encoded becomes status 50 (BAD_RESPONSE)."""
-        if self.closed:
+        if self.closed or self.closing:
             return
         try:
             data = encode(message)
@@ -247,63 +201,31 @@ class _Connection:
                     serialization=message.serialization,
                 )
             )
-        try:
-            self.outbox.put_nowait(data)
-        except Full:  # the caller has stopped reading: waiting would stall every other caller's replies
-            log.warning("closing the connection from %s: %d replies not read", self.peer, self.outbox.qsize())
-            self._shutdown()
-
-    def close(self) -> None:
-        """Send what is queued, then close (the reader sees the end of the stream)."""
-        if self.closed:
+        if self.backlog >= self.provider.OUTBOX:
+            # the caller has stopped reading: holding more would only grow the queue
+            log.warning("closing the connection from %s: %d replies not read", self.peer, self.backlog)
+            self.close()
             return
-        try:
-            self.outbox.put(_CLOSE, timeout=self.provider.STOP_TIMEOUT)
-        except Full:  # the caller reads nothing: drop what is queued
-            self._shutdown()
+        self.write(data)
 
-    def _shutdown(self) -> None:
-        self.closed = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # the reader's recv returns b""
-        except OSError:
-            pass
-
-    def _write_loop(self) -> None:
-        outbox, sock = self.outbox, self.sock
-        while True:
-            item = outbox.get()
-            parts = []
-            while item is not _CLOSE:
-                parts.append(item)
-                if outbox.empty() or len(parts) >= 256:
-                    break
-                item = outbox.get()
-            if parts:
-                try:
-                    sock.sendall(b"".join(parts))
-                except OSError as exc:
-                    log.debug("writing to %s: %s", self.peer, exc)
-                    item = _CLOSE
-            if item is _CLOSE:
-                self._shutdown()
-                return
-
-    def _heartbeat_loop(self) -> None:
+    def _heartbeat(self) -> None:
         interval = self.provider.heartbeat
-        last_beat = 0.0
-        while not self.closed:
-            gevent.sleep(interval / 3)
-            now = time.monotonic()
-            idle = now - self.last_read
-            if idle >= 3 * interval:
-                log.info("closing %s: nothing read for %.1f s", self.peer, idle)
-                self.close()
-                return
-            if idle >= interval and now - last_beat >= interval:
-                self._beats += 1
-                self.send(self.provider.service.heartbeat(self._beats))
-                last_beat = now
+        now = time.monotonic()
+        idle = now - self.last_read
+        if idle >= 3 * interval:
+            log.info("closing %s: nothing read for %.1f s", self.peer, idle)
+            self.close_after_writes()
+            return
+        if idle >= interval and now - self._last_beat >= interval:
+            self._beats += 1
+            self.send(self.provider.service.heartbeat(self._beats))
+            self._last_beat = now
+
+    def closed_hook(self) -> None:
+        if self._beater is not None:
+            self._beater.stop()
+            self._beater.close()
+            self._beater = None
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -22,18 +22,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket as _socket
 import sys
 import time
 from typing import Any
 
 import gevent
-import gevent.event
-from gevent.pool import Pool
-from gevent.server import StreamServer
 
 from integrations.demo.hello_service import SERVICE, java_string_hash
 from integrations.demo.serving import serve
+from integrations.demo.watchers import Connection, DelayLine, Server
 from sidecar.codecs import http1
 from sidecar.errors import ProtocolError
 
@@ -45,7 +42,8 @@ _TEXT = [("Content-Type", "text/plain; charset=utf-8")]
 
 
 class HttpBackend:
-    """The backend on a gevent :class:`StreamServer`.
+    """The backend on gevent's loop (:mod:`integrations.demo.watchers`: callbacks, no greenlet per
+    connection).
 
     ``listener`` is an address ``(host, port)`` or an already-bound socket. ``start()`` binds and
     returns at once; ``stop()`` stops accepting and waits for the calls in progress; ``address`` is the
@@ -55,8 +53,7 @@ class HttpBackend:
     LATENCY = 0.050  # seconds each call takes
     CAPACITY = 200  # calls served at once, over all connections
     STOP_TIMEOUT = 5.0  # seconds stop() waits for calls in progress
-    MAX_CONNECTIONS = 10_000  # a full pool stops accepting
-    RECV_SIZE = 64 * 1024
+    MAX_CONNECTIONS = 10_000  # accepting pauses at this many open connections
     BACKLOG = 1024
 
     def __init__(self, listener: Any, *, latency: float = LATENCY, capacity: int = CAPACITY):
@@ -67,11 +64,15 @@ class HttpBackend:
         self.in_progress = 0
         self.answered = 0
         self.refused = 0
-        self._server = StreamServer(listener, self._handle, spawn=Pool(self.MAX_CONNECTIONS), backlog=self.BACKLOG)
+        self._server = Server(
+            listener, _Connection, owner=self, backlog=self.BACKLOG, max_connections=self.MAX_CONNECTIONS
+        )
+        # Every call takes the same time: the calls wait in one line, on one timer.
+        self._line = DelayLine(latency, self._serve_due)
 
     @property
     def address(self) -> tuple[str, int]:
-        return self._server.address[:2]
+        return self._server.address
 
     def start(self) -> None:
         self._server.start()
@@ -81,55 +82,45 @@ class HttpBackend:
         deadline = time.monotonic() + timeout
         while self.in_progress and time.monotonic() < deadline:
             gevent.sleep(0.01)
-        self._server.stop(timeout=0)
+        for connection in list(self._server.connections):
+            connection.close_after_writes()
+        while self._server.connections and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        for connection in list(self._server.connections):
+            connection.close()
+        self._line.close()
 
-    # -- one connection ---------------------------------------------------------------------------
+    def take(self, connection: _Connection, request: http1.Request, body: bytes) -> None:
+        """A whole request from ``connection``: answer it at once (an error, or no latency) or after
+        the latency, through ``connection.answer``."""
+        form = self._form(request, body)
+        if isinstance(form, http1.Response):
+            connection.answer(request, form)
+            return
+        if self.in_progress >= self.capacity:
+            self.refused += 1
+            refusal = _reply(503, f"capacity exhausted: {self.in_progress} of {self.capacity} calls in progress")
+            connection.answer(request, refusal)
+            return
+        self.in_progress += 1
+        parameter = form["parameter"]
+        if self.latency:
+            self._line.add((connection, request, parameter))
+        else:
+            self._serve_due((connection, request, parameter))
 
-    def _handle(self, sock: Any, address: Any) -> None:
+    def _serve_due(self, item: tuple[_Connection, http1.Request, str]) -> None:
+        connection, request, parameter = item
         try:
-            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        try:
-            self._serve(sock, http1.ServerConnection())
-        except OSError as exc:
-            log.debug("connection from %s ended: %s", address, exc)
+            value = java_string_hash(parameter)
         finally:
-            sock.close()
+            self.in_progress -= 1
+        self.answered += 1
+        connection.answer(request, http1.Response(200, list(_TEXT), str(value).encode("ascii")))
 
-    def _serve(self, sock: Any, conn: http1.ServerConnection) -> None:
-        request, body = None, []
-        while True:
-            try:
-                event = conn.next_event()
-            except ProtocolError as exc:
-                if conn.our_state is http1.SEND_RESPONSE:
-                    sock.sendall(conn.send(_reply(exc.status_hint, exc.reason)))
-                return
-            kind = type(event)
-            if event is http1.NEED_DATA:
-                conn.receive_data(sock.recv(self.RECV_SIZE))
-            elif kind is http1.Request:
-                request, body = event, []
-            elif kind is http1.Data:
-                body.append(event.data)
-            elif kind is http1.EndOfMessage:
-                response = self._respond(request, b"".join(body))
-                sock.sendall(conn.send(response))
-                if conn.our_state is not http1.DONE:
-                    return
-                conn.start_next_cycle()
-            else:  # ConnectionClosed (PAUSED cannot come: every request is answered before reading on)
-                return
-
-    def _respond(self, request: http1.Request, body: bytes) -> http1.Response:
-        response = self._answer(request, body)
-        request_id = http1.get_header(request.headers, "x-request-id")
-        if request_id is not None:
-            response.headers.append(("X-Request-Id", request_id))
-        return response
-
-    def _answer(self, request: http1.Request, body: bytes) -> http1.Response:
+    @staticmethod
+    def _form(request: http1.Request, body: bytes) -> dict[str, str] | http1.Response:
+        """The form of the call, or the error answer to a request that is not the form call."""
         if request.target.partition("?")[0] != "/":
             return _reply(404, f"no such path: {request.target[:100]}")
         if request.method != "POST":
@@ -139,20 +130,82 @@ class HttpBackend:
         except ProtocolError as exc:
             return _reply(400, exc.reason)
         problem = _form_problem(form)
-        if problem:
-            return _reply(400, problem)
-        if self.in_progress >= self.capacity:
-            self.refused += 1
-            return _reply(503, f"capacity exhausted: {self.in_progress} of {self.capacity} calls in progress")
-        self.in_progress += 1
+        return form if problem is None else _reply(400, problem)
+
+
+class _Connection(Connection):
+    """One client connection: requests parsed as their bytes come, answered one after the other, in
+    order (reading pauses while a request waits for its answer)."""
+
+    def __init__(self, server: Server, sock: Any, address: Any):
+        super().__init__(server, sock, address)
+        self.backend: HttpBackend = server.owner
+        self.conn = http1.ServerConnection()
+        self.request: http1.Request | None = None
+        self.body: list[bytes] = []
+        self.waiting = False  # a request was taken and its answer is not written yet
+        self.processing = False  # in _process: an answer given at once lets its loop go on
+
+    def received(self, data: bytes) -> None:
         try:
-            if self.latency:
-                gevent.sleep(self.latency)
-            value = java_string_hash(form["parameter"])
+            self.conn.receive_data(data)
+        except ProtocolError as exc:  # bytes after the end of the stream
+            log.debug("connection from %s: %s", self.peer, exc)
+            self.close()
+            return
+        self._process()
+
+    def _process(self) -> None:
+        self.processing = True
+        try:
+            self._events()
         finally:
-            self.in_progress -= 1
-        self.answered += 1
-        return http1.Response(200, list(_TEXT), str(value).encode("ascii"))
+            self.processing = False
+
+    def _events(self) -> None:
+        conn = self.conn
+        while not (self.waiting or self.closed or self.closing):
+            try:
+                event = conn.next_event()
+            except ProtocolError as exc:
+                if conn.our_state is http1.SEND_RESPONSE:
+                    self.write(conn.send(_reply(exc.status_hint, exc.reason)))
+                self.close_after_writes()
+                return
+            kind = type(event)
+            if event is http1.NEED_DATA:
+                return
+            if kind is http1.Request:
+                self.request, self.body = event, []
+            elif kind is http1.Data:
+                self.body.append(event.data)
+            elif kind is http1.EndOfMessage:
+                self.waiting = True
+                self.pause_reading()  # what comes next waits in the kernel until this is answered
+                request, body = self.request, b"".join(self.body)
+                self.request, self.body = None, []
+                self.backend.take(self, request, body)
+            else:  # ConnectionClosed (PAUSED cannot come: a request is answered before reading on)
+                self.close_after_writes()
+                return
+
+    def answer(self, request: http1.Request, response: http1.Response) -> None:
+        """Write the answer to ``request`` (echoing its ``X-Request-Id``), then take the next request."""
+        if self.closed:
+            return
+        request_id = http1.get_header(request.headers, "x-request-id")
+        if request_id is not None:
+            response.headers.append(("X-Request-Id", request_id))
+        conn = self.conn
+        self.write(conn.send(response))
+        self.waiting = False
+        if conn.our_state is not http1.DONE:
+            self.close_after_writes()
+            return
+        conn.start_next_cycle()
+        self.resume_reading()
+        if not self.processing:
+            self._process()
 
 
 def _form_problem(form: dict[str, str]) -> str | None:

@@ -43,7 +43,7 @@ from sidecar._accel import COMPILED, PURE_PYTHON
 from sidecar.tools import bench_codec, topology
 from sidecar.tools.builds import load_build
 from sidecar.tools.nginx_baseline import Nginx, find_nginx
-from sidecar.tools.procstat import CpuMeter
+from sidecar.tools.procstat import cpu_by_role
 from sidecar.tools.wrk import WrkResult
 from sidecar.tools.wrk_run import find_wrk, run_wrk
 
@@ -120,12 +120,8 @@ def _wrk(url: str, connections: int, duration: float) -> WrkResult:
 
 
 def _measure(url: str, roles: dict[str, list[int]], connections: int, duration: float) -> tuple[WrkResult, dict]:
-    pids = sorted({pid for group in roles.values() for pid in group})
-    meter = CpuMeter(pids)
-    meter.start()
-    result = _wrk(url, connections, duration)
-    used = meter.stop()
-    return result, {role: sum(used[pid] for pid in group) for role, group in roles.items()}
+    result, cpu = cpu_by_role(roles, lambda: _wrk(url, connections, duration))
+    return result, {role: sum(used.values()) for role, used in cpu.items()}
 
 
 def measure_sidecar(

@@ -16,7 +16,8 @@
 --   must equal it exactly, which also catches two answers swapped between requests of one thread.
 --
 -- A 2xx response failing either check is a mismatch. Non-2xx responses are counted by status and not
--- checked. done() prints one line: the marker BENCH_WRK_RESULT and a JSON object with the counts over
+-- checked. 2xx responses are also counted by their X-Provider header, when they have one (the demo's
+-- consumer sidecar names the provider that answered). done() prints one line: the marker BENCH_WRK_RESULT and a JSON object with the counts over
 -- all threads, wrk's own error counts and its latency percentiles in microseconds (parsed by
 -- sidecar/tools/wrk.py). "outstanding" is the requests never answered: those in flight when the run ended,
 -- lost ones, and the one request wrk builds at start to check the script (never sent).
@@ -51,6 +52,7 @@ local headers = {}
 -- crashes copying a table nested in another one.
 counts = { sent = 0, responses = 0, mismatches = 0, echoed = 0, outstanding = 0 }
 statuses = {} -- status -> responses
+providers = {} -- X-Provider of a 2xx answer (the demo's consumer names the provider) -> answers
 
 function init(args)
     local letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -99,13 +101,13 @@ function request()
     return wrk.format("POST", nil, headers, PREFIX .. char(unpack(units, 1, n)))
 end
 
-local function echoed_id(response_headers)
-    local value = response_headers["X-Request-Id"]
+local function header(response_headers, name, lower)
+    local value = response_headers[name]
     if value ~= nil then
         return value
     end
-    for name, v in pairs(response_headers) do -- header names arrive as the server wrote them
-        if name:lower() == "x-request-id" then
+    for key, v in pairs(response_headers) do -- header names arrive as the server wrote them
+        if key:lower() == lower then
             return v
         end
     end
@@ -115,7 +117,7 @@ end
 function response(status, response_headers, body)
     counts.responses = counts.responses + 1
     statuses[status] = (statuses[status] or 0) + 1
-    local echoed = echoed_id(response_headers)
+    local echoed = header(response_headers, "X-Request-Id", "x-request-id")
     local ok
     if echoed ~= nil then
         counts.echoed = counts.echoed + 1
@@ -123,17 +125,24 @@ function response(status, response_headers, body)
     elseif status >= 200 and status < 300 then
         ok = take(body)
     end
-    if status >= 200 and status < 300 and not ok then
-        counts.mismatches = counts.mismatches + 1
+    if status >= 200 and status < 300 then
+        if not ok then
+            counts.mismatches = counts.mismatches + 1
+        end
+        local provider = header(response_headers, "X-Provider", "x-provider")
+        if provider ~= nil then
+            providers[provider] = (providers[provider] or 0) + 1
+        end
     end
 end
 
 -- -- done: back in the main environment -------------------------------------------------------------
 
-local function json_object(pairs_list)
+local function json_object(pairs_list, quoted)
     local parts = {}
     for _, pair in ipairs(pairs_list) do
-        parts[#parts + 1] = string.format('"%s":%s', pair[1], pair[2])
+        -- a quoted key is already a JSON string
+        parts[#parts + 1] = string.format(quoted and "%s:%s" or '"%s":%s', pair[1], pair[2])
     end
     return "{" .. table.concat(parts, ",") .. "}"
 end
@@ -145,6 +154,7 @@ end
 function done(summary, latency, _)
     local total = { sent = 0, responses = 0, mismatches = 0, echoed = 0, outstanding = 0 }
     local by_status = {}
+    local by_provider = {}
     for _, thread in ipairs(threads) do
         local c = thread:get("counts")
         for key in pairs(total) do
@@ -153,12 +163,22 @@ function done(summary, latency, _)
         for status, n in pairs(thread:get("statuses")) do
             by_status[status] = (by_status[status] or 0) + n
         end
+        for provider, n in pairs(thread:get("providers")) do
+            by_provider[provider] = (by_provider[provider] or 0) + n
+        end
     end
     local status_fields = {}
     for status, n in pairs(by_status) do
         status_fields[#status_fields + 1] = { integer(status), integer(n) }
     end
     table.sort(status_fields, function(a, b)
+        return a[1] < b[1]
+    end)
+    local provider_fields = {}
+    for provider, n in pairs(by_provider) do
+        provider_fields[#provider_fields + 1] = { '"' .. provider:gsub('[%c"\\]', "?") .. '"', integer(n) }
+    end
+    table.sort(provider_fields, function(a, b)
         return a[1] < b[1]
     end)
     local e = summary.errors
@@ -171,6 +191,7 @@ function done(summary, latency, _)
         { "echoed", integer(total.echoed) },
         { "outstanding", integer(total.outstanding) },
         { "statuses", json_object(status_fields) },
+        { "providers", json_object(provider_fields, true) },
         {
             "socket_errors",
             json_object({

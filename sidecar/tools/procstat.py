@@ -9,6 +9,10 @@ run (:class:`CpuMeter`) and divide by the requests it served.
   ids) and, for the process and each descendant, the CPU of its children that ended and were waited
   for (``cutime + cstime``): everything the tree has used so far.
 
+* :func:`cpu_by_role` runs some work (a load generator) and gives the CPU seconds each process of each
+  role (consumer sidecar, provider sidecars, services ...) used meanwhile: ``sidecar bench`` and
+  ``sidecar demo`` divide it by the calls served.
+
 The resolution is one clock tick (usually 10 ms): measure runs of seconds, not single requests. A
 process that does not exist (any more) raises :class:`ProcessLookupError`.
 """
@@ -16,8 +20,21 @@ process that does not exist (any more) raises :class:`ProcessLookupError`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
-__all__ = ["CpuMeter", "children", "cpu_seconds", "cpu_seconds_tree", "descendants", "open_fds", "rss_bytes"]
+_T = TypeVar("_T")
+
+__all__ = [
+    "CpuMeter",
+    "children",
+    "cpu_by_role",
+    "cpu_seconds",
+    "cpu_seconds_tree",
+    "descendants",
+    "open_fds",
+    "rss_bytes",
+]
 
 PROC = "/proc"
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -132,3 +149,19 @@ class CpuMeter:
         if self._start is None:
             raise RuntimeError("CpuMeter.stop() before start()")
         return {pid: self._read(pid) - before for pid, before in self._start.items()}
+
+
+def cpu_by_role(roles: Mapping[str, Iterable[int]], work: Callable[[], _T]) -> tuple[_T, dict[str, dict[int, float]]]:
+    """Run ``work()`` and return what it returned, with the CPU seconds each process used meanwhile,
+    by role: ``{role: {pid: seconds}}`` in the order of ``roles`` (a pid in two roles counts in both).
+
+    >>> answer, cpu = cpu_by_role({"me": [os.getpid()]}, lambda: 42)
+    >>> answer, list(cpu), list(cpu["me"]) == [os.getpid()]
+    (42, ['me'], True)
+    """
+    groups = {role: list(pids) for role, pids in roles.items()}
+    meter = CpuMeter(sorted({pid for pids in groups.values() for pid in pids}))
+    meter.start()
+    result = work()
+    used = meter.stop()
+    return result, {role: {pid: used[pid] for pid in pids} for role, pids in groups.items()}

@@ -221,6 +221,17 @@ class Topology:
             "services": [p.pid for p in self.services],
         }
 
+    def labels(self) -> dict[int, str]:
+        """A short name for each process of :meth:`pids`: small, medium or large for a provider
+        sidecar or a service, main or worker N for the consumer."""
+        labels = {p.pid: name for name, p in zip(SERVICE_NAMES, self.providers, strict=False)}
+        labels.update({p.pid: name for name, p in zip(SERVICE_NAMES, self.services, strict=False)})
+        if self.consumer is not None:
+            labels[self.consumer.pid] = "main"
+            for number, pid in enumerate(_children(self.consumer.pid), 1):
+                labels[pid] = f"worker {number}"
+        return labels
+
     def provider_names(self) -> dict[str, str]:
         """Provider key (as the consumer names it in X-Provider) -> small, medium or large."""
         return {f"{p.address[0]}:{p.address[1]}": name for name, p in zip(SERVICE_NAMES, self.providers, strict=False)}

@@ -11,7 +11,7 @@ with one line, :data:`MARKER` and a JSON object::
 
     BENCH_WRK_RESULT {"requests":4959,"duration_us":2002267,"sent":4976,"responses":4959,
       "mismatches":0,"echoed":4959,"outstanding":17,"statuses":{"200":4959},
-      "socket_errors":{"connect":0,"read":0,"write":0,"timeout":0},
+      "providers":{},"socket_errors":{"connect":0,"read":0,"write":0,"timeout":0},
       "p50_us":6243,"p90_us":7591,"p99_us":9051,"mean_us":6397.9,"max_us":10606}
 
 (one line in the output). Without the script, or with another one, the figures come from wrk's own
@@ -60,6 +60,9 @@ class WrkResult:
             statuses over 399).
         checked: whether the script's line was found, i.e. whether the answers were checked.
         echoed: responses that echoed ``X-Request-Id`` (checked exactly against their request).
+        providers: 2xx responses by their ``X-Provider`` header (from the script; empty when no answer
+            had one).
+        max_ms: the longest latency (``None`` without the script).
     """
 
     requests: int
@@ -75,6 +78,8 @@ class WrkResult:
     non_2xx: int = 0
     checked: bool = False
     echoed: int = 0
+    providers: dict[str, int] = field(default_factory=dict)
+    max_ms: float | None = None
 
     @property
     def ok_qps(self) -> float:
@@ -164,6 +169,8 @@ def parse_wrk_output(text: str) -> WrkResult:
         non_2xx=non_2xx,
         checked=True,
         echoed=int(line.get("echoed", 0)),
+        providers={str(key): int(n) for key, n in line.get("providers", {}).items()},
+        max_ms=_ms(line, "max_us", None),
     )
 
 

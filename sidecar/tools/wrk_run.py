@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 
 from sidecar.tools.wrk import SCRIPT, WrkResult, parse_wrk_output, wrk_command
 
 __all__ = ["WrkError", "find_wrk", "run_wrk"]
 
 GRACE = 30.0  # seconds beyond the run's duration and timeout before the wrk process is given up on
+TICK = 0.1  # seconds between calls of on_tick
 
 
 class WrkError(RuntimeError):
@@ -34,8 +37,10 @@ def run_wrk(
     timeout_s: float = 2.0,
     *,
     wrk: str = "wrk",
+    on_tick: Callable[[], object] | None = None,
 ) -> tuple[WrkResult, str]:
-    """Run wrk against ``url`` (arguments as :func:`sidecar.tools.wrk.wrk_command`) and wait for it.
+    """Run wrk against ``url`` (arguments as :func:`sidecar.tools.wrk.wrk_command`) and wait for it,
+    calling ``on_tick()`` every ``TICK`` seconds meanwhile, if given (a progress bar).
 
     Returns the parsed result and wrk's output. Raises :class:`WrkError` when wrk is not installed,
     exits with an error, runs ``GRACE`` seconds longer than asked, or prints no result (with the bench
@@ -45,21 +50,29 @@ def run_wrk(
     if executable is None:
         raise WrkError(f"{wrk} not found on PATH (Debian/Ubuntu: apt-get install wrk)")
     command = wrk_command(url, connections, duration_s, threads, script_path, timeout_s, wrk=executable)
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    end = time.monotonic() + duration_s + timeout_s + GRACE
+    with process:
+        while True:
+            try:
+                stdout, stderr = process.communicate(timeout=max(0.0, min(TICK, end - time.monotonic())))
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= end:
+                    process.kill()
+                    stdout, stderr = process.communicate()
+                    raise WrkError(
+                        f"wrk ran more than {GRACE:.0f} s past its duration", _text(stdout, stderr)
+                    ) from None
+                if on_tick is not None:
+                    on_tick()
+    output = _text(stdout, stderr)
+    if process.returncode != 0:
+        raise WrkError(f"wrk exited with status {process.returncode}: {stderr.strip()[-300:]}", output)
     try:
-        done = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=duration_s + timeout_s + GRACE,
-        )
-    except subprocess.TimeoutExpired as exc:  # run() has killed it
-        raise WrkError(f"wrk ran more than {GRACE:.0f} s past its duration", _text(exc.stdout, exc.stderr)) from None
-    output = _text(done.stdout, done.stderr)
-    if done.returncode != 0:
-        raise WrkError(f"wrk exited with status {done.returncode}: {done.stderr.strip()[-300:]}", output)
-    try:
-        result = parse_wrk_output(done.stdout)
+        result = parse_wrk_output(stdout)
     except ValueError as exc:
         raise WrkError(str(exc), output) from None
     if script_path == SCRIPT and not result.checked:  # e.g. the script failed to load: wrk goes on without it

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from integrations.demo import hello_service
 from integrations.demo.hello_service import IMPLEMENTATION, SERVICE, HelloService, java_string_hash
 from sidecar.codecs.dubbo import DubboDecoder, encode
 from sidecar.codecs.dubbo_messages import Event, Frame, Request, ResultFlag, Serialization, Status, heartbeat
@@ -55,8 +54,10 @@ def test_java_string_hash_matches_the_plain_loop(text):
 
 
 def test_docstring_examples():
-    failures, tried = doctest.testmod(hello_service)
-    assert tried and not failures
+    (test,) = doctest.DocTestFinder().find(
+        java_string_hash, "java_string_hash", globs={"java_string_hash": java_string_hash}
+    )
+    assert test.examples and doctest.DocTestRunner().run(test).failed == 0
 
 
 # -- calls ---------------------------------------------------------------------------------------

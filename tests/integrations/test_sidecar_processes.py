@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import sys
 import pytest
 
 from sidecar.tools import demo, topology
+from sidecar.tools.wrk_run import find_wrk
 from tests.support.dubbo_peer import ROOT, WAIT
 from tests.support.waiting import wait_until
 
@@ -104,6 +106,15 @@ def test_demo_command_reports_qps_latency_and_shares():
     assert process.returncode == 0, err
     assert "QPS" in out and "p99" in out and "errors           0" in out
     assert out.count("127.0.0.1:") >= 3  # the share of each provider
+    lines = out.splitlines()
+    generator = "wrk" if find_wrk() else "python -m sidecar.tools.demo"
+    assert lines[1].startswith("calls answered") and lines[1].endswith(f"over 32 connections (load: {generator})")
+    cpu = lines[lines.index("CPU us per call  (each process's CPU time over the calls answered)") + 1 :]
+    assert [re.sub(r"\s*\d+", " N", line) for line in cpu] == [
+        "  consumer sidecar N  (main N)",
+        "  provider sidecars N  (small N  medium N  large N)",
+        "  services N  (small N  medium N  large N)",
+    ]
 
 
 def test_consumer_without_providers_is_a_usage_error():

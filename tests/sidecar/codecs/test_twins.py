@@ -476,6 +476,33 @@ def test_request_batching_alike(builds, run, limit):
         assert [pure.tunnel.encode_request(r.request_id, r.frame) for r in pure.tunnel.decode(datagram).requests] == run
 
 
+# Java's String.hashCode: every kind of character (ASCII, the rest of the BMP, lone surrogates, beyond
+# the BMP), at every length around the pure build's switch from its loop to its chunks of 256.
+HASH_TEXTS = (
+    st.text(alphabet=st.characters(codec="ascii"), max_size=1100)
+    | st.text(max_size=600)
+    | st.text(alphabet=st.sampled_from("a\x7f\xe9\u20ac\ud800\udfff\uffff\U00010000\U0001f600\U0010ffff"), max_size=600)
+)
+
+
+@PROPERTY
+@given(text=HASH_TEXTS)
+def test_java_string_hash_alike(builds, text):
+    compiled, pure = builds
+    expected = same(compiled.javahash.java_string_hash, pure.javahash.java_string_hash, text)
+    units = text.encode("utf-16-be", "surrogatepass")
+    value = 0
+    for i in range(0, len(units), 2):
+        value = (31 * value + int.from_bytes(units[i : i + 2], "big")) & 0xFFFFFFFF
+    assert expected == ("returned", ("int", value - (1 << 32) if value >= 1 << 31 else value))
+
+
+@pytest.mark.parametrize("value", [None, b"abc", 12, ["a"]])
+def test_java_string_hash_refuses_what_is_not_a_str_alike(builds, value):
+    compiled, pure = builds
+    assert same(compiled.javahash.java_string_hash, pure.javahash.java_string_hash, value)[1] == "TypeError"
+
+
 # -- the harness itself ----------------------------------------------------------------------------
 
 

@@ -120,3 +120,18 @@ def test_command_names_with_spaces_and_parentheses_are_skipped(tmp_path, monkeyp
 def test_docstring_examples():
     failures, tried = doctest.testmod(procstat)
     assert tried and not failures
+
+
+def test_cpu_by_role_gives_the_work_s_result_and_each_process_s_cpu_by_role():
+    me = os.getpid()
+
+    def spin():
+        end = time.process_time() + 0.2
+        while time.process_time() < end:
+            pass
+        return "done"
+
+    result, cpu = procstat.cpu_by_role({"load": [me], "both": [me, os.getppid()]}, spin)
+    assert result == "done"
+    assert list(cpu) == ["load", "both"] and list(cpu["both"]) == [me, os.getppid()]
+    assert cpu["load"][me] >= 0.1 and cpu["both"][me] == cpu["load"][me]

@@ -110,7 +110,15 @@ def test_checked_run():
         non_2xx=0,
         checked=True,
         echoed=2519,
+        max_ms=10.369,
     )
+
+
+def test_answers_are_counted_by_provider_when_the_line_has_them():
+    line = '"outstanding":16,"statuses":{"200":2519},"providers":{"127.0.0.1:30001":900,"127.0.0.1:30002":1619},'
+    result = parse_wrk_output(CHECKED.replace('"outstanding":16,"statuses":{"200":2519},', line))
+    assert result.providers == {"127.0.0.1:30001": 900, "127.0.0.1:30002": 1619}
+    assert parse_wrk_output(CHECKED).providers == {}
 
 
 def test_refused_calls_are_errors():
@@ -217,6 +225,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("X-Request-Id", self.headers["X-Request-Id"])
         elif mode == "right_other_id":
             self.send_header("x-request-id", str(value + 1))  # the casing of the name does not matter
+        elif mode == "right_provider":
+            self.send_header("x-provider", f"127.0.0.1:{30000 + (value & 1)}")
         self.end_headers()
         self.wfile.write(answer)
 
@@ -251,6 +261,19 @@ def test_wrong_answers_are_counted_as_mismatches(answering_server, mode, all_wro
     assert result.echoed == (result.requests if mode != "right" and mode != "wrong" else 0)
     assert result.mismatches == (result.requests if all_wrong else 0), output
     assert result.errors == result.mismatches
+
+
+@needs_wrk
+def test_answers_are_counted_by_their_x_provider_header(answering_server):
+    answering_server.mode = "right_provider"
+    ticks = []
+    result, output = run_wrk(
+        f"http://127.0.0.1:{answering_server.server_address[1]}/", 4, 1, threads=2, on_tick=lambda: ticks.append(1)
+    )
+    assert result.requests > 0 and result.errors == 0, output
+    assert set(result.providers) <= {"127.0.0.1:30000", "127.0.0.1:30001"} and len(result.providers) == 2
+    assert sum(result.providers.values()) == result.requests
+    assert len(ticks) >= 5  # every 0.1 s of a run of 1 s
 
 
 def test_run_wrk_reports_a_missing_wrk():
