@@ -31,11 +31,11 @@ from dataclasses import asdict, dataclass, field
 import gevent
 from gevent import socket
 
-from integrations.demo.hello_service import java_string_hash
 from sidecar.codecs import http1
+from sidecar.codecs.javahash import java_string_hash
 from sidecar.runtime.registry import parse_address
 from sidecar.tools.wrk import WrkResult
-from sidecar.tools.wrk_run import WrkError, find_wrk, run_wrk
+from sidecar.tools.wrk_run import WrkError, find_wrk, run_wrk, wait_ticking
 
 __all__ = [
     "DriveResult",
@@ -57,7 +57,6 @@ MAX_PARAMETER = 1023
 WRK_THREADS = 2
 WRK_TIMEOUT = 5.0  # seconds before wrk counts a request as timed out
 GRACE = 30.0  # seconds past the run's duration before the load process is given up on
-TICK = 0.1  # seconds between calls of on_tick
 ROLES = {"consumer": "consumer sidecar", "provider_sidecars": "provider sidecars", "services": "services"}
 
 
@@ -268,7 +267,7 @@ def run_load(
     use_wrk: bool | None = None,
 ) -> LoadResult:
     """Drive the load from a process of its own: wrk when ``use_wrk`` (default: when it is installed),
-    else ``python -m sidecar.tools.demo``. ``on_tick()`` is called every ``TICK`` seconds meanwhile.
+    else ``python -m sidecar.tools.demo``. ``on_tick()`` is called every ``wrk_run.TICK`` seconds meanwhile.
     Raises :class:`LoadError` when the load process fails."""
     host, port = address
     if use_wrk is None:
@@ -284,19 +283,9 @@ def run_load(
     process = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    end = time.monotonic() + duration + GRACE
-    with process:
-        while True:
-            try:
-                out, err = process.communicate(timeout=max(0.0, min(TICK, end - time.monotonic())))
-                break
-            except subprocess.TimeoutExpired:
-                if time.monotonic() >= end:
-                    process.kill()
-                    out, err = process.communicate()
-                    raise LoadError(f"the load process ran more than {GRACE:.0f} s past its duration") from None
-                if on_tick is not None:
-                    on_tick()
+    out, err, overran = wait_ticking(process, time.monotonic() + duration + GRACE, on_tick)
+    if overran:
+        raise LoadError(f"the load process ran more than {GRACE:.0f} s past its duration")
     lines = out.strip().splitlines()
     if process.returncode != 0 or not lines:
         raise LoadError(f"the load process exited with status {process.returncode}: {err.strip()[-300:]}")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from sidecar.tools.wrk import SCRIPT, WrkResult, parse_wrk_output, wrk_command
 
-__all__ = ["WrkError", "find_wrk", "run_wrk"]
+__all__ = ["WrkError", "find_wrk", "run_wrk", "wait_ticking"]
 
 GRACE = 30.0  # seconds beyond the run's duration and timeout before the wrk process is given up on
 TICK = 0.1  # seconds between calls of on_tick
@@ -53,21 +53,9 @@ def run_wrk(
     process = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    end = time.monotonic() + duration_s + timeout_s + GRACE
-    with process:
-        while True:
-            try:
-                stdout, stderr = process.communicate(timeout=max(0.0, min(TICK, end - time.monotonic())))
-                break
-            except subprocess.TimeoutExpired:
-                if time.monotonic() >= end:
-                    process.kill()
-                    stdout, stderr = process.communicate()
-                    raise WrkError(
-                        f"wrk ran more than {GRACE:.0f} s past its duration", _text(stdout, stderr)
-                    ) from None
-                if on_tick is not None:
-                    on_tick()
+    stdout, stderr, overran = wait_ticking(process, time.monotonic() + duration_s + timeout_s + GRACE, on_tick)
+    if overran:
+        raise WrkError(f"wrk ran more than {GRACE:.0f} s past its duration", _text(stdout, stderr))
     output = _text(stdout, stderr)
     if process.returncode != 0:
         raise WrkError(f"wrk exited with status {process.returncode}: {stderr.strip()[-300:]}", output)
@@ -78,6 +66,25 @@ def run_wrk(
     if script_path == SCRIPT and not result.checked:  # e.g. the script failed to load: wrk goes on without it
         raise WrkError("wrk ran without the bench script's result line", output)
     return result, output
+
+
+def wait_ticking(
+    process: subprocess.Popen, end: float, on_tick: Callable[[], object] | None = None
+) -> tuple[str, str, bool]:
+    """Wait for ``process`` (its pipes as text), calling ``on_tick()`` every ``TICK`` seconds, if given;
+    kill it at ``time.monotonic()`` ``end``. Return its stdout, its stderr and whether it was killed."""
+    with process:
+        while True:
+            try:
+                stdout, stderr = process.communicate(timeout=max(0.0, min(TICK, end - time.monotonic())))
+                return stdout, stderr, False
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= end:
+                    process.kill()
+                    stdout, stderr = process.communicate()
+                    return stdout, stderr, True
+                if on_tick is not None:
+                    on_tick()
 
 
 def _text(stdout, stderr) -> str:
