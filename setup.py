@@ -1,9 +1,11 @@
-"""The compiled twins of the sidecar's hot codecs; everything else about the distribution is in pyproject.toml.
+"""The compiled twins of the sidecar's hot codecs and of mqdb's per-message core; everything else about
+the distribution is in pyproject.toml.
 
-Each module in :data:`COMPILED` (``sidecar._accel.TWINS``) stays a Python module,
-``sidecar/codecs/NAME.py``, and is also compiled by Cython into ``sidecar.codecs._c_NAME`` (C types,
-where there are any, in ``sidecar/codecs/_c_NAME.pxd``). At import, the Python module takes over its
-twin's globals unless ``DUBBOMESH_PURE_PYTHON=1`` (:mod:`sidecar._accel`).
+Each module in :data:`COMPILED` (``sidecar._accel.TWINS`` and ``mqdb._accel.TWINS``, dotted names)
+stays a Python module, such as ``sidecar/codecs/NAME.py`` or ``mqdb/NAME.py``, and is also compiled by
+Cython into its twin beside it, ``sidecar.codecs._c_NAME`` or ``mqdb._c_NAME`` (C types, where there
+are any, in ``_c_NAME.pxd`` beside the module). At import, the Python module takes over its twin's
+globals unless ``DUBBOMESH_PURE_PYTHON=1`` (:mod:`sidecar._accel`, :mod:`mqdb._accel`).
 
 The twins are optional: with ``DUBBOMESH_NO_EXTENSIONS=1``, without Cython, or when a twin does not
 compile (no C compiler), the package installs pure Python and the build says so in a warning.
@@ -21,12 +23,21 @@ from setuptools.errors import CCompilerError, ExecError, PlatformError
 
 
 def _twins() -> tuple[str, ...]:
-    """sidecar._accel.TWINS, read without importing the sidecar package (its dependencies may be absent)."""
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sidecar", "_accel.py")) as file:
-        for node in ast.parse(file.read()).body:
-            if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["TWINS"]:
-                return ast.literal_eval(node.value)
-    raise LookupError("TWINS not found in sidecar/_accel.py")
+    """sidecar._accel.TWINS + mqdb._accel.TWINS, read without importing the packages (their
+    dependencies may be absent)."""
+    twins: tuple[str, ...] = ()
+    for package in ("sidecar", "mqdb"):
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), package, "_accel.py")
+        with open(path) as file:
+            found = [
+                ast.literal_eval(node.value)
+                for node in ast.parse(file.read()).body
+                if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["TWINS"]
+            ]
+        if not found:
+            raise LookupError(f"TWINS not found in {package}/_accel.py")
+        twins += found[0]
+    return twins
 
 
 COMPILED = _twins()
@@ -44,7 +55,10 @@ BUILD_ERRORS = (CCompilerError, ExecError, PlatformError, OSError)
 
 def warn(message: str) -> None:
     banner = "*" * 78
-    print(f"\n{banner}\nWARNING: {message}\nThe sidecar's codecs will run as pure Python.\n{banner}\n", file=sys.stderr)
+    print(
+        f"\n{banner}\nWARNING: {message}\nThe sidecar's codecs and mqdb's core will run as pure Python.\n{banner}\n",
+        file=sys.stderr,
+    )
 
 
 def wanted(name: str) -> bool:
@@ -53,24 +67,25 @@ def wanted(name: str) -> bool:
 
 def extensions() -> list[Extension]:
     if wanted(NO_EXTENSIONS):
-        warn(f"{NO_EXTENSIONS}={os.environ[NO_EXTENSIONS]}: the compiled codecs are not built.")
+        warn(f"{NO_EXTENSIONS}={os.environ[NO_EXTENSIONS]}: the compiled twins are not built.")
         return []
     try:
         from Cython.Build import cythonize
     except ImportError:
-        warn("Cython is not installed: the compiled codecs are not built.")
+        warn("Cython is not installed: the compiled twins are not built.")
         return []
     from Cython.Compiler.Errors import CompileError
 
     modules = []
     for name in COMPILED:
-        pxd = f"sidecar/codecs/_c_{name}.pxd"
+        folder, _, short = name.replace(".", "/").rpartition("/")
+        pxd = f"{folder}/_c_{short}.pxd"
         depends = [pxd] if os.path.exists(pxd) else []
-        module = Extension(f"sidecar.codecs._c_{name}", [f"sidecar/codecs/{name}.py"], depends=depends)
+        module = Extension(f"{name.rpartition('.')[0]}._c_{short}", [f"{folder}/{short}.py"], depends=depends)
         try:  # one at a time: a module Cython refuses stays pure Python, the others are still built
             modules += cythonize([module], compiler_directives=DIRECTIVES, build_dir="build/cython", quiet=True)
         except CompileError as exc:
-            warn(f"sidecar.codecs.{name} could not be translated by Cython ({exc}).")
+            warn(f"{name} could not be translated by Cython ({exc}).")
     return modules
 
 
@@ -86,7 +101,7 @@ class OptionalBuildExt(build_ext):
         try:
             super().run()
         except BUILD_ERRORS as exc:  # no compiler at all: raised before any twin is built
-            warn(f"the compiled codecs could not be built ({type(exc).__name__}: {exc}).")
+            warn(f"the compiled twins could not be built ({type(exc).__name__}: {exc}).")
 
     def build_extension(self, ext: Extension) -> None:
         try:

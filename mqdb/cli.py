@@ -6,11 +6,13 @@ code 1 at one boundary (`_errors`)."""
 import functools
 import json
 import sys
+from importlib.metadata import version
 
 import click
 
 import mqdb
 
+from . import _accel
 from .store import is_url
 from .tools import bench as bench_lib
 from .tools import check as check_lib
@@ -97,8 +99,17 @@ class Progress:
             self.bar = None
 
 
+def _version(ctx, _param, value):
+    """``--version``: the distribution's version, and which build of the core runs."""
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(f"mqdb, version {version('dubbomesh')}\ncore: {_accel.describe()}")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="dubbomesh", prog_name="mqdb")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
+              help="Show the version and which build of the core runs, and exit.")  # fmt: skip
 def main():
     """mqdb: an embeddable store for a million append-only queues."""
 

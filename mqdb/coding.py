@@ -1,8 +1,45 @@
-"""Leaf helpers shared by every format: varints and the block checksum."""
+"""Leaf helpers shared by every format: varints, the block checksum, and the per-message loops.
+
+The loops that run once per message live here so that one module can be compiled for all of them:
+stepping over and splitting the frames of a block (``frame := varint(len) byte{len}``, see FORMAT.md),
+:func:`walk`, which lists where each frame of a block starts and ends (a random read walks a block once
+and keeps the list with it), and :func:`group`, which sorts the frames of a staging chunk by queue.
+
+This module is the implementation; the build also compiles it with Cython into its twin
+``mqdb._c_coding`` (C types in ``_c_coding.pxd``), which takes over at import unless
+``DUBBOMESH_PURE_PYTHON=1`` (:mod:`mqdb._accel`). Both give the same values and the same errors
+(``tests/mqdb/test_twins.py``).
+
+A frame walk checks what it reads: a frame that starts past the end of its buffer, a length that runs
+past the end, or a length of more than :data:`MAX_LENGTH_BYTES` bytes raises :class:`FrameError` with
+the offset of the frame in the buffer. Only the last frame a walk reads may run past the end of its
+buffer (it goes on in the queue's next block): the position after it is then past the end, and the
+message taken from it is cut at the end of the buffer.
+"""
+
+from array import array
 
 import mmh3
 
-from .errors import Error
+from ._accel import import_c_accel
+from .errors import Error, FrameError
+
+__all__ = [
+    "VarintError",
+    "FrameError",
+    "MAX_LENGTH_BYTES",
+    "encode_varint",
+    "decode_varint",
+    "checksum",
+    "skip",
+    "split",
+    "walk",
+    "cut",
+    "group",
+]
+
+#: At most this many bytes in the length of a frame (lengths below 2**56): a longer one is corrupt.
+MAX_LENGTH_BYTES = 8
 
 
 class VarintError(Error):
@@ -42,3 +79,120 @@ def decode_varint(buf, pos: int) -> tuple[int, int]:
 def checksum(data) -> int:
     """32-bit checksum of a record: the low 32 bits of the first word of MurmurHash3_x64_128."""
     return mmh3.mmh3_x64_128_utupledigest(data, 0)[0] & 0xFFFFFFFF
+
+
+def _frame(raw: bytes, p: int, end: int) -> int:
+    """The length of the frame at ``p`` and the bytes of its prefix, folded into one integer (a C
+    integer in the compiled twin, no tuple): ``length * 16 + prefix_bytes``; raise FrameError if the
+    frame does not parse."""
+    if p >= end:
+        raise FrameError(p, "a frame starts past the end of its buffer")
+    size = raw[p]
+    if size < 0x80:
+        return (size << 4) | 1
+    q = p + 1
+    size &= 0x7F
+    shift = 7
+    while True:
+        if q >= end:
+            raise FrameError(p, "a frame length runs past the end of its buffer")
+        b = raw[q]
+        q += 1
+        size |= (b & 0x7F) << shift
+        if b < 0x80:
+            return (size << 4) | (q - p)
+        shift += 7
+        if shift >= 7 * MAX_LENGTH_BYTES:
+            raise FrameError(p, f"a frame length longer than {MAX_LENGTH_BYTES} bytes")
+
+
+def skip(raw: bytes, p: int, n: int) -> int:
+    """Step over ``n`` frames of ``raw`` from ``p``; return where the next one starts (past the end of
+    ``raw`` when the last of them goes on in the next block)."""
+    end = len(raw)
+    for _ in range(n):
+        size = raw[p] if p < end else 0x80  # a frame past the end: _frame raises
+        if size < 0x80:
+            p += 1 + size
+        else:
+            f = _frame(raw, p, end)
+            p += (f & 15) + (f >> 4)
+    return p
+
+
+def split(raw: bytes, p: int, n: int, out: list) -> int:
+    """Append the messages of ``n`` frames of ``raw`` from ``p`` to ``out``; return where the next frame
+    starts. A position past the end of ``raw`` means the last message goes on in the next block: ``out``
+    then ends with its first part."""
+    end = len(raw)
+    append = out.append
+    for _ in range(n):
+        size = raw[p] if p < end else 0x80
+        if size < 0x80:
+            p += 1
+        else:
+            f = _frame(raw, p, end)
+            p += f & 15
+            size = f >> 4
+        append(raw[p : p + size])
+        p += size
+    return p
+
+
+def walk(raw: bytes, p: int, n: int) -> array:
+    """Where each of ``n`` frames of ``raw`` from ``p`` has its message: ``array("q")`` of ``2 * n``
+    items, start and end of each (the last end past ``len(raw)`` when that message goes on in the next
+    block). :func:`cut` takes messages out by index."""
+    end = len(raw)
+    spans = array("q")
+    append = spans.append
+    for _ in range(n):
+        size = raw[p] if p < end else 0x80
+        if size < 0x80:
+            p += 1
+        else:
+            f = _frame(raw, p, end)
+            p += f & 15
+            size = f >> 4
+        append(p)
+        p += size
+        append(p)
+    return spans
+
+
+def cut(raw: bytes, spans: array, i: int, j: int) -> list:
+    """Messages ``i`` up to ``j`` of a block walked by :func:`walk` (the last one cut at the end of ``raw``)."""
+    out = []
+    append = out.append
+    for k in range(2 * i, 2 * j, 2):
+        append(raw[spans[k] : spans[k + 1]])
+    return out
+
+
+def group(qids, frames: bytes, runs: dict) -> None:
+    """Add the frames of a staging chunk (``frames``, one per queue id of ``qids``, in put order) to
+    ``runs``, ``{qid: [frame, ...]}``, length prefix included; raise FrameError if the chunk does not
+    hold exactly those frames."""
+    end = len(frames)
+    p = 0
+    for qid in qids:
+        size = frames[p] if p < end else 0x80
+        if size < 0x80:
+            stop = p + 1 + size
+        else:
+            f = _frame(frames, p, end)
+            stop = p + (f & 15) + (f >> 4)
+        if stop > end:
+            raise FrameError(p, "a staged frame runs past the end of its chunk")
+        frame = frames[p:stop]
+        run = runs.get(qid)
+        if run is None:
+            runs[qid] = [frame]
+        else:
+            run.append(frame)
+        p = stop
+    if p != end:
+        raise FrameError(p, "a staging chunk holds more bytes than its frames")
+
+
+import_c_accel(globals(), "mqdb._c_coding")

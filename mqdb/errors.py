@@ -43,3 +43,19 @@ class CorruptionError(Error):
         if queue is not None:
             where += f" (queue {queue!r})"
         super().__init__(f"corrupt data in {where}: {reason}")
+
+
+class FrameError(CorruptionError):
+    """The frames of a block (or of a staging chunk) do not parse: a length runs past its buffer, or
+    a frame starts past the end. ``offset`` is where in the buffer the bad frame starts; the reader
+    that knows the file turns it into a :class:`CorruptionError` naming the file, the block and the queue."""
+
+    def __init__(self, offset: int, reason: str):
+        self.path = ""
+        self.offset = offset
+        self.reason = reason
+        self.queue = None
+        Error.__init__(self, f"frames do not parse at byte {offset} of their buffer: {reason}")
+
+    def __reduce__(self):
+        return type(self), (self.offset, self.reason)

@@ -3,8 +3,9 @@
 Called with the shard lock held. Two ways through:
 
 - a random read finds the block where the first wanted message starts (bisect over the running
-  message counts, or a short walk), reads and verifies it, steps over the frames before the offset
-  and cuts out the wanted ones;
+  message counts, or a short walk), reads and verifies it, walks its frames once
+  (:func:`mqdb.coding.walk`: where each message starts and ends) and cuts out the wanted ones; the
+  block and its walk are kept in a small cache, so a further random read of the block is one slice;
 - a sequential reader (one that asks for the message right after its previous read) gets whole
   blocks split into messages once, kept in a small cache, so each further read is a list slice; the
   queue's next blocks are announced to the kernel (``POSIX_FADV_WILLNEED``) so they are read ahead.
@@ -17,7 +18,7 @@ from typing import NamedTuple
 
 import lz4.block
 
-from .coding import VarintError, checksum, decode_varint
+from .coding import FrameError, checksum, cut, split, walk
 from .errors import CorruptionError
 from .format import ENTRY_LENGTH, ENTRY_SHIFT, FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE, entry_offset
 from .stage import distribute
@@ -62,8 +63,16 @@ def read(sh, qid: int, offset: int, num: int) -> list[bytes]:
         if offset == 0:  # most likely a reader starting at the head of the queue: read it as one
             return _sequential(sh, qid, 0, end, locate(sh, qid, 0))
         return _random(sh, qid, offset, end)
-    except (IndexError, VarintError) as e:
-        raise CorruptionError(sh.data_path, -1, f"frames do not parse ({e})", sh.name(qid)) from None
+    except _BadFrames as e:
+        blk, b, err = e.args
+        where = f"payload byte {err.offset - blk.start}" if b >= 0 else f"byte {err.offset} of the unfinished block"
+        raise CorruptionError(
+            sh.data_path, _where(sh, b), f"frames do not parse ({err.reason} at {where})", sh.name(qid)
+        ) from None
+
+
+class _BadFrames(Exception):
+    """A FrameError with the block it came from: (block, block id, error)."""
 
 
 class Block(NamedTuple):
@@ -97,48 +106,48 @@ class Continued(NamedTuple):
 _new = tuple.__new__  # makes a record from a tuple, skipping the Python-level __new__ of NamedTuple
 
 
-def _frames(raw, p: int, n: int, out: list | None) -> int:
-    """Walk ``n`` frames of ``raw`` from ``p``, appending their messages to ``out`` (None: step over
-    them); return where the next frame starts. A position past the end of ``raw`` means the last
-    message goes on in the next block: ``out`` then ends with its first part."""
-    if out is None:
-        for _ in range(n):
-            size = raw[p]
-            p = p + 1 + size if size < 0x80 else sum(decode_varint(raw, p))
-        return p
-    append = out.append
-    for _ in range(n):
-        size = raw[p]
-        if size < 0x80:
-            p += 1
-        else:
-            size, p = decode_varint(raw, p)
-        append(raw[p : p + size])
-        p += size
-    return p
-
-
 def _random(sh, qid: int, k: int, end: int) -> list[bytes]:
     b = locate(sh, qid, k)
-    blk = _load(sh, qid, b)
-    p = _frames(blk.raw, blk.start + blk.skip, k - blk.first, None)  # step over the messages before the offset
     out: list[bytes] = []
-    while k < end:
-        last = blk.first + blk.count
-        if k == last:  # the next message starts in a later block
-            b = _after(sh, qid, b)
-            blk = _load(sh, qid, b)
-            p = blk.start + blk.skip
-            continue
-        take = (end if end < last else last) - k
-        p = _frames(blk.raw, p, take, out)
-        k += take
-        if p > len(blk.raw):
-            cont = _continued(sh, qid, b, out.pop(), p - len(blk.raw))
-            out.append(cont.msg)
-            b, blk, p = cont.b, cont.block, cont.pos
+    while True:
+        blk, spans = _walked(sh, qid, b)
+        i = k - blk.first
+        take = min(end - k, blk.count - i)
+        if take > 0:
+            out += cut(blk.raw, spans, i, i + take)
+            k += take
+            over = spans[-1] - len(blk.raw)
+            if i + take == blk.count and over > 0:  # the block's last message goes on
+                cont = _continued(sh, qid, b, out.pop(), over)
+                out.append(cont.msg)
+                b = cont.b
+                if k >= end:
+                    break
+                continue
+        if k >= end:
+            break
+        b = _after(sh, qid, b)
     _remember(sh, qid, k, b)
     return out
+
+
+def _walked(sh, qid: int, b: int) -> tuple[Block, object]:
+    """Block ``b`` and its walk (:func:`mqdb.coding.walk`); cached for sealed blocks."""
+    walks = sh.walks
+    hit = walks.get(b)
+    if hit is not None:
+        sh.cache_hits += 1
+        return hit
+    blk = _load(sh, qid, b)
+    try:
+        hit = (blk, walk(blk.raw, blk.start + blk.skip, blk.count))
+    except FrameError as e:
+        raise _BadFrames(blk, b, e) from None
+    if b >= 0 and sh.cache_blocks:
+        if len(walks) >= sh.cache_blocks:
+            del walks[next(iter(walks))]
+        walks[b] = hit
+    return hit
 
 
 def _sequential(sh, qid: int, k: int, end: int, b: int) -> list[bytes]:
@@ -183,7 +192,10 @@ def _decoded(sh, qid: int, b: int) -> Decoded:
         return hit
     blk = _load(sh, qid, b)
     msgs: list[bytes] = []
-    p = _frames(blk.raw, blk.start + blk.skip, blk.count, msgs)
+    try:
+        p = split(blk.raw, blk.start + blk.skip, blk.count, msgs)
+    except FrameError as e:
+        raise _BadFrames(blk, b, e) from None
     over = p - len(blk.raw)
     hit = _new(Decoded, (msgs, blk.first, msgs.pop(), over)) if over > 0 else _new(Decoded, (msgs, blk.first, None, 0))
     if b >= 0 and sh.cache_blocks:

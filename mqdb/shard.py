@@ -100,6 +100,7 @@ class Shard:
         self.message_total = 0  # messages of the shard, staged ones included
         self.cursors: dict[int, tuple] = {}  # qid -> (next message, block where it starts)
         self.cache: dict[int, tuple] = {}  # block id -> (its messages, index of the first), for sequential readers
+        self.walks: dict[int, tuple] = {}  # block id -> (the block, its frame walk), for random readers
         self.pending: list = []  # sealed records not yet written
         self.pending_bytes = 0
         self.names_pending = bytearray()  # names of new queues not yet written

@@ -16,7 +16,8 @@ import os
 import struct
 from array import array
 
-from .coding import decode_varint, encode_varint
+from .coding import FrameError, decode_varint, encode_varint, group
+from .errors import CorruptionError
 
 CHUNK = struct.Struct("<II")
 CHUNK_BYTES = 256 << 10  # staging buffer size before it goes to the file (smaller if the stage's share is small)
@@ -69,7 +70,8 @@ def write_chunk(sh) -> None:
 
 
 def _chunks(sh):
-    """(queue ids, frames) of every staged chunk, the file's first, then the buffer's."""
+    """(queue ids, frames, offset of the frames in the file or -1) of every staged chunk, the file's
+    first, then the buffer's."""
     pos = 0
     fd = sh.stage_fd
     while pos < sh.stage_tail:
@@ -77,10 +79,10 @@ def _chunks(sh):
         qids = array("i")
         qids.frombytes(os.pread(fd, 4 * count, pos + CHUNK.size))
         frames = os.pread(fd, size, pos + CHUNK.size + 4 * count)
-        yield qids, frames
+        yield qids, frames, pos + CHUNK.size + 4 * count
         pos += CHUNK.size + 4 * count + size
     if sh.stage_qids:
-        yield sh.stage_qids, bytes(sh.stage_buf)
+        yield sh.stage_qids, bytes(sh.stage_buf), -1
 
 
 def distribute(sh, sealing: bool = False) -> None:
@@ -93,17 +95,12 @@ def distribute(sh, sealing: bool = False) -> None:
     if not sh.stage_qids and not sh.stage_tail:
         return
     runs: dict[int, list] = {}
-    for qids, frames in _chunks(sh):
-        p = 0
-        for qid in qids:
-            n = frames[p]
-            end = p + 1 + n if n < 0x80 else sum(decode_varint(frames, p))
-            run = runs.get(qid)
-            if run is None:
-                runs[qid] = [frames[p:end]]
-            else:
-                run.append(frames[p:end])
-            p = end
+    for qids, frames, where in _chunks(sh):
+        try:
+            group(qids, frames, runs)
+        except FrameError as e:
+            at = where + e.offset if where >= 0 else -1
+            raise CorruptionError(sh.stage_path, at, f"staged frames do not parse ({e.reason})") from None
     varint_extra = sh.varint_extra + sh.stage_varint_extra
     pmax = sh.payload_max
     fill = sh.fill

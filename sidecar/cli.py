@@ -94,7 +94,7 @@ def _version(ctx, _param, value):
     if not value or ctx.resilient_parsing:
         return
     for name in _accel.TWINS:
-        importlib.import_module(f"sidecar.codecs.{name}")
+        importlib.import_module(name)
     click.echo(f"sidecar, version {version('dubbomesh')}\ncodecs: {_accel.describe()}")
     ctx.exit()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from mqdb import _accel as mqdb_accel
 from mqdb import cli as mqdb_cli
 from sidecar import _accel
 from sidecar import cli as sidecar_cli
@@ -34,10 +35,12 @@ def test_the_version_lives_in_pyproject_only():
                     assert "0.0.0" in line, f"{file.relative_to(ROOT)}: a version written down: {line.strip()}"
 
 
-def test_version_option_prints_the_distribution_version():
+def test_mqdb_version_says_which_build_of_the_core_runs():
     result = CliRunner().invoke(mqdb_cli.main, ["--version"])
     assert result.exit_code == 0, result.output
-    assert result.output == f"mqdb, version {version('dubbomesh')}\n"
+    assert result.output == f"mqdb, version {version('dubbomesh')}\ncore: {mqdb_accel.describe()}\n"
+    if mqdb_accel.pure_python_requested():
+        assert mqdb_accel.describe() == f"pure Python ({_accel.PURE_PYTHON}={os.environ[_accel.PURE_PYTHON]})"
 
 
 def test_sidecar_version_says_which_build_of_the_codecs_runs():

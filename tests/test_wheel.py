@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from mqdb._accel import TWINS as CORE_TWINS
 from sidecar._accel import TWINS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +30,7 @@ NOT_SOURCES = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "node_modules", ".*_cache", ".hypothesis", "*.so"
 )
 COMPILED = f"codecs: compiled ({len(TWINS)} codec modules)\n"
+CORE = f"core: compiled ({len(CORE_TWINS)} core module{'s' if len(CORE_TWINS) > 1 else ''})\n"
 
 pytestmark = pytest.mark.slow
 
@@ -75,8 +77,9 @@ def test_wheel_holds_the_packages_and_their_documents_but_no_tests(wheel):
     assert wheel.name.startswith(f"dubbomesh-{version('dubbomesh')}-{python}-{python}-")
     names = zipfile.ZipFile(wheel).namelist()
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    for name in TWINS:  # each codec as Python and as its compiled twin, without the generated C
-        assert f"sidecar/codecs/{name}.py" in names and f"sidecar/codecs/_c_{name}{suffix}" in names
+    for name in TWINS + CORE_TWINS:  # each module as Python and as its compiled twin, without the generated C
+        package, _, short = name.replace(".", "/").rpartition("/")
+        assert f"{package}/{short}.py" in names and f"{package}/_c_{short}{suffix}" in names
     assert not [n for n in names if n.endswith((".c", ".pxd"))]
     for name in DATA_FILES + ("mqdb/__init__.py", "sidecar/__init__.py", "integrations/demo/demo_provider.py"):
         assert name in names
@@ -94,7 +97,7 @@ def test_installed_packages_come_from_the_venv(venv, cwd):
 def test_installed_commands_print_the_version(venv, cwd):
     expected = version("dubbomesh")
     assert run(venv / "sidecar", "--version", cwd=cwd).stdout == f"sidecar, version {expected}\n{COMPILED}"
-    assert run(venv / "mqdb", "--version", cwd=cwd).stdout == f"mqdb, version {expected}\n"
+    assert run(venv / "mqdb", "--version", cwd=cwd).stdout == f"mqdb, version {expected}\n{CORE}"
     pure = run(venv / "sidecar", "--version", cwd=cwd, DUBBOMESH_PURE_PYTHON="1").stdout
     assert pure == f"sidecar, version {expected}\ncodecs: pure Python (DUBBOMESH_PURE_PYTHON=1)\n"
 
@@ -102,7 +105,7 @@ def test_installed_commands_print_the_version(venv, cwd):
 def test_without_a_compiler_the_wheel_builds_pure_python_with_a_warning(venv, tmp_path_factory, cwd):
     built, output = build_wheel(tmp_path_factory.mktemp("pure-wheel"), CC="false")
     assert re.search(r"WARNING: sidecar\.codecs\._c_\w+ could not be compiled", output), output[-3000:]
-    assert "The sidecar's codecs will run as pure Python." in output
+    assert "The sidecar's codecs and mqdb's core will run as pure Python." in output
     names = zipfile.ZipFile(built).namelist()
     assert "sidecar/codecs/http1.py" in names and not [n for n in names if n.endswith((".so", ".pyd", ".c"))]
     # Installed on its own beside the first venv's dependencies, it runs the codecs as Python.

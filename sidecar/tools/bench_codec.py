@@ -352,7 +352,7 @@ def parsing(calls: int = 1024, rounds: int = 5) -> dict[str, float]:
 def build() -> str:
     """Which build of the codecs this process runs (:func:`sidecar._accel.describe`)."""
     for name in _accel.TWINS:
-        importlib.import_module(f"sidecar.codecs.{name}")
+        importlib.import_module(name)
     return _accel.describe()
 
 

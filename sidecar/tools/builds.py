@@ -21,10 +21,10 @@ def load_build(pure: bool) -> tuple[dict[str, ModuleType], set[str]]:
     The process is left as it was: its own modules, the attributes of the ``sidecar.codecs`` package, the
     recorded states and the environment are restored, so the two builds can run side by side. The modules
     without a twin (``javatypes``, ``fastjson``, ``sidecar.errors``) are shared by both builds."""
-    names = [f"sidecar.codecs.{name}" for name in TWINS]
+    short = {name: name.rpartition(".")[2] for name in TWINS}
     package = importlib.import_module("sidecar.codecs")
-    saved = {name: sys.modules.pop(name) for name in names if name in sys.modules}
-    attributes = {name: vars(package).pop(name) for name in TWINS if name in vars(package)}
+    saved = {name: sys.modules.pop(name) for name in TWINS if name in sys.modules}
+    attributes = {s: vars(package).pop(s) for s in short.values() if s in vars(package)}
     states = dict(MODULES)
     environ = os.environ.get(PURE_PYTHON)
     if pure:
@@ -32,18 +32,18 @@ def load_build(pure: bool) -> tuple[dict[str, ModuleType], set[str]]:
     else:
         os.environ.pop(PURE_PYTHON, None)
     try:
-        modules = {name: importlib.import_module(f"sidecar.codecs.{name}") for name in TWINS}
-        loaded = {MODULES[name] for name in names}
+        modules = {short[name]: importlib.import_module(name) for name in TWINS}
+        loaded = {MODULES[name] for name in TWINS}
     finally:
         if environ is None:
             os.environ.pop(PURE_PYTHON, None)
         else:
             os.environ[PURE_PYTHON] = environ
-        for name in names:
+        for name in TWINS:
             sys.modules.pop(name, None)
         sys.modules.update(saved)
-        for name in TWINS:
-            vars(package).pop(name, None)
+        for s in short.values():
+            vars(package).pop(s, None)
         vars(package).update(attributes)
         MODULES.clear()
         MODULES.update(states)

@@ -11,6 +11,7 @@ from types import ModuleType
 
 import pytest
 
+from mqdb import _accel as mqdb_accel
 from sidecar import _accel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,18 +26,28 @@ def modules(monkeypatch) -> dict[str, str]:
     return record
 
 
+def source_of(dotted: str) -> Path:
+    return ROOT.joinpath(*dotted.split(".")).with_suffix(".py")
+
+
 def last_statement(name: str) -> str:
-    tree = ast.parse((ROOT / "sidecar" / "codecs" / f"{name}.py").read_text(encoding="utf-8"))
+    tree = ast.parse(source_of(name).read_text(encoding="utf-8"))
     return ast.unparse(tree.body[-1])
 
 
 @pytest.mark.parametrize("name", _accel.TWINS)
 def test_each_twinned_module_ends_by_calling_for_its_twin(name):
-    assert last_statement(name) == f"import_c_accel(globals(), 'sidecar.codecs._c_{name}')"
+    assert last_statement(name) == f"import_c_accel(globals(), {_accel.twin_of(name)!r})"
+
+
+def test_a_twin_sits_beside_its_module_with_the_prefix_c():
+    assert _accel.twin_of("sidecar.codecs.http1") == "sidecar.codecs._c_http1"
+    assert _accel.twin_of("mqdb.coding") == "mqdb._c_coding"
 
 
 def test_no_other_module_calls_for_a_twin():
-    others = [p for p in (ROOT / "sidecar").rglob("*.py") if p.stem not in _accel.TWINS and p.name != "_accel.py"]
+    twinned = {source_of(name) for name in _accel.TWINS}
+    others = [p for p in (ROOT / "sidecar").rglob("*.py") if p not in twinned and p.name != "_accel.py"]
     assert [str(p) for p in others if "import_c_accel(" in p.read_text(encoding="utf-8")] == []
 
 
@@ -45,7 +56,7 @@ def test_setup_builds_the_twins_accel_names():
     twins = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "_twins")
     namespace: dict = {"__file__": str(ROOT / "setup.py"), "ast": ast, "os": os}
     exec(compile(ast.Module([twins], []), "setup.py", "exec"), namespace)
-    assert namespace["_twins"]() == _accel.TWINS
+    assert namespace["_twins"]() == _accel.TWINS + mqdb_accel.TWINS
 
 
 @pytest.mark.parametrize(("value", "pure"), [(None, False), ("", False), ("0", False), ("1", True), ("yes", True)])
@@ -112,31 +123,32 @@ def test_a_twin_that_fails_to_import_is_an_error_not_a_fallback(monkeypatch, mod
 
 
 def test_describe_says_compiled_partly_or_pure_and_why(modules):
-    names = [f"sidecar.codecs.{name}" for name in _accel.TWINS]
+    names = list(_accel.TWINS)
     assert _accel.describe() == "pure Python (not imported)"
     modules.update(dict.fromkeys(names, _accel.COMPILED))
     assert _accel.describe() == f"compiled ({len(names)} codec modules)"
     modules[names[0]] = NOT_BUILT
-    assert _accel.describe() == f"partly compiled: {_accel.TWINS[0]} as pure Python ({NOT_BUILT})"
+    assert _accel.describe() == f"partly compiled: http1_states as pure Python ({NOT_BUILT})"
     modules.update(dict.fromkeys(names, "DUBBOMESH_PURE_PYTHON=yes"))
     assert _accel.describe() == "pure Python (DUBBOMESH_PURE_PYTHON=yes)"
 
 
 def test_this_process_runs_the_build_it_was_asked_for():
-    loaded = {name: importlib.import_module(f"sidecar.codecs.{name}") for name in _accel.TWINS}
-    states = {_accel.MODULES[f"sidecar.codecs.{name}"] for name in _accel.TWINS}
+    loaded = {name: importlib.import_module(name) for name in _accel.TWINS}
+    states = {_accel.MODULES[name] for name in _accel.TWINS}
     if _accel.pure_python_requested():
         assert states == {f"{_accel.PURE_PYTHON}={os.environ[_accel.PURE_PYTHON]}"}
-        assert all(module.__file__.endswith(f"{name}.py") for name, module in loaded.items())
+        assert all(Path(module.__file__) == source_of(name) for name, module in loaded.items())
     elif states == {NOT_BUILT}:
         pytest.skip("the compiled twins are not built here (no compiler, or DUBBOMESH_NO_EXTENSIONS=1)")
     else:
         assert states == {_accel.COMPILED}, _accel.describe()
         for name, module in loaded.items():
             twin = Path(module.__file__)
-            assert twin.name.startswith(f"_c_{name}.") and twin.suffix in (".so", ".pyd")
-            source = ROOT / "sidecar" / "codecs" / f"{name}.py"
+            short = name.rpartition(".")[2]
+            assert twin.name.startswith(f"_c_{short}.") and twin.suffix in (".so", ".pyd")
+            source = source_of(name)
             if twin.parent == source.parent:  # built in place: not older than what it was built from
-                sources = [source, *source.parent.glob(f"_c_{name}.pxd")]
+                sources = [source, *source.parent.glob(f"_c_{short}.pxd")]
                 stale = [p.name for p in sources if p.stat().st_mtime > twin.stat().st_mtime]
                 assert not stale, f"{twin.name} is older than {stale}: rebuild (make .venv/.installed)"

@@ -48,7 +48,7 @@ from tests.support.codec_inputs import (
     tunnel_datagrams,
 )
 
-CODECS = [f"sidecar.codecs.{name}" for name in _accel.TWINS]
+CODECS = list(_accel.TWINS)
 
 
 def load(pure: bool) -> tuple[SimpleNamespace, set[str]]:
@@ -58,7 +58,7 @@ def load(pure: bool) -> tuple[SimpleNamespace, set[str]]:
 
 
 def current() -> SimpleNamespace:
-    return SimpleNamespace(**{name: importlib.import_module(f"sidecar.codecs.{name}") for name in _accel.TWINS})
+    return SimpleNamespace(**{name.rpartition(".")[2]: importlib.import_module(name) for name in _accel.TWINS})
 
 
 @pytest.fixture(scope="module")
@@ -508,13 +508,13 @@ def test_java_string_hash_refuses_what_is_not_a_str_alike(builds, value):
 
 def test_both_builds_are_loaded_and_the_process_is_left_as_it_was(builds):
     compiled, pure = builds
-    for name in _accel.TWINS:
+    for name in (dotted.rpartition(".")[2] for dotted in _accel.TWINS):
         assert getattr(compiled, name) is not getattr(pure, name)
         assert getattr(pure, name).__file__.endswith(f"{name}.py")
         assert f"_c_{name}." in getattr(compiled, name).__file__
     assert current().http1 in (compiled.http1, pure.http1)
     package = importlib.import_module("sidecar.codecs")
-    assert all(getattr(package, name) is sys.modules[f"sidecar.codecs.{name}"] for name in _accel.TWINS)
+    assert all(getattr(package, name.rpartition(".")[2]) is sys.modules[name] for name in _accel.TWINS)
     assert compiled.http1.Request is not pure.http1.Request
 
 

@@ -1,0 +1,23 @@
+# C types for the compiled twin of coding.py (the Python module stays the implementation).
+cimport cython
+
+@cython.locals(end=Py_ssize_t)
+cpdef tuple decode_varint(buf, Py_ssize_t pos)
+
+@cython.locals(size=cython.longlong, q=Py_ssize_t, b=cython.longlong, shift=int)
+cdef long long _frame(bytes raw, Py_ssize_t p, Py_ssize_t end) except -1
+
+@cython.locals(end=Py_ssize_t, size=cython.longlong, f=cython.longlong, _=Py_ssize_t)
+cpdef Py_ssize_t skip(bytes raw, Py_ssize_t p, Py_ssize_t n) except -1
+
+@cython.locals(end=Py_ssize_t, size=cython.longlong, f=cython.longlong, _=Py_ssize_t)
+cpdef Py_ssize_t split(bytes raw, Py_ssize_t p, Py_ssize_t n, list out) except -1
+
+@cython.locals(end=Py_ssize_t, size=cython.longlong, f=cython.longlong, _=Py_ssize_t)
+cpdef walk(bytes raw, Py_ssize_t p, Py_ssize_t n)
+
+@cython.locals(k=Py_ssize_t, out=list)
+cpdef list cut(bytes raw, spans, Py_ssize_t i, Py_ssize_t j)
+
+@cython.locals(end=Py_ssize_t, p=Py_ssize_t, size=cython.longlong, f=cython.longlong, stop=Py_ssize_t, frame=bytes, run=list)
+cpdef group(qids, bytes frames, dict runs)

@@ -1,0 +1,257 @@
+"""mqdb's compiled core held to the Python source: ``mqdb.coding`` loaded both ways in one process and
+fed the same random inputs (valid blocks, corrupted and truncated ones, varints, staging chunks) must
+return the same values or raise the same exception type with the same message and offset.
+
+The module of this process is one build; the other is imported afresh under the same name
+(``DUBBOMESH_PURE_PYTHON`` set or unset for the time of the import) and then put aside. ``mqdb.errors``
+has no twin, so a :class:`FrameError` is the same class on both sides.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from array import array
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import mqdb
+from mqdb import _accel
+from mqdb.errors import FrameError
+
+NAME = "mqdb.coding"
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def load(pure: bool):
+    """``mqdb.coding`` imported afresh as one build, and the state it recorded; the process is left as it was."""
+    saved = sys.modules.pop(NAME)
+    states = dict(_accel.MODULES)
+    environ = os.environ.get(_accel.PURE_PYTHON)
+    if pure:
+        os.environ[_accel.PURE_PYTHON] = "1"
+    else:
+        os.environ.pop(_accel.PURE_PYTHON, None)
+    try:
+        module = importlib.import_module(NAME)
+        state = _accel.MODULES[NAME]
+    finally:
+        if environ is None:
+            os.environ.pop(_accel.PURE_PYTHON, None)
+        else:
+            os.environ[_accel.PURE_PYTHON] = environ
+        sys.modules[NAME] = saved
+        mqdb.coding = saved
+        _accel.MODULES.clear()
+        _accel.MODULES.update(states)
+    return module, state
+
+
+@pytest.fixture(scope="module")
+def builds():
+    """(compiled, pure): ``mqdb.coding`` of each build."""
+    here = sys.modules[NAME]
+    if _accel.pure_python_requested():
+        compiled, state = load(pure=False)
+        pure = here
+    else:
+        compiled, state = here, _accel.MODULES[NAME]
+        pure, _ = load(pure=True)
+    if state != _accel.COMPILED:
+        pytest.skip(f"the compiled twin is not built ({state}): nothing to compare")
+    assert pure.__file__.endswith("coding.py") and not compiled.__file__.endswith(".py")
+    return compiled, pure
+
+
+def outcome(function, *args):
+    """What a call gave: its value (arrays as lists), or its exception by class name, message and offset."""
+    try:
+        value = function(*args)
+    except Exception as exc:
+        return ("raised", type(exc).__qualname__, str(exc), getattr(exc, "offset", None))
+    if isinstance(value, array):
+        return ("returned", value.typecode, value.tolist())
+    return ("returned", value)
+
+
+def same(compiled, pure, name, *args):
+    """Call ``name`` of both builds with the same arguments; return the outcome they agree on."""
+    got = outcome(getattr(compiled, name), *args)
+    want = outcome(getattr(pure, name), *args)
+    assert got == want, f"{name}{args!r}"
+    return want
+
+
+messages = st.lists(st.one_of(st.binary(max_size=20), st.binary(min_size=120, max_size=400)), max_size=12)
+lengths = st.one_of(st.integers(0, 300), st.integers(0, (1 << 70) - 1))  # up to 10 bytes
+
+
+@st.composite
+def blocks(draw):
+    """(raw, start, n): a block's payload after ``start`` header bytes, maybe cut, maybe damaged, and a
+    frame count to walk that may be right or wrong."""
+    msgs = draw(messages)
+    header = draw(st.binary(max_size=16))
+    body = b"".join(_varint(len(m)) + m for m in msgs)
+    raw = header + body
+    damage = draw(st.sampled_from(["none", "cut", "flip", "junk"]))
+    if damage == "cut" and raw:
+        raw = raw[: draw(st.integers(0, len(raw)))]
+    elif damage == "flip" and raw:
+        at = draw(st.integers(0, len(raw) - 1))
+        raw = raw[:at] + bytes((draw(st.integers(0, 255)),)) + raw[at + 1 :]
+    elif damage == "junk":
+        raw += draw(st.binary(min_size=1, max_size=12))
+    n = draw(st.one_of(st.just(len(msgs)), st.integers(0, len(msgs) + 3)))
+    return raw, len(header), n
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+# -- varints ---------------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(n=lengths)
+def test_varints_encode_the_same(builds, n):
+    compiled, pure = builds
+    assert same(compiled, pure, "encode_varint", n) == ("returned", _varint(n))
+
+
+@SETTINGS
+@given(data=st.binary(max_size=16), pos=st.integers(0, 17))
+def test_varints_decode_the_same_or_fail_the_same(builds, data, pos):
+    compiled, pure = builds
+    same(compiled, pure, "decode_varint", data, pos)
+
+
+@SETTINGS
+@given(n=lengths, tail=st.binary(max_size=4))
+def test_a_varint_decodes_to_what_was_encoded(builds, n, tail):
+    compiled, pure = builds
+    raw = _varint(n) + tail
+    assert same(compiled, pure, "decode_varint", raw, 0) == ("returned", (n, len(_varint(n))))
+
+
+# -- frame walks -----------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(block=blocks())
+def test_skip_split_and_walk_agree_on_any_block(builds, block):
+    compiled, pure = builds
+    raw, start, n = block
+    skipped = same(compiled, pure, "skip", raw, start, n)
+    out_c: list = []
+    out_p: list = []
+    got = outcome(compiled.split, raw, start, n, out_c)
+    want = outcome(pure.split, raw, start, n, out_p)
+    assert (got, out_c) == (want, out_p)
+    walked = same(compiled, pure, "walk", raw, start, n)
+    assert skipped[0] == got[0] == walked[0]  # the three fail on the same blocks
+    if walked[0] == "returned":
+        spans = array("q", walked[2])
+        assert skipped[1] == (spans[-1] if n else start) == got[1]
+        assert same(compiled, pure, "cut", raw, spans, 0, n) == ("returned", out_p)
+        if n:
+            i = n // 2
+            same(compiled, pure, "cut", raw, spans, i, n)
+
+
+@SETTINGS
+@given(msgs=messages, header=st.binary(max_size=16))
+def test_walk_finds_every_message_of_a_sound_block(builds, msgs, header):
+    compiled, pure = builds
+    raw = header + b"".join(_varint(len(m)) + m for m in msgs)
+    for coding in (compiled, pure):
+        spans = coding.walk(raw, len(header), len(msgs))
+        assert coding.cut(raw, spans, 0, len(msgs)) == msgs
+        assert coding.skip(raw, len(header), len(msgs)) == len(raw)
+
+
+@SETTINGS
+@given(msgs=st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=6), keep=st.integers(0, 299))
+def test_a_last_message_that_goes_on_is_cut_at_the_end_of_the_block(builds, msgs, keep):
+    compiled, pure = builds
+    raw = b"".join(_varint(len(m)) + m for m in msgs)
+    keep = min(keep, len(msgs[-1]) - 1)
+    cut = raw[: len(raw) - len(msgs[-1]) + keep]
+    out: list = []
+    assert pure.split(cut, 0, len(msgs), out) == len(raw)
+    assert out == msgs[:-1] + [msgs[-1][:keep]]
+    same(compiled, pure, "walk", cut, 0, len(msgs))
+    same(compiled, pure, "skip", cut, 0, len(msgs))
+
+
+@pytest.mark.parametrize(
+    ("raw", "n", "offset", "reason"),
+    [
+        (b"\x01a", 2, 2, "a frame starts past the end of its buffer"),
+        (b"\x01a\x80", 2, 2, "a frame length runs past the end of its buffer"),
+        (b"\xff" * 9, 1, 0, "a frame length longer than 8 bytes"),
+    ],
+)
+def test_a_malformed_frame_raises_frame_error_with_its_offset(builds, raw, n, offset, reason):
+    for coding in builds:
+        for name in ("skip", "walk"):
+            with pytest.raises(FrameError) as caught:
+                getattr(coding, name)(raw, 0, n)
+            assert caught.value.offset == offset and caught.value.reason == reason
+            assert str(caught.value) == f"frames do not parse at byte {offset} of their buffer: {reason}"
+
+
+# -- staging chunks --------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(
+    puts=st.lists(st.tuples(st.integers(0, 5), st.binary(max_size=200)), max_size=20),
+    damage=st.sampled_from(["none", "cut", "junk", "fewer", "more"]),
+)
+def test_group_sorts_a_chunk_by_queue_the_same_or_fails_the_same(builds, puts, damage):
+    compiled, pure = builds
+    qids = array("i", [q for q, _ in puts])
+    chunk = b"".join(_varint(len(m)) + m for _, m in puts)
+    if damage == "cut" and chunk:
+        chunk = chunk[:-1]
+    elif damage == "junk":
+        chunk += b"\x05"
+    elif damage == "fewer" and qids:
+        qids = qids[:-1]
+    elif damage == "more":
+        qids.append(0)
+    runs_c: dict = {0: [b"\x00"]}
+    runs_p: dict = {0: [b"\x00"]}
+    got = outcome(compiled.group, qids, chunk, runs_c)
+    want = outcome(pure.group, qids, chunk, runs_p)
+    assert got == want
+    if want[0] == "returned":
+        assert runs_c == runs_p
+        if damage == "none":
+            for qid in set(qids):
+                expected = [_varint(len(m)) + m for q, m in puts if q == qid]
+                assert runs_p[qid][-len(expected) :] == expected
+
+
+def test_this_process_runs_the_core_it_was_asked_for():
+    coding = importlib.import_module(NAME)
+    state = _accel.MODULES[NAME]
+    if _accel.pure_python_requested():
+        assert state == f"{_accel.PURE_PYTHON}={os.environ[_accel.PURE_PYTHON]}"
+        assert coding.__file__.endswith("coding.py")
+        assert _accel.describe() == f"pure Python ({state})"
+    elif state == _accel.NOT_BUILT:
+        pytest.skip("the compiled core is not built here (no compiler, or DUBBOMESH_NO_EXTENSIONS=1)")
+    else:
+        assert state == _accel.COMPILED and "_c_coding." in coding.__file__
+        assert _accel.describe() == "compiled (1 core module)"
