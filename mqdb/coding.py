@@ -125,7 +125,6 @@ def split(raw: bytes, p: int, n: int, out: list) -> int:
     starts. A position past the end of ``raw`` means the last message goes on in the next block: ``out``
     then ends with its first part."""
     end = len(raw)
-    append = out.append
     for _ in range(n):
         size = raw[p] if p < end else 0x80
         if size < 0x80:
@@ -134,7 +133,7 @@ def split(raw: bytes, p: int, n: int, out: list) -> int:
             f = _frame(raw, p, end)
             p += f & 15
             size = f >> 4
-        append(raw[p : p + size])
+        out.append(raw[p : p + size])
         p += size
     return p
 
@@ -144,8 +143,9 @@ def walk(raw: bytes, p: int, n: int) -> array:
     items, start and end of each (the last end past ``len(raw)`` when that message goes on in the next
     block). :func:`cut` takes messages out by index."""
     end = len(raw)
-    spans = array("q")
-    append = spans.append
+    spans = array("q", bytes(16 * n)) if n > 0 else array("q")
+    view = memoryview(spans)
+    k = 0
     for _ in range(n):
         size = raw[p] if p < end else 0x80
         if size < 0x80:
@@ -154,18 +154,21 @@ def walk(raw: bytes, p: int, n: int) -> array:
             f = _frame(raw, p, end)
             p += f & 15
             size = f >> 4
-        append(p)
+        view[k] = p
         p += size
-        append(p)
+        view[k + 1] = p
+        k += 2
     return spans
 
 
 def cut(raw: bytes, spans: array, i: int, j: int) -> list:
     """Messages ``i`` up to ``j`` of a block walked by :func:`walk` (the last one cut at the end of ``raw``)."""
+    if i < 0 or 2 * j > len(spans):
+        raise IndexError(f"messages {i} to {j} asked of a walk of {len(spans) // 2}")
     out = []
-    append = out.append
+    view = memoryview(spans)
     for k in range(2 * i, 2 * j, 2):
-        append(raw[spans[k] : spans[k + 1]])
+        out.append(raw[view[k] : view[k + 1]])
     return out
 
 

@@ -164,8 +164,9 @@ def test_skip_split_and_walk_agree_on_any_block(builds, block):
         assert skipped[1] == (spans[-1] if n else start) == got[1]
         assert same(compiled, pure, "cut", raw, spans, 0, n) == ("returned", out_p)
         if n:
-            i = n // 2
-            same(compiled, pure, "cut", raw, spans, i, n)
+            same(compiled, pure, "cut", raw, spans, n // 2, n)
+        same(compiled, pure, "cut", raw, spans, 0, n + 1)
+        same(compiled, pure, "cut", raw, spans, -1, n)
 
 
 @SETTINGS
