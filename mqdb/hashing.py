@@ -9,6 +9,8 @@ without a numeric suffix are hashed whole.
 
 import mmh3
 
+from ._accel import import_c_accel
+
 _DIGITS = "0123456789"
 _MAX_DIGITS = 18
 
@@ -21,3 +23,6 @@ def shard_of(name: str, shards: int) -> int:
     number = int(name[len(stem) :])
     run = mmh3.hash((number // shards).to_bytes(8, "little"), signed=False)
     return (mmh3.hash(stem, signed=False) + number + run) % shards
+
+
+import_c_accel(globals(), "mqdb._c_hashing")

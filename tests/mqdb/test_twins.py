@@ -1,6 +1,8 @@
-"""mqdb's compiled core held to the Python source: ``mqdb.coding`` loaded both ways in one process and
-fed the same random inputs (valid blocks, corrupted and truncated ones, varints, staging chunks) must
-return the same values or raise the same exception type with the same message and offset.
+"""mqdb's compiled core held to the Python source: ``mqdb.coding`` and ``mqdb.hashing`` loaded both
+ways in one process and fed the same random inputs (valid blocks, corrupted and truncated ones, varints,
+staging chunks, queue names) must return the same values or raise the same exception type with the
+same message and offset. ``mqdb.reads`` (the read path over a shard's files) is held to its source by
+the rest of the mqdb suite, which runs on both builds.
 
 The module of this process is one build; the other is imported afresh under the same name
 (``DUBBOMESH_PURE_PYTHON`` set or unset for the time of the import) and then put aside. ``mqdb.errors``
@@ -9,10 +11,12 @@ has no twin, so a :class:`FrameError` is the same class on both sides.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import os
 import sys
 from array import array
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,12 +27,13 @@ from mqdb import _accel
 from mqdb.errors import FrameError
 
 NAME = "mqdb.coding"
+ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def load(pure: bool):
-    """``mqdb.coding`` imported afresh as one build, and the state it recorded; the process is left as it was."""
-    saved = sys.modules.pop(NAME)
+def load(pure: bool, name: str = NAME):
+    """Module ``name`` imported afresh as one build, and the state it recorded; the process is left as it was."""
+    saved = sys.modules.pop(name)
     states = dict(_accel.MODULES)
     environ = os.environ.get(_accel.PURE_PYTHON)
     if pure:
@@ -36,34 +41,43 @@ def load(pure: bool):
     else:
         os.environ.pop(_accel.PURE_PYTHON, None)
     try:
-        module = importlib.import_module(NAME)
-        state = _accel.MODULES[NAME]
+        module = importlib.import_module(name)
+        state = _accel.MODULES[name]
     finally:
         if environ is None:
             os.environ.pop(_accel.PURE_PYTHON, None)
         else:
             os.environ[_accel.PURE_PYTHON] = environ
-        sys.modules[NAME] = saved
-        mqdb.coding = saved
+        sys.modules[name] = saved
+        setattr(mqdb, name.rpartition(".")[2], saved)
         _accel.MODULES.clear()
         _accel.MODULES.update(states)
     return module, state
 
 
-@pytest.fixture(scope="module")
-def builds():
-    """(compiled, pure): ``mqdb.coding`` of each build."""
-    here = sys.modules[NAME]
+def both(name: str):
+    """(compiled, pure): module ``name`` of each build."""
+    here = sys.modules[name]
     if _accel.pure_python_requested():
-        compiled, state = load(pure=False)
+        compiled, state = load(False, name)
         pure = here
     else:
-        compiled, state = here, _accel.MODULES[NAME]
-        pure, _ = load(pure=True)
+        compiled, state = here, _accel.MODULES[name]
+        pure, _ = load(True, name)
     if state != _accel.COMPILED:
         pytest.skip(f"the compiled twin is not built ({state}): nothing to compare")
-    assert pure.__file__.endswith("coding.py") and not compiled.__file__.endswith(".py")
+    assert pure.__file__.endswith(".py") and not compiled.__file__.endswith(".py")
     return compiled, pure
+
+
+@pytest.fixture(scope="module")
+def builds():
+    return both(NAME)
+
+
+@pytest.fixture(scope="module")
+def hashings():
+    return both("mqdb.hashing")
 
 
 def outcome(function, *args):
@@ -244,15 +258,39 @@ def test_group_sorts_a_chunk_by_queue_the_same_or_fails_the_same(builds, puts, d
                 assert runs_p[qid][-len(expected) :] == expected
 
 
+# -- shards ----------------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(
+    name=st.one_of(st.text(min_size=1, max_size=30), st.integers(0, 10**20).map(lambda n: f"Queue-{n}")),
+    shards=st.integers(1, 256),
+)
+def test_queues_go_to_the_same_shard_in_both_builds(hashings, name, shards):
+    compiled, pure = hashings
+    same(compiled, pure, "shard_of", name, shards)
+
+
+# -- the build of this process ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", _accel.TWINS)
+def test_each_twinned_module_ends_by_calling_for_its_twin(name):
+    tree = ast.parse(ROOT.joinpath(*name.split(".")).with_suffix(".py").read_text(encoding="utf-8"))
+    assert ast.unparse(tree.body[-1]) == f"import_c_accel(globals(), {_accel.twin_of(name)!r})"
+
+
 def test_this_process_runs_the_core_it_was_asked_for():
-    coding = importlib.import_module(NAME)
-    state = _accel.MODULES[NAME]
+    loaded = {name: importlib.import_module(name) for name in _accel.TWINS}
+    states = {_accel.MODULES[name] for name in _accel.TWINS}
     if _accel.pure_python_requested():
-        assert state == f"{_accel.PURE_PYTHON}={os.environ[_accel.PURE_PYTHON]}"
-        assert coding.__file__.endswith("coding.py")
-        assert _accel.describe() == f"pure Python ({state})"
-    elif state == _accel.NOT_BUILT:
+        assert states == {f"{_accel.PURE_PYTHON}={os.environ[_accel.PURE_PYTHON]}"}
+        assert all(module.__file__.endswith(".py") for module in loaded.values())
+        assert _accel.describe() == f"pure Python ({_accel.PURE_PYTHON}={os.environ[_accel.PURE_PYTHON]})"
+    elif states == {_accel.NOT_BUILT}:
         pytest.skip("the compiled core is not built here (no compiler, or DUBBOMESH_NO_EXTENSIONS=1)")
     else:
-        assert state == _accel.COMPILED and "_c_coding." in coding.__file__
-        assert _accel.describe() == "compiled (1 core module)"
+        assert states == {_accel.COMPILED}, _accel.describe()
+        for name, module in loaded.items():
+            assert f"_c_{name.rpartition('.')[2]}." in module.__file__
+        assert _accel.describe() == f"compiled ({len(_accel.TWINS)} core modules)"
