@@ -533,7 +533,7 @@ class Shard:
         self.staged = self.pos = self.spilled = zeroed("q", 0)
         self.fill = self.skip = self.head = zeroed("i", 0)
         self.new_qids = array("i")
-        self.opened, self.big, self.cursors, self.cache = set(), {}, {}, {}
+        self.opened, self.big, self.cursors, self.cache, self.walks = set(), {}, {}, {}, {}
         self.pending, self.spill_pending = [], []
         self.stage_buf, self.stage_qids = bytearray(), array("i")
 
