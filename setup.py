@@ -42,6 +42,7 @@ def _twins() -> tuple[str, ...]:
 
 COMPILED = _twins()
 NO_EXTENSIONS = "DUBBOMESH_NO_EXTENSIONS"
+BUILD_DIR = "build/cython"  # where Cython writes the C of each twin
 DIRECTIVES = {
     "language_level": 3,
     # Annotations are documentation here: the Python semantics of every argument stay as they are.
@@ -82,11 +83,22 @@ def extensions() -> list[Extension]:
         pxd = f"{folder}/_c_{short}.pxd"
         depends = [pxd] if os.path.exists(pxd) else []
         module = Extension(f"{name.rpartition('.')[0]}._c_{short}", [f"{folder}/{short}.py"], depends=depends)
+        # Cython looks for the C types of NAME.py in NAME.pxd when it decides what is stale, not in the
+        # twin's _c_NAME.pxd: a changed .pxd forces the translation again itself.
+        force = bool(depends) and _newer(pxd, f"{BUILD_DIR}/{folder}/{short}.c")
         try:  # one at a time: a module Cython refuses stays pure Python, the others are still built
-            modules += cythonize([module], compiler_directives=DIRECTIVES, build_dir="build/cython", quiet=True)
+            modules += cythonize([module], compiler_directives=DIRECTIVES, build_dir=BUILD_DIR, quiet=True, force=force)
         except CompileError as exc:
             warn(f"{name} could not be translated by Cython ({exc}).")
     return modules
+
+
+def _newer(source: str, target: str) -> bool:
+    """Whether ``source`` changed after ``target`` was made (or ``target`` is not there)."""
+    try:
+        return os.path.getmtime(source) > os.path.getmtime(target)
+    except FileNotFoundError:
+        return True
 
 
 class OptionalBuildExt(build_ext):
