@@ -30,9 +30,10 @@ test-deps:
 
 # Twice: the codecs compiled, then as pure Python (the reference the compiled build is held to); the
 # second pass leaves out the slow wheel builds, which test the build itself (both ways) once already.
+# Each pass ends with its 15 slowest tests, so that the time of a pass has names.
 test: lint test-deps
-	$(BIN)/python -m pytest -q
-	DUBBOMESH_PURE_PYTHON=1 $(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q --durations=15
+	DUBBOMESH_PURE_PYTHON=1 $(BIN)/python -m pytest -q -m "not slow" --durations=15
 
 bench: $(STAMP)
 	$(BIN)/mqdb bench --size small
