@@ -77,30 +77,11 @@ class Shard:
         self.stage_chunk = stage.chunk_bytes(self.spill_limit)
         self.drain_due = False
         self.grew = False  # staged a chunk or took a pool slice since the db last looked (see DB.reading)
-        # queues: name -> qid, and columns indexed by qid
-        self.directory = Directory(bytearray(checkpoint.names_header(number)), array("q"))
-        self.count = array("q")  # messages of the queue in blocks (sealed or unfinished)
-        self.first_b = array("i")  # first and last sealed block of the queue, -1 if none
-        self.last_b = array("i")
-        # write side, zero until the queue is written (columns.zeroed), grown by _make_room_for
-        self.room = 0
-        self.staged = self.pos = self.spilled = zeroed("q", 0)
-        self.fill = self.skip = self.head = zeroed("i", 0)
+        self._empty_index()
         self._zeroed_columns(1024)
-        self.opened: set[int] = set()  # queues with an unfinished block (some bytes, slices or fragments)
-        # sealed blocks, by block id: the sparse index
-        self.b_entry = array("q")  # file offset and record length as one entry (format.pack_entry)
-        self.b_end = array("q")  # messages of the queue that start in this block or before it
-        self.b_count = array("i")  # messages that start in this block
-        self.b_next = array("i")  # next block of the same queue, -1 if none
-        self.new_qids = array("i")  # the queue of each block sealed since the checkpoint
-        self.big: dict[int, array] = {}  # qid -> block ids, for queues with many blocks (made when read)
         # the checkpoint file: where its valid bytes end (0: none usable), what its base and the whole cover
         self.cp_end = self.cp_base_queues = self.cp_base_blocks = self.cp_queues = self.cp_blocks = 0
         self.message_total = 0  # messages of the shard, staged ones included
-        self.cursors: dict[int, tuple] = {}  # qid -> (next message, block where it starts)
-        self.cache: dict[int, tuple] = {}  # block id -> (its messages, index of the first), for sequential readers
-        self.walks: dict[int, tuple] = {}  # block id -> (the block, its frame walk), for random readers
         self.pending: list = []  # sealed records not yet written
         self.pending_bytes = 0
         self.names_pending = bytearray()  # names of new queues not yet written
@@ -523,17 +504,33 @@ class Shard:
                     os.close(fd)
             self._forget()
 
-    def _forget(self) -> None:
-        """Let go of the directory, the index and the caches (about 100 bytes a queue), so that a closed
-        handle someone still holds costs no memory; every use of a closed shard checks ``closed`` first."""
+    def _empty_index(self) -> None:
+        """The directory, the columns, the sparse index and the read caches of a shard with no queue."""
+        # queues: name -> qid, and columns indexed by qid
         self.directory = Directory(bytearray(checkpoint.names_header(self.number)), array("q"))
-        self.count, self.first_b, self.last_b = array("q"), array("i"), array("i")
-        self.b_entry, self.b_end, self.b_count, self.b_next = array("q"), array("q"), array("i"), array("i")
+        self.count = array("q")  # messages of the queue in blocks (sealed or unfinished)
+        self.first_b = array("i")  # first and last sealed block of the queue, -1 if none
+        self.last_b = array("i")
+        # write side, zero until the queue is written (columns.zeroed), grown by _zeroed_columns
         self.room = 0
         self.staged = self.pos = self.spilled = zeroed("q", 0)
         self.fill = self.skip = self.head = zeroed("i", 0)
-        self.new_qids = array("i")
-        self.opened, self.big, self.cursors, self.cache, self.walks = set(), {}, {}, {}, {}
+        self.opened: set[int] = set()  # queues with an unfinished block (some bytes, slices or fragments)
+        # sealed blocks, by block id: the sparse index
+        self.b_entry = array("q")  # file offset and record length as one entry (format.pack_entry)
+        self.b_end = array("q")  # messages of the queue that start in this block or before it
+        self.b_count = array("i")  # messages that start in this block
+        self.b_next = array("i")  # next block of the same queue, -1 if none
+        self.new_qids = array("i")  # the queue of each block sealed since the checkpoint
+        self.big: dict[int, array] = {}  # qid -> block ids, for queues with many blocks (made when read)
+        self.cursors: dict[int, tuple] = {}  # qid -> (next message, block where it starts)
+        self.cache: dict[int, tuple] = {}  # block id -> (its messages, index of the first), for sequential readers
+        self.walks: dict[int, tuple] = {}  # block id -> (the block, its frame walk), for random readers
+
+    def _forget(self) -> None:
+        """Let go of the directory, the index and the caches (about 100 bytes a queue), so that a closed
+        handle someone still holds costs no memory; every use of a closed shard checks ``closed`` first."""
+        self._empty_index()
         self.pending, self.spill_pending = [], []
         self.stage_buf, self.stage_qids = bytearray(), array("i")
 
