@@ -37,6 +37,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sidecar._accel import import_c_accel
+
 __all__ = [
     "DEFAULT_OPTIONS",
     "NO_PROVIDER",
@@ -386,3 +388,6 @@ def _positive_int(value: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{what} must be an int >= 1, not {value!r}")
     return value
+
+
+import_c_accel(globals(), "sidecar.policies._c_balancer")

@@ -43,6 +43,7 @@ import gevent
 from gevent import socket
 from gevent.hub import Waiter, get_hub
 
+from sidecar._accel import import_c_accel, module_name
 from sidecar.codecs import tunnel
 from sidecar.codecs.dubbo_messages import Status
 from sidecar.codecs.tunnel_auth import TRAILER_SIZE, AuthError, TunnelAuth
@@ -54,7 +55,7 @@ from sidecar.runtime.registry import ProviderEntry, format_address
 
 __all__ = ["CallError", "TunnelCaller"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(module_name(__name__))
 
 RECV_BUFFER = 4 * 1024 * 1024  # asked of the kernel for the UDP socket; bursts of replies fit
 
@@ -463,3 +464,6 @@ class TunnelCaller:
             "dropped": dict(self.dropped),
             "providers": providers,
         }
+
+
+import_c_accel(globals(), "sidecar.runtime._c_caller")

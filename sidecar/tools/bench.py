@@ -340,7 +340,7 @@ def codec_lines(as_json: bool = False, calls: int = 2048) -> Iterator[str]:
     if as_json:
         yield json.dumps({"target": "codecs", "build": build, "cpu_us_per_call": figures, "parse_us": parse})
         return
-    yield f"codecs: {build}"
+    yield f"core: {build}"
     for name in ("compiled", "pure"):
         if name in figures:
             hops = "  ".join(f"{hop} {figures[name][hop]:.1f}" for hop in bench_codec.PATHS)

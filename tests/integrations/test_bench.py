@@ -47,7 +47,7 @@ def test_bench_table_has_ratios():
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("codecs: ") and lines[3].startswith("codec CPU per call, compiled / pure: request ")
+    assert lines[0].startswith("core: ") and lines[3].startswith("codec CPU per call, compiled / pure: request ")
     assert any(line.startswith("latency-bound: capacities 200/400/600") for line in lines)
     assert any(line.startswith("sidecar") for line in lines) and any(line.startswith("nginx") for line in lines)
     assert any(line.split()[:3] == ["ratio", "32", "QPS"] for line in lines)
