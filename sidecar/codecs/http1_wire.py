@@ -436,8 +436,14 @@ def get_header(headers: Iterable[tuple[str, str]], name: str, default: str | Non
     """The value of header ``name`` (any case); several fields of that name are joined with ", "
     (RFC 9110 §5.3); ``default`` when there is none."""
     name = name.lower()
-    values = [value for key, value in headers if key.lower() == name]
-    return ", ".join(values) if values else default
+    values = []
+    for key, value in headers:
+        # The parser's names are lower case already: lower only a name that is not (no copy per field).
+        if key == name or (not key.islower() and key.lower() == name):
+            values.append(value)
+    if not values:
+        return default
+    return values[0] if len(values) == 1 else ", ".join(values)
 
 
 def parse_form(body: bytes) -> dict[str, str]:
