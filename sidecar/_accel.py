@@ -1,9 +1,9 @@
 """Which build of the sidecar's hot path runs: its compiled twins, or the Python source.
 
 The hot path is the codecs (HTTP, forms, Hessian2, Dubbo, the tunnel), the policies a call passes
-(balancer, connection limits, histograms) and the runtime around them on the consumer (HTTP server,
-tunnel caller, the consumer's handler, the datagram sender). Each such Python module is the one
-implementation; the build compiles the same source with Cython into a twin beside it,
+(balancer, connection limits, histograms) and the runtime around them (HTTP server, tunnel caller,
+the consumer's handler, the datagram sender; the provider and its Dubbo pool). Each such Python
+module is the one implementation; the build compiles the same source with Cython into a twin beside it,
 ``PACKAGE._c_NAME`` (:func:`twin_of`; see ``setup.py``), with C types, where there are any, in
 ``_c_NAME.pxd``. The last line of each module calls :func:`import_c_accel`, which replaces the
 module's globals with its twin's, so that every importer of ``PACKAGE.NAME`` gets the compiled
@@ -57,6 +57,8 @@ TWINS = (
     "sidecar.runtime.caller",
     "sidecar.runtime.consumer",
     "sidecar.runtime.datagrams",
+    "sidecar.runtime.upstream",
+    "sidecar.runtime.provider",
     "sidecar.policies.balancer",
     "sidecar.policies.connections",
     "sidecar.policies.histogram",
@@ -105,7 +107,7 @@ def import_c_accel(globs: dict, twin: str) -> None:
 
 
 def describe() -> str:
-    """One line on the modules of :data:`TWINS` imported so far: ``compiled (17 modules)`` when
+    """One line on the modules of :data:`TWINS` imported so far: ``compiled (19 modules)`` when
     all run compiled, else which run as Python and why, such as ``pure Python (DUBBOMESH_PURE_PYTHON=1)``."""
     states = {name.rpartition(".")[2]: MODULES.get(name, "not imported") for name in TWINS}
     reasons = sorted(set(states.values()))
