@@ -221,6 +221,23 @@ def test_form_decoding_alike(builds, body):
     same(lambda: compiled.http1.parse_form(body), lambda: pure.http1.parse_form(body))
 
 
+FIELD_NAMES = st.sampled_from(["host", "Host", "X-Request-Id", "x-request-id", "EXPECT", "", "\u0130d", "ß"]) | st.text(
+    max_size=80
+)
+
+
+@PROPERTY
+@given(
+    headers=st.lists(st.tuples(FIELD_NAMES | st.binary(max_size=8), st.text(max_size=8)), max_size=6),
+    name=FIELD_NAMES,
+)
+def test_header_lookup_alike(builds, headers, name):
+    compiled, pure = builds
+    for _ in range(2):  # the second time from the cache of lowered names
+        same(compiled.http1_wire.get_header, pure.http1_wire.get_header, headers, name)
+        same(compiled.http1_wire.get_header, pure.http1_wire.get_header, headers, name, "none")
+
+
 PIECES = st.binary(max_size=64).map(lambda raw: quote_plus(raw, safe="%+").encode()) | ESCAPES | st.binary(max_size=32)
 
 
