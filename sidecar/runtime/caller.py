@@ -48,7 +48,7 @@ from sidecar.codecs import tunnel
 from sidecar.codecs.dubbo_messages import Status
 from sidecar.codecs.tunnel_auth import TRAILER_SIZE, AuthError, TunnelAuth
 from sidecar.errors import RemoteProtocolError
-from sidecar.policies.balancer import ALL_EJECTED, NO_PROVIDER, QUEUE_FULL, Balancer
+from sidecar.policies.balancer import ALL_EJECTED, NO_PROVIDER, QUEUE_FULL, Balancer, Outcome
 from sidecar.policies.histogram import Histogram
 from sidecar.runtime.datagrams import DatagramSender
 from sidecar.runtime.registry import ProviderEntry, format_address
@@ -399,7 +399,7 @@ class TunnelCaller:
                     continue
                 del pending_calls[reply.request_id]
                 frame = reply.frame
-                outcome = "ok" if frame[3] == Status.OK else "error"
+                outcome = Outcome.OK if frame[3] == Status.OK else Outcome.ERROR
                 released += complete(reply.request_id, pending.provider, now, outcome)
                 counters["answered"] += 1
                 histogram = latency.get(pending.provider)
@@ -431,7 +431,7 @@ class TunnelCaller:
                 balancer.cancel(request_id)
                 self._fail(request_id, self._queue_timeout())
                 continue
-            released += balancer.complete(request_id, pending.provider, now, "timeout")
+            released += balancer.complete(request_id, pending.provider, now, Outcome.TIMEOUT)
             self.counters["timeouts"] += 1
             waited = now - pending.sent
             self._fail(
