@@ -545,3 +545,52 @@ def test_the_canonical_form_tells_values_apart():
     loop.append(loop)
     assert canonical(loop) == ("list", None, (("ref", 0),))
     assert canonical(JavaObject("C", {"a": 1})) == ("JavaObject", ("C", ("dict", None, (("a", ("int", 1)),))))
+
+
+# -- the policies a call passes --------------------------------------------------------------------
+
+BALANCER_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "remove", "submit", "ok", "error", "timeout", "release", "expire", "cancel"]),
+        st.integers(0, 12),
+        st.floats(0, 3, allow_nan=False),
+    ),
+    max_size=80,
+)
+
+
+def _drive_balancer(module, ops) -> list:
+    """What ``module``'s Balancer answers to ``ops``, then its counts and its next wake-up."""
+    balancer = module.Balancer(threshold=3, queue_size=4, eject_after=2, backoff=0.5, max_backoff=4.0)
+    out: list = []
+    now = 0.0
+    for op, n, step in ops:
+        now += step
+        key = f"p{n % 3}"
+        try:
+            if op == "add":
+                out.append(balancer.add_provider(key, 1 + n % 4))
+            elif op == "remove":
+                out.append(balancer.remove_provider(key))
+            elif op == "submit":
+                out.append(balancer.submit(n, now + 5.0, now))
+            elif op in ("ok", "error", "timeout"):
+                out.append(balancer.complete(n, key, now, op))
+            elif op == "release":
+                out.append(balancer.release(now))
+            elif op == "expire":
+                out.append(balancer.expire(now))
+            else:
+                out.append(balancer.cancel(n))
+        except ValueError as exc:
+            out.append(("ValueError", str(exc)))
+    out.append(sorted((key, dataclasses.astuple(stats)) for key, stats in balancer.stats().items()))
+    out.append((balancer.in_flight, balancer.queued, balancer.wakeup_time(now)))
+    return out
+
+
+@PROPERTY
+@given(ops=BALANCER_OPS)
+def test_balancer_decides_alike(builds, ops):
+    compiled, pure = builds
+    assert _drive_balancer(compiled.balancer, ops) == _drive_balancer(pure.balancer, ops)
