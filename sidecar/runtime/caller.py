@@ -37,7 +37,6 @@ import socket as _socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 import gevent
 from gevent import socket
@@ -72,14 +71,18 @@ class CallError(Exception):
         self.provider: str | None = None
 
 
-@dataclass(slots=True, eq=False)
 class _Pending:
-    done: Callable[[object], None] | None  # gets the result once; None after
-    datagram: bytes  # the REQUEST datagram, not tagged yet (tagged when sent, alone or in a batch)
-    deadline: float
-    provider: str | None = None  # None while queued
-    address: tuple[str, int] | None = None  # where it was sent; a reply must come from there
-    sent: float = 0.0
+    """A call in flight, or queued for a provider slot."""
+
+    __slots__ = ("done", "datagram", "deadline", "provider", "address", "sent")
+
+    def __init__(self, done: Callable[[object], None], datagram: bytes, deadline: float):
+        self.done: Callable[[object], None] | None = done  # gets the result once; None after
+        self.datagram = datagram  # the REQUEST datagram, not tagged yet (tagged when sent, alone or in a batch)
+        self.deadline = deadline
+        self.provider: str | None = None  # None while queued
+        self.address: tuple[str, int] | None = None  # where it was sent; a reply must come from there
+        self.sent = 0.0
 
 
 class TunnelCaller:
