@@ -378,7 +378,8 @@ def checked_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str, 
                 _TOKEN_NAMES.add(name)
         if not isinstance(value, str) or _CTL_STR.search(value):
             raise LocalProtocolError(f"invalid value for header {name}: {value!r}")
-        checked.append((name, name.lower(), value))
+        low = _LOWERED.get(name)
+        checked.append((name, _lower(name) if low is None else low, value))
     return checked
 
 
