@@ -9,6 +9,9 @@ from mqdb.hashing import shard_of
 SHARDS = 32
 NAMES = 1_000_000
 ALPHABET = string.ascii_letters + string.digits
+LENGTHS = range(1, 25)
+CUT = 256 - 256 % len(ALPHABET)  # bytes from CUT up would favour the first letters
+DROPPED = bytes(range(CUT, 256))
 
 
 def assert_balanced(counts: Counter) -> None:
@@ -22,17 +25,35 @@ def test_numbered_queue_names_spread_evenly():
     assert_balanced(Counter(shard_of(f"Queue-{i}", SHARDS) for i in range(NAMES)))
 
 
+def uniform_letters(rnd: random.Random, count: int) -> str:
+    """``count`` letters of ALPHABET, each equally likely: random bytes, those past the last whole
+    multiple of its size dropped, the others mapped to a letter by their remainder."""
+    table = bytes(ord(ALPHABET[b % len(ALPHABET)]) if b < CUT else 0 for b in range(256))
+    letters = b""
+    while len(letters) < count:
+        letters += rnd.randbytes(count).translate(table, DROPPED)
+    return letters[:count].decode()
+
+
 def distinct_random_names(n: int, seed: int):
     """``n`` different names of 1..24 letters and digits (a store's queues are distinct, and short
-    lengths have few possible names, so repeats are skipped rather than counted twice)."""
+    lengths have few possible names, so repeats are skipped rather than counted twice). The letters of
+    a batch of names are drawn at once and cut at lengths drawn the same way: each name is as random as
+    one drawn by itself, and a million take about a second instead of eleven."""
     rnd = random.Random(seed)
-    choices, randint = rnd.choices, rnd.randint
     seen: set[str] = set()
-    while len(seen) < n:
-        name = "".join(choices(ALPHABET, k=randint(1, 24)))
-        if name not in seen:
-            seen.add(name)
-            yield name
+    while True:
+        lengths = rnd.choices(LENGTHS, k=n)
+        letters = uniform_letters(rnd, sum(lengths))
+        end = 0
+        for length in lengths:
+            start, end = end, end + length
+            name = letters[start:end]
+            if name not in seen:
+                seen.add(name)
+                yield name
+                if len(seen) == n:
+                    return
 
 
 def test_random_names_spread_evenly():

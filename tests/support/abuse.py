@@ -133,8 +133,10 @@ def slow_bodies(address, limits) -> dict:
 
 
 def never_reads(address, limits) -> dict:
-    """5 connections that pipeline thousands of calls and never read an answer (a small receive
-    buffer, so that the answers back up at once)."""
+    """5 connections that pipeline a thousand calls and never read an answer (a small receive
+    buffer, so that the answers back up at once). A thousand calls (434 KB) are far past what the
+    consumer reads ahead (``max_buffered``, 64 KB): the rest waits in the kernel, answered one call at
+    a time; more calls only make the abuse longer (each waits for the service in turn)."""
     body = b"interface=com.alibaba.dubbo.performance.demo.provider.IHelloService&method=hash&"
     body += b"parameterTypesString=Ljava%2Flang%2FString%3B&parameter=" + b"x" * 200
     request = FORM + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
@@ -145,7 +147,7 @@ def never_reads(address, limits) -> dict:
         sock.connect(address)
         sock.settimeout(WAIT)
         try:
-            for _ in range(5000):
+            for _ in range(1000):
                 sock.sendall(request)
         except OSError:
             pass

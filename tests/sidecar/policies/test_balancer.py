@@ -54,6 +54,7 @@ class Simulation:
         self.released: list[int] = []  # calls that left the queue for a provider, in that order
         self.queued: list[int] = []  # calls that had to queue, in that order
         self.most_busy: Counter = Counter()
+        self.tick_at: float | None = None  # when the pending tick runs, if one is scheduled
 
     def at(self, time: float, action, *args) -> None:
         heapq.heappush(self.events, (time, next(self.order), action, args))
@@ -113,15 +114,24 @@ class Simulation:
             self.dispatch(call, key)
 
     def tick(self) -> None:
+        if self.tick_at == self.now:
+            self.tick_at = None
         for call in self.policy.expire(self.now):
             self.outcomes[call] = "expired"
         self.take(self.policy.release(self.now))
         self.schedule_tick()
 
     def schedule_tick(self) -> None:
+        """One timer, at the policy's next wakeup, as the I/O layer keeps it: a tick already due at or
+        before that time is left to run (it schedules the next one), so that ticks never pile up."""
         wakeup = self.policy.wakeup_time(self.now)
-        if wakeup is not None:
-            self.at(max(wakeup, self.now), self.tick)
+        if wakeup is None:
+            return
+        wakeup = max(wakeup, self.now)
+        if self.tick_at is not None and self.now <= self.tick_at <= wakeup:
+            return
+        self.tick_at = wakeup
+        self.at(wakeup, self.tick)
 
     def shares(self, calls) -> dict[str, float]:
         counts = Counter(self.sent_to[call] for call in calls if call in self.sent_to)
