@@ -1,4 +1,4 @@
-"""mqdb's compiled core held to the Python source: ``mqdb.coding`` and ``mqdb.hashing`` loaded both
+"""mqdb's compiled core held to the Python source: ``mqdb.coding``, ``mqdb.directory`` and ``mqdb.hashing`` loaded both
 ways in one process and fed the same random inputs (valid blocks, corrupted and truncated ones, varints,
 staging chunks, queue names) must return the same values or raise the same exception type with the
 same message and offset. ``mqdb.reads`` (the read path over a shard's files) is held to its source by
@@ -78,6 +78,11 @@ def builds():
 @pytest.fixture(scope="module")
 def hashings():
     return both("mqdb.hashing")
+
+
+@pytest.fixture(scope="module")
+def directories():
+    return both("mqdb.directory")
 
 
 def outcome(function, *args):
@@ -269,6 +274,37 @@ def test_group_sorts_a_chunk_by_queue_the_same_or_fails_the_same(builds, puts, d
 def test_queues_go_to_the_same_shard_in_both_builds(hashings, name, shards):
     compiled, pure = hashings
     same(compiled, pure, "shard_of", name, shards)
+
+
+# -- queue directories -----------------------------------------------------------------------------
+
+names = st.text(min_size=1, max_size=6).map(lambda s: s * 30) | st.text(min_size=1, max_size=12)
+
+
+@SETTINGS
+@given(held=st.lists(names, max_size=40, unique=True), asked=st.lists(names, max_size=10), bad=st.integers(0, 200))
+def test_names_are_found_alike_in_both_builds(directories, held, asked, bad):
+    """Each build's table, filled with the same names (short ones, and ones past 127 bytes with a longer
+    length prefix), finds the same queue ids, -1 for a name it does not hold, and reports a table entry
+    that names a queue past the end with the same error."""
+    compiled, pure = directories
+    raws = [name.encode() for name in held]
+    tables = []
+    for build in (compiled, pure):
+        table = build.Directory(bytearray(b"H" * 16), array("q"))
+        assert [table.add(raw) for raw in raws] == list(range(len(raws)))
+        tables.append(table)
+    assert tables[0].slots == tables[1].slots and tables[0].arena == tables[1].arena
+    table = tables[1]
+    for raw in raws + [name.encode() for name in asked]:
+        i = pure.name_hash(raw) & table.mask
+        want = same(compiled, pure, "probe", table.slots, table.mask, table.arena, table.offs, raw, i)
+        assert want == ("returned", raws.index(raw) if raw in raws else -1)
+        assert compiled.Directory.find(table, raw) == pure.Directory.find(table, raw) == want[1]
+    broken = array("i", table.slots)
+    broken[bad & table.mask] = len(raws) + 1 + bad  # a queue id past the end of the table
+    for raw in raws[:3] + [b"absent"]:
+        same(compiled, pure, "probe", broken, table.mask, table.arena, table.offs, raw, bad & table.mask)
 
 
 # -- the build of this process ---------------------------------------------------------------------
