@@ -87,7 +87,7 @@ class Block(NamedTuple):
 
 
 class Decoded(NamedTuple):
-    """A block split into messages, as sequential readers keep it in the cache."""
+    """A block split into messages, as every reader keeps it in the cache."""
 
     msgs: list  # the whole messages that start in the block
     first: int  # the queue index of the first of them
