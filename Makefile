@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The editable install builds the compiled twins of the sidecar's codecs and mqdb's core in place
 # (setup.py): a change rebuilds them.
-CODECS := setup.py sidecar/_accel.py $(wildcard sidecar/codecs/*.py sidecar/codecs/*.pxd) \
+CODECS := setup.py sidecar/_accel.py $(wildcard sidecar/codecs/*.py sidecar/policies/*.py sidecar/runtime/*.py sidecar/*/*.pxd) \
 	mqdb/_accel.py mqdb/coding.py mqdb/directory.py mqdb/hashing.py mqdb/reads.py $(wildcard mqdb/_c_*.pxd)
 
 .PHONY: demo test test-deps lint bench clean
@@ -39,4 +39,4 @@ bench: $(STAMP)
 	$(BIN)/mqdb bench --size small
 
 clean:
-	rm -rf $(VENV) build *.egg-info sidecar/codecs/_c_*.so mqdb/_c_*.so
+	rm -rf $(VENV) build *.egg-info sidecar/*/_c_*.so mqdb/_c_*.so

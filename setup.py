@@ -1,10 +1,11 @@
-"""The compiled twins of the sidecar's hot codecs and of mqdb's per-message core; everything else about
+"""The compiled twins of the sidecar's hot path and of mqdb's per-message core; everything else about
 the distribution is in pyproject.toml.
 
 Each module in :data:`COMPILED` (``sidecar._accel.TWINS`` and ``mqdb._accel.TWINS``, dotted names)
-stays a Python module, such as ``sidecar/codecs/NAME.py`` or ``mqdb/NAME.py``, and is also compiled by
-Cython into its twin beside it, ``sidecar.codecs._c_NAME`` or ``mqdb._c_NAME`` (C types, where there
-are any, in ``_c_NAME.pxd`` beside the module). At import, the Python module takes over its twin's
+stays a Python module, such as ``sidecar/codecs/NAME.py``, ``sidecar/runtime/NAME.py`` or
+``mqdb/NAME.py``, and is also compiled by Cython into its twin beside it, ``sidecar.codecs._c_NAME``,
+``sidecar.runtime._c_NAME`` or ``mqdb._c_NAME`` (C types, where there are any, in ``_c_NAME.pxd``
+beside the module). At import, the Python module takes over its twin's
 globals unless ``DUBBOMESH_PURE_PYTHON=1`` (:mod:`sidecar._accel`, :mod:`mqdb._accel`).
 
 The twins are optional: with ``DUBBOMESH_NO_EXTENSIONS=1``, without Cython, or when a twin does not

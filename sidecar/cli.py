@@ -95,7 +95,7 @@ def _version(ctx, _param, value):
         return
     for name in _accel.TWINS:
         importlib.import_module(name)
-    click.echo(f"sidecar, version {version('dubbomesh')}\ncodecs: {_accel.describe()}")
+    click.echo(f"sidecar, version {version('dubbomesh')}\ncore: {_accel.describe()}")
     ctx.exit()
 
 

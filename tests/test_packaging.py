@@ -46,7 +46,7 @@ def test_mqdb_version_says_which_build_of_the_core_runs():
 def test_sidecar_version_says_which_build_of_the_codecs_runs():
     result = CliRunner().invoke(sidecar_cli.main, ["--version"])
     assert result.exit_code == 0, result.output
-    assert result.output == f"sidecar, version {version('dubbomesh')}\ncodecs: {_accel.describe()}\n"
+    assert result.output == f"sidecar, version {version('dubbomesh')}\ncore: {_accel.describe()}\n"
     if _accel.pure_python_requested():
         assert _accel.describe() == f"pure Python ({_accel.PURE_PYTHON}={os.environ[_accel.PURE_PYTHON]})"
 

@@ -29,7 +29,7 @@ DATA_FILES = ("sidecar/PROTOCOLS.md", "sidecar/tools/bench_wrk.lua", "mqdb/FORMA
 NOT_SOURCES = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "node_modules", ".*_cache", ".hypothesis", "*.so"
 )
-COMPILED = f"codecs: compiled ({len(TWINS)} codec modules)\n"
+COMPILED = f"core: compiled ({len(TWINS)} modules)\n"
 CORE = f"core: compiled ({len(CORE_TWINS)} core module{'s' if len(CORE_TWINS) > 1 else ''})\n"
 
 pytestmark = pytest.mark.slow
@@ -99,7 +99,7 @@ def test_installed_commands_print_the_version(venv, cwd):
     assert run(venv / "sidecar", "--version", cwd=cwd).stdout == f"sidecar, version {expected}\n{COMPILED}"
     assert run(venv / "mqdb", "--version", cwd=cwd).stdout == f"mqdb, version {expected}\n{CORE}"
     pure = run(venv / "sidecar", "--version", cwd=cwd, DUBBOMESH_PURE_PYTHON="1").stdout
-    assert pure == f"sidecar, version {expected}\ncodecs: pure Python (DUBBOMESH_PURE_PYTHON=1)\n"
+    assert pure == f"sidecar, version {expected}\ncore: pure Python (DUBBOMESH_PURE_PYTHON=1)\n"
 
 
 def test_without_a_compiler_the_wheel_builds_pure_python_with_a_warning(venv, tmp_path_factory, cwd):
@@ -112,7 +112,7 @@ def test_without_a_compiler_the_wheel_builds_pure_python_with_a_warning(venv, tm
     target = tmp_path_factory.mktemp("pure-install")
     run(venv / "python", "-m", "pip", "install", "--quiet", "--no-deps", "--target", target, built, cwd=cwd)
     result = run(venv / "python", "-m", "sidecar", "--version", cwd=cwd, PYTHONPATH=str(target))
-    assert result.stdout.endswith("codecs: pure Python (compiled twins not built at install)\n")
+    assert result.stdout.endswith("core: pure Python (compiled twins not built at install)\n")
     script = (
         "from sidecar.codecs import calls, http1, tunnel; "
         "call = calls.parse_call('POST', '/', [], b'interface=S&method=hash&parameterTypesString=I&parameter=7'); "

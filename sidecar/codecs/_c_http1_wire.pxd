@@ -75,8 +75,9 @@ cpdef bytes encode_head(str first_line, headers)
 
 cpdef str status_line(status, reason, final)
 
-@cython.locals(values=list)
+@cython.locals(lowered=dict, values=list)
 cpdef get_header(headers, str name, default=*)
+cpdef _lower(name)
 
 @cython.locals(form=dict, decoded=dict, piece=bytes, raw_name=bytes, raw_value=bytes, name=str, value=str)
 cpdef dict parse_form(body)

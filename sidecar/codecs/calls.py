@@ -313,7 +313,6 @@ def _attachments(call: Call) -> dict[str, str]:
 # consumer sees few distinct methods, so the cache is cleared whole when it fills up.
 _TEMPLATES: dict[tuple, dubbo.RequestTemplate] = {}
 _MAX_TEMPLATES = 1024
-_KEY_TYPES = frozenset([str, type(None)])
 
 
 def _template(call: Call, serialization: int) -> dubbo.RequestTemplate | None:
@@ -323,7 +322,11 @@ def _template(call: Call, serialization: int) -> dubbo.RequestTemplate | None:
     fields = (call.interface, call.method, call.parameter_types, call.version, call.group)
     if call.attachments:
         fields += tuple(chain.from_iterable(call.attachments.items()))
-    cached = set(map(type, fields)) <= _KEY_TYPES
+    cached = True
+    for value in fields:
+        if value is not None and type(value) is not str:
+            cached = False
+            break
     if cached:
         template = _TEMPLATES.get((serialization, fields))
         if template is not None:

@@ -119,9 +119,8 @@ __all__ = [
 
 
 class _Connection:
-    """What both ends share: the state machine, the receive buffer, the sticky remote error."""
-
-    _peer: Sentinel
+    """What both ends share: the state machine, the receive buffer, the sticky remote error. Each
+    subclass names its peer's role (a Sentinel) in the class attribute ``_peer``."""
 
     def __init__(self, max_head: int, max_body: int, max_headers: int):
         self._limits = Limits(max_head, max_body, max_headers)

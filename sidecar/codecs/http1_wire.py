@@ -436,8 +436,35 @@ def get_header(headers: Iterable[tuple[str, str]], name: str, default: str | Non
     """The value of header ``name`` (any case); several fields of that name are joined with ", "
     (RFC 9110 §5.3); ``default`` when there is none."""
     name = name.lower()
-    values = [value for key, value in headers if key.lower() == name]
-    return ", ".join(values) if values else default
+    values = []
+    lowered = _LOWERED
+    for key, value in headers:
+        if key != name:
+            low = lowered.get(key)
+            if low is None:
+                low = _lower(key)
+            if low != name:
+                continue
+        values.append(value)
+    if not values:
+        return default
+    return values[0] if len(values) == 1 else ", ".join(values)
+
+
+# Field names lowered lately, by name: the same few names come in every request, and str.lower()
+# makes a new string each time (str.islower() costs as much); cleared whole when full.
+_LOWERED: dict[str, str] = {}
+_LOWERED_MAX_ITEMS = 1024
+_LOWERED_MAX_LENGTH = 64
+
+
+def _lower(name):
+    low = name.lower()
+    if len(name) <= _LOWERED_MAX_LENGTH:
+        if len(_LOWERED) >= _LOWERED_MAX_ITEMS:
+            _LOWERED.clear()
+        _LOWERED[name] = low
+    return low
 
 
 def parse_form(body: bytes) -> dict[str, str]:

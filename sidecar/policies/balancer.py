@@ -37,6 +37,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sidecar._accel import import_c_accel
+
 __all__ = [
     "DEFAULT_OPTIONS",
     "NO_PROVIDER",
@@ -224,7 +226,11 @@ class Balancer:
         """Admit a call: ``("send", key)``, ``("queued",)`` until a slot frees or ``deadline`` passes,
         or ``("reject", reason)`` with :data:`NO_PROVIDER`, :data:`ALL_EJECTED` or :data:`QUEUE_FULL`.
         While calls are queued a new call queues behind them."""
-        if call_id in self._calls or call_id in self._queued or any(c == call_id for c, _ in self._expired):
+        if (
+            call_id in self._calls
+            or call_id in self._queued
+            or (self._expired and any(c == call_id for c, _ in self._expired))
+        ):
             raise ValueError(f"call {call_id!r} is already in flight or queued")
         if not self._providers:
             return ("reject", NO_PROVIDER)
@@ -261,7 +267,8 @@ class Balancer:
         """Record the end of a call sent to ``provider``, then :meth:`release` queued calls into the
         freed slots: returns their ``(call id, key)`` in FIFO order. A call that is not in flight
         (completed already) changes nothing and releases nothing."""
-        outcome = Outcome(outcome)
+        if outcome.__class__ is not Outcome:  # a plain string: the enum's lookup is a Python-level call
+            outcome = Outcome(outcome)
         target = self._calls.get(call_id)
         if target is None:
             return []
@@ -386,3 +393,6 @@ def _positive_int(value: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{what} must be an int >= 1, not {value!r}")
     return value
+
+
+import_c_accel(globals(), "sidecar.policies._c_balancer")

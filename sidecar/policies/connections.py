@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+from sidecar._accel import import_c_accel
+
 __all__ = ["ConnectionLimits", "IDLE", "WAITING", "BUSY"]
 
 IDLE, WAITING, BUSY = "idle", "waiting", "busy"
@@ -113,3 +115,6 @@ class ConnectionLimits:
         if waiting:
             return min(waiting)[2]
         return None
+
+
+import_c_accel(globals(), "sidecar.policies._c_connections")

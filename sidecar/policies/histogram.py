@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
+from sidecar._accel import import_c_accel
+
 __all__ = ["BOUNDS", "Histogram"]
 
 STEPS_PER_DOUBLING = 4
@@ -115,3 +117,6 @@ class Histogram:
                 out.append((bound, seen))
         out.append((float("inf"), self.count))
         return out
+
+
+import_c_accel(globals(), "sidecar.policies._c_histogram")

@@ -43,18 +43,19 @@ import gevent
 from gevent import socket
 from gevent.hub import Waiter, get_hub
 
+from sidecar._accel import import_c_accel, module_name
 from sidecar.codecs import tunnel
 from sidecar.codecs.dubbo_messages import Status
 from sidecar.codecs.tunnel_auth import TRAILER_SIZE, AuthError, TunnelAuth
 from sidecar.errors import RemoteProtocolError
-from sidecar.policies.balancer import ALL_EJECTED, NO_PROVIDER, QUEUE_FULL, Balancer
+from sidecar.policies.balancer import ALL_EJECTED, NO_PROVIDER, QUEUE_FULL, Balancer, Outcome
 from sidecar.policies.histogram import Histogram
 from sidecar.runtime.datagrams import DatagramSender
 from sidecar.runtime.registry import ProviderEntry, format_address
 
 __all__ = ["CallError", "TunnelCaller"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(module_name(__name__))
 
 RECV_BUFFER = 4 * 1024 * 1024  # asked of the kernel for the UDP socket; bursts of replies fit
 
@@ -398,7 +399,7 @@ class TunnelCaller:
                     continue
                 del pending_calls[reply.request_id]
                 frame = reply.frame
-                outcome = "ok" if frame[3] == Status.OK else "error"
+                outcome = Outcome.OK if frame[3] == Status.OK else Outcome.ERROR
                 released += complete(reply.request_id, pending.provider, now, outcome)
                 counters["answered"] += 1
                 histogram = latency.get(pending.provider)
@@ -430,7 +431,7 @@ class TunnelCaller:
                 balancer.cancel(request_id)
                 self._fail(request_id, self._queue_timeout())
                 continue
-            released += balancer.complete(request_id, pending.provider, now, "timeout")
+            released += balancer.complete(request_id, pending.provider, now, Outcome.TIMEOUT)
             self.counters["timeouts"] += 1
             waited = now - pending.sent
             self._fail(
@@ -463,3 +464,6 @@ class TunnelCaller:
             "dropped": dict(self.dropped),
             "providers": providers,
         }
+
+
+import_c_accel(globals(), "sidecar.runtime._c_caller")

@@ -20,6 +20,7 @@ import os
 import socket
 import time
 
+from sidecar._accel import import_c_accel, module_name
 from sidecar.codecs import calls, http1
 from sidecar.codecs.dubbo_messages import Serialization
 from sidecar.codecs.tunnel import hex_id
@@ -31,7 +32,7 @@ from sidecar.runtime.settings import ACCESS_LOGGER, ConsumerConfig
 
 __all__ = ["ConsumerSidecar", "listening_socket"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(module_name(__name__))
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 _SERIALIZATIONS = {"hessian2": Serialization.HESSIAN2, "fastjson": Serialization.FASTJSON}
@@ -269,3 +270,6 @@ def _log_access(request, status, client, started, frame, tunnel_id, provider, cl
     if provider is not None:
         fields["provider"] = provider
     access_log.info("%s %s %d", request.method, request.target, status, extra=fields)
+
+
+import_c_accel(globals(), "sidecar.runtime._c_consumer")

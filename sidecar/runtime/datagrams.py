@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable
 
+from sidecar._accel import import_c_accel
+
 __all__ = ["DatagramSender"]
 
 _WRITE = 2
@@ -68,3 +70,6 @@ class DatagramSender:
         self._writer.stop()
         self._writer.close()
         self.backlog.clear()
+
+
+import_c_accel(globals(), "sidecar.runtime._c_datagrams")

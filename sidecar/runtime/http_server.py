@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import gevent
 from gevent.hub import get_hub
 
+from sidecar._accel import import_c_accel, module_name
 from sidecar.codecs import http1
 from sidecar.codecs.http1_wire import closing_response
 from sidecar.errors import ProtocolError
@@ -53,7 +54,7 @@ from sidecar.policies.connections import ConnectionLimits
 
 __all__ = ["Connection", "HttpServer", "Limits"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(module_name(__name__))
 
 RECV_SIZE = 64 * 1024  # bytes read from one connection per turn of the loop
 EVENTS_PER_TURN = 64  # parser events (requests, body pieces) handled per connection per turn
@@ -638,3 +639,6 @@ def _give_memory_back() -> None:
     """After a burst of large bodies, hand the freed pages back: without it glibc keeps them."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
+
+
+import_c_accel(globals(), "sidecar.runtime._c_http_server")

@@ -43,6 +43,7 @@ from typing import NamedTuple
 import gevent
 import gevent.socket
 
+from sidecar._accel import import_c_accel, module_name
 from sidecar.codecs import tunnel
 from sidecar.codecs.dubbo import encode
 from sidecar.codecs.dubbo_messages import FLAG_EVENT, FLAG_TWOWAY, SERIALIZATION_MASK, Response, Serialization, Status
@@ -54,7 +55,7 @@ from sidecar.runtime.upstream import DubboPool
 
 __all__ = ["ProviderSidecar", "CallTable", "Call", "rewrite_id"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(module_name(__name__))
 
 _ID = struct.Struct(">Q")
 _SERIALIZATIONS = frozenset(s.value for s in Serialization)
@@ -513,3 +514,6 @@ class ProviderSidecar:
             "dropped": dict(self.dropped),
             "pool": self.pool.stats(),
         }
+
+
+import_c_accel(globals(), "sidecar.runtime._c_provider")

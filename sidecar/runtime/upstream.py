@@ -33,6 +33,7 @@ import gevent
 import gevent.event
 from gevent import socket
 
+from sidecar._accel import import_c_accel, module_name
 from sidecar.codecs.dubbo import encode
 from sidecar.codecs.dubbo_messages import (
     DEFAULT_PAYLOAD,
@@ -50,7 +51,7 @@ from sidecar.errors import UpstreamUnavailable
 
 __all__ = ["DubboPool"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(module_name(__name__))
 
 _SERIALIZATIONS = frozenset(s.value for s in Serialization)
 _unpack_header = HEADER.unpack_from
@@ -466,3 +467,6 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError | _socket.timeout):
         return "connection attempt timed out"
     return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+
+
+import_c_accel(globals(), "sidecar.runtime._c_upstream")

@@ -212,7 +212,11 @@ def run(
         chosen = tuple(levels) or scenario.connections
         if not as_json:
             caps = "/".join(str(c) for c in scenario.capacities)
-            yield f"{scenario.name}: capacities {caps}, latency {scenario.latency_ms:g} ms, {duration:g} s per level"
+            batching = "several calls per datagram" if request_batch else "one datagram per call"
+            yield (
+                f"{scenario.name}: capacities {caps}, latency {scenario.latency_ms:g} ms, {duration:g} s per level, "
+                f"{batching} toward each provider"
+            )
             yield HEADER
         sidecar_levels = []
         for build in builds or ("",):
@@ -221,7 +225,7 @@ def run(
             )
             for level in measured:
                 sidecar_levels.append(level)
-                yield json.dumps(level.as_dict()) if as_json else _row(level)
+                yield json.dumps({**level.as_dict(), "request_batch": request_batch}) if as_json else _row(level)
         nginx_levels = []
         if nginx:
             for level in measure_nginx(scenario, chosen, duration):
@@ -340,7 +344,7 @@ def codec_lines(as_json: bool = False, calls: int = 2048) -> Iterator[str]:
     if as_json:
         yield json.dumps({"target": "codecs", "build": build, "cpu_us_per_call": figures, "parse_us": parse})
         return
-    yield f"codecs: {build}"
+    yield f"core: {build}"
     for name in ("compiled", "pure"):
         if name in figures:
             hops = "  ".join(f"{hop} {figures[name][hop]:.1f}" for hop in bench_codec.PATHS)

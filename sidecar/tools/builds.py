@@ -18,13 +18,13 @@ def load_build(pure: bool) -> tuple[dict[str, ModuleType], set[str]]:
     else the compiled twins where they were built), by short name, and the states they recorded in
     ``sidecar._accel.MODULES``.
 
-    The process is left as it was: its own modules, the attributes of the ``sidecar.codecs`` package, the
+    The process is left as it was: its own modules, the attributes of their packages (``sidecar.codecs`` ...), the
     recorded states and the environment are restored, so the two builds can run side by side. The modules
     without a twin (``javatypes``, ``fastjson``, ``sidecar.errors``) are shared by both builds."""
     short = {name: name.rpartition(".")[2] for name in TWINS}
-    package = importlib.import_module("sidecar.codecs")
+    packages = {name: importlib.import_module(name.rpartition(".")[0]) for name in TWINS}
     saved = {name: sys.modules.pop(name) for name in TWINS if name in sys.modules}
-    attributes = {s: vars(package).pop(s) for s in short.values() if s in vars(package)}
+    attributes = {name: vars(packages[name]).pop(short[name]) for name in TWINS if short[name] in vars(packages[name])}
     states = dict(MODULES)
     environ = os.environ.get(PURE_PYTHON)
     if pure:
@@ -41,10 +41,10 @@ def load_build(pure: bool) -> tuple[dict[str, ModuleType], set[str]]:
             os.environ[PURE_PYTHON] = environ
         for name in TWINS:
             sys.modules.pop(name, None)
+            vars(packages[name]).pop(short[name], None)
         sys.modules.update(saved)
-        for s in short.values():
-            vars(package).pop(s, None)
-        vars(package).update(attributes)
+        for name, module in attributes.items():
+            setattr(packages[name], short[name], module)
         MODULES.clear()
         MODULES.update(states)
     return modules, loaded

@@ -36,7 +36,7 @@ def test_bench_measures_sidecar_and_nginx_with_checked_answers():
         assert level["requests"] > 0 and level["mismatches"] == 0
         assert level["wrk"]["checked"]
     # 480 connections on 384 slots: the sidecar's wait queue absorbs the overload
-    assert sidecar["errors"] == 0
+    assert sidecar["errors"] == 0 and sidecar["request_batch"] is True and "request_batch" not in nginx
     assert set(sidecar["cpu_us_per_call"]) == {"consumer", "provider_sidecars", "services"}
     assert set(nginx["cpu_us_per_call"]) == {"nginx", "services"}
 
@@ -47,8 +47,12 @@ def test_bench_table_has_ratios():
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("codecs: ") and lines[3].startswith("codec CPU per call, compiled / pure: request ")
-    assert any(line.startswith("latency-bound: capacities 200/400/600") for line in lines)
+    assert lines[0].startswith("core: ") and lines[3].startswith("codec CPU per call, compiled / pure: request ")
+    assert any(
+        line.startswith("latency-bound: capacities 200/400/600")
+        and line.endswith("several calls per datagram toward each provider")
+        for line in lines
+    )
     assert any(line.startswith("sidecar") for line in lines) and any(line.startswith("nginx") for line in lines)
     assert any(line.split()[:3] == ["ratio", "32", "QPS"] for line in lines)
     assert "targets:" in lines

@@ -126,7 +126,7 @@ def test_describe_says_compiled_partly_or_pure_and_why(modules):
     names = list(_accel.TWINS)
     assert _accel.describe() == "pure Python (not imported)"
     modules.update(dict.fromkeys(names, _accel.COMPILED))
-    assert _accel.describe() == f"compiled ({len(names)} codec modules)"
+    assert _accel.describe() == f"compiled ({len(names)} modules)"
     modules[names[0]] = NOT_BUILT
     assert _accel.describe() == f"partly compiled: http1_states as pure Python ({NOT_BUILT})"
     modules.update(dict.fromkeys(names, "DUBBOMESH_PURE_PYTHON=yes"))
@@ -152,3 +152,11 @@ def test_this_process_runs_the_build_it_was_asked_for():
                 sources = [source, *source.parent.glob(f"_c_{short}.pxd")]
                 stale = [p.name for p in sources if p.stat().st_mtime > twin.stat().st_mtime]
                 assert not stale, f"{twin.name} is older than {stale}: rebuild (make .venv/.installed)"
+
+
+def test_a_twin_logs_under_the_name_of_its_module():
+    assert _accel.module_name("sidecar.runtime._c_caller") == "sidecar.runtime.caller"
+    assert _accel.module_name("sidecar.runtime.caller") == "sidecar.runtime.caller"
+    from sidecar.runtime import caller
+
+    assert caller.log.name == "sidecar.runtime.caller"

@@ -221,6 +221,23 @@ def test_form_decoding_alike(builds, body):
     same(lambda: compiled.http1.parse_form(body), lambda: pure.http1.parse_form(body))
 
 
+FIELD_NAMES = st.sampled_from(["host", "Host", "X-Request-Id", "x-request-id", "EXPECT", "", "\u0130d", "ß"]) | st.text(
+    max_size=80
+)
+
+
+@PROPERTY
+@given(
+    headers=st.lists(st.tuples(FIELD_NAMES | st.binary(max_size=8), st.text(max_size=8)), max_size=6),
+    name=FIELD_NAMES,
+)
+def test_header_lookup_alike(builds, headers, name):
+    compiled, pure = builds
+    for _ in range(2):  # the second time from the cache of lowered names
+        same(compiled.http1_wire.get_header, pure.http1_wire.get_header, headers, name)
+        same(compiled.http1_wire.get_header, pure.http1_wire.get_header, headers, name, "none")
+
+
 PIECES = st.binary(max_size=64).map(lambda raw: quote_plus(raw, safe="%+").encode()) | ESCAPES | st.binary(max_size=32)
 
 
@@ -513,8 +530,9 @@ def test_both_builds_are_loaded_and_the_process_is_left_as_it_was(builds):
         assert getattr(pure, name).__file__.endswith(f"{name}.py")
         assert f"_c_{name}." in getattr(compiled, name).__file__
     assert current().http1 in (compiled.http1, pure.http1)
-    package = importlib.import_module("sidecar.codecs")
-    assert all(getattr(package, name.rpartition(".")[2]) is sys.modules[name] for name in _accel.TWINS)
+    for name in _accel.TWINS:
+        package, _, short = name.rpartition(".")
+        assert getattr(importlib.import_module(package), short) is sys.modules[name]
     assert compiled.http1.Request is not pure.http1.Request
 
 

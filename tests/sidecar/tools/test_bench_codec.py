@@ -65,7 +65,7 @@ def test_sidecar_bench_begins_with_the_build_and_the_codec_ratios():
     from sidecar.tools import bench
 
     lines = list(bench.codec_lines(calls=8))
-    assert lines[0] == f"codecs: {bench_codec.build()}"
+    assert lines[0] == f"core: {bench_codec.build()}"
     assert any(line.startswith("codec CPU µs per call, pure build: request ") for line in lines)
     parse = next(line for line in lines if line.startswith("HTTP request parse µs: "))
     assert " pure " in parse and " llhttp " in parse and "(llhttp / ours " in parse

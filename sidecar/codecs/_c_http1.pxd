@@ -1,0 +1,25 @@
+# C types for the compiled twin of http1.py (the Python module stays the implementation).
+cimport cython
+
+# Aliased: the module imports these classes under their own names, as Python objects.
+from sidecar.codecs._c_http1_states cimport ConnectionState as _State
+from sidecar.codecs._c_http1_wire cimport Buffer as _Buffer
+
+
+cdef class _Connection:
+    cdef public object _limits
+    cdef public _State _state
+    cdef public _Buffer _buffer
+    cdef public object _reader
+    cdef public object _error
+
+
+cdef class ServerConnection(_Connection):
+    cdef public object _request
+
+
+cdef class ClientConnection(_Connection):
+    cdef public object host
+    cdef public object _method
+    cdef public object _response
+    cdef public list _parts

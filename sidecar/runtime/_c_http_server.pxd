@@ -1,0 +1,49 @@
+# C types for the compiled twin of http_server.py (the Python module stays the implementation).
+cimport cython
+
+# Aliased: the module imports the codec under its own name, as a Python module.
+from sidecar.codecs._c_http1 cimport ServerConnection as _ServerConnection
+
+
+cdef class HttpServer:
+    cdef public object listener
+    cdef public object handler
+    cdef public object limits
+    cdef public object connections
+    cdef public set open
+    cdef public object loop
+    cdef public bint stopping
+    cdef public Py_ssize_t body_in_use
+    cdef public bint _trim_pending
+    cdef public dict counters
+    cdef public object _accepting
+    cdef public object _reaper
+    cdef public list _later
+    cdef public object _next_turn
+    cdef object __weakref__
+
+
+cdef class Connection:
+    cdef public HttpServer server
+    cdef public object sock
+    cdef public int fd
+    cdef public object address
+    cdef public _ServerConnection conn
+    cdef public object reader
+    cdef public object writer
+    cdef public object out
+    cdef public object request
+    cdef public list body
+    cdef public Py_ssize_t reserved
+    cdef public bint declared
+    cdef public object rejected
+    cdef public double started
+    cdef public bint waiting_turn
+    cdef public bint answering
+    cdef public bint closed
+    cdef public bint eof
+    cdef public bint draining
+    cdef public Py_ssize_t drained
+    cdef public bint in_process
+    cdef public str stage
+    cdef object __weakref__
