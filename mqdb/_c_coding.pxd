@@ -13,11 +13,5 @@ cpdef Py_ssize_t skip(bytes raw, Py_ssize_t p, Py_ssize_t n) except -1
 @cython.locals(end=Py_ssize_t, size=cython.longlong, f=cython.longlong, _=Py_ssize_t)
 cpdef Py_ssize_t split(bytes raw, Py_ssize_t p, Py_ssize_t n, list out) except -1
 
-@cython.locals(end=Py_ssize_t, size=cython.longlong, f=cython.longlong, _=Py_ssize_t, k=Py_ssize_t, view=cython.longlong[:])
-cpdef walk(bytes raw, Py_ssize_t p, Py_ssize_t n)
-
-@cython.locals(k=Py_ssize_t, out=list, view="const long long[:]")
-cpdef list cut(bytes raw, spans, Py_ssize_t i, Py_ssize_t j)
-
 @cython.locals(end=Py_ssize_t, p=Py_ssize_t, size=cython.longlong, f=cython.longlong, stop=Py_ssize_t, frame=bytes, run=list)
 cpdef group(qids, bytes frames, dict runs)

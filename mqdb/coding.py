@@ -1,9 +1,9 @@
 """Leaf helpers shared by every format: varints, the block checksum, and the per-message loops.
 
 The loops that run once per message live here so that one module can be compiled for all of them:
-stepping over and splitting the frames of a block (``frame := varint(len) byte{len}``, see FORMAT.md),
-:func:`walk`, which lists where each frame of a block starts and ends (a random read walks a block once
-and keeps the list with it), and :func:`group`, which sorts the frames of a staging chunk by queue.
+stepping over and splitting the frames of a block (``frame := varint(len) byte{len}``, see FORMAT.md;
+every read splits a block into its messages once and keeps them, :mod:`mqdb.reads`), and
+:func:`group`, which sorts the frames of a staging chunk by queue.
 
 This module is the implementation; the build also compiles it with Cython into its twin
 ``mqdb._c_coding`` (C types in ``_c_coding.pxd``), which takes over at import unless
@@ -16,8 +16,6 @@ the offset of the frame in the buffer. Only the last frame a walk reads may run 
 buffer (it goes on in the queue's next block): the position after it is then past the end, and the
 message taken from it is cut at the end of the buffer.
 """
-
-from array import array
 
 import mmh3
 
@@ -33,8 +31,6 @@ __all__ = [
     "checksum",
     "skip",
     "split",
-    "walk",
-    "cut",
     "group",
 ]
 
@@ -136,40 +132,6 @@ def split(raw: bytes, p: int, n: int, out: list) -> int:
         out.append(raw[p : p + size])
         p += size
     return p
-
-
-def walk(raw: bytes, p: int, n: int) -> array:
-    """Where each of ``n`` frames of ``raw`` from ``p`` has its message: ``array("q")`` of ``2 * n``
-    items, start and end of each (the last end past ``len(raw)`` when that message goes on in the next
-    block). :func:`cut` takes messages out by index."""
-    end = len(raw)
-    spans = array("q", bytes(16 * n)) if n > 0 else array("q")
-    view = memoryview(spans)
-    k = 0
-    for _ in range(n):
-        size = raw[p] if p < end else 0x80
-        if size < 0x80:
-            p += 1
-        else:
-            f = _frame(raw, p, end)
-            p += f & 15
-            size = f >> 4
-        view[k] = p
-        p += size
-        view[k + 1] = p
-        k += 2
-    return spans
-
-
-def cut(raw: bytes, spans: array, i: int, j: int) -> list:
-    """Messages ``i`` up to ``j`` of a block walked by :func:`walk` (the last one cut at the end of ``raw``)."""
-    if i < 0 or 2 * j > len(spans):
-        raise IndexError(f"messages {i} to {j} asked of a walk of {len(spans) // 2}")
-    out = []
-    view = memoryview(spans)
-    for k in range(2 * i, 2 * j, 2):
-        out.append(raw[view[k] : view[k + 1]])
-    return out
 
 
 def group(qids, frames: bytes, runs: dict) -> None:

@@ -146,7 +146,11 @@ class DB:
             self._check_read(queue, offset, num)
         if offset < 0 or num < 0:
             self._check_read(queue, offset, num)
-        sh, raw = self._locate(queue)
+        try:  # self._locate(queue), inline: a get is short enough for a call to count
+            raw = queue.encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"queue name {queue!r} is not valid Unicode text") from None
+        sh = self._shards[shard_of(queue, self._nshards)]
         if not self.reading:
             self._start_reading()
         with sh.lock:

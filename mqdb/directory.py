@@ -11,12 +11,17 @@ Three typed buffers, whatever the number of queues:
 
 The index checkpoint saves ``offs`` and ``slots`` as they are, so opening a store loads them with one
 read each (see checkpoint.py) instead of hashing every name again.
+
+Every put and get looks a name up, so the build also compiles this module into ``mqdb._c_directory``
+(C types in ``_c_directory.pxd``; :mod:`mqdb._accel`), which takes over at import unless
+``DUBBOMESH_PURE_PYTHON=1``.
 """
 
 from array import array
 
 import mmh3
 
+from ._accel import import_c_accel
 from .coding import VarintError, decode_varint, encode_varint
 from .errors import FormatError
 from .format import NAME_SEED
@@ -34,6 +39,29 @@ def slots_for(queues: int) -> int:
 
 def name_hash(raw) -> int:
     return mmh3.hash(raw, NAME_SEED, signed=False)
+
+
+def probe(slots, mask: int, arena: bytearray, offs, raw: bytes, i: int) -> int:
+    """The queue id of the UTF-8 name ``raw`` whose hash gives slot ``i``, or -1 (the loop of
+    :meth:`Directory.find`). The signed hash of a name has the low bits of the unsigned one."""
+    size = len(raw)
+    known = len(offs)
+    while True:
+        s = slots[i]
+        if not s:
+            return -1
+        if s > known:
+            raise FormatError(f"the name table of the index checkpoint names queue {s - 1} of {known}")
+        o = offs[s - 1]
+        n = arena[o]
+        if n < 0x80:
+            if n == size and arena.startswith(raw, o + 1):
+                return s - 1
+        elif size >= 0x80:  # a two-byte length prefix (its first byte alone may equal a size of 128..255)
+            n, p = decode_varint(arena, o)
+            if n == size and arena.startswith(raw, p):
+                return s - 1
+        i = (i + 1) & mask
 
 
 class Directory:
@@ -55,26 +83,8 @@ class Directory:
 
     def find(self, raw: bytes) -> int:
         """The queue id of the UTF-8 name ``raw``, or -1."""
-        slots, mask, arena, offs = self.slots, self.mask, self.arena, self.offs
-        size = len(raw)
-        known = len(offs)
-        i = mmh3.hash(raw, NAME_SEED) & mask  # the signed hash has the same low bits
-        while True:
-            s = slots[i]
-            if not s:
-                return -1
-            if s > known:
-                raise FormatError(f"the name table of the index checkpoint names queue {s - 1} of {len(offs)}")
-            o = offs[s - 1]
-            n = arena[o]
-            if n == size:
-                if arena.startswith(raw, o + 1):
-                    return s - 1
-            elif n >= 0x80 and size >= 0x80:
-                n, p = decode_varint(arena, o)
-                if n == size and arena.startswith(raw, p):
-                    return s - 1
-            i = (i + 1) & mask
+        mask = self.mask
+        return probe(self.slots, mask, self.arena, self.offs, raw, mmh3.hash(raw, NAME_SEED) & mask)
 
     def add(self, raw: bytes) -> int:
         """Append the UTF-8 name ``raw`` (not yet present); return its queue id."""
@@ -148,3 +158,6 @@ class Directory:
         self.mask = cap - 1
         for qid in range(len(self.offs)):
             self._place(qid, name_hash(self.raw(qid)))
+
+
+import_c_accel(globals(), "mqdb._c_directory")

@@ -11,18 +11,23 @@ import mmh3
 
 from ._accel import import_c_accel
 
-_DIGITS = "0123456789"
 _MAX_DIGITS = 18
 
 
 def shard_of(name: str, shards: int) -> int:
-    stem = name.rstrip(_DIGITS)
-    digits = len(name) - len(stem)
+    text: str = name
+    end = len(text)
+    start = end
+    while start > 0 and "0" <= text[start - 1] <= "9":  # what name.rstrip(_DIGITS) would leave
+        start -= 1
+    digits = end - start
     if digits == 0 or digits > _MAX_DIGITS:
         return mmh3.hash(name, signed=False) % shards
-    number = int(name[len(stem) :])
+    number = 0
+    for i in range(start, end):  # int(name[start:]), without making the string and parsing it
+        number = number * 10 + (ord(text[i]) - 48)
     run = mmh3.hash((number // shards).to_bytes(8, "little"), signed=False)
-    return (mmh3.hash(stem, signed=False) + number + run) % shards
+    return (mmh3.hash(text[:start], signed=False) + number + run) % shards
 
 
 import_c_accel(globals(), "mqdb._c_hashing")

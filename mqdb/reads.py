@@ -1,14 +1,12 @@
-"""The read path of a shard: find the block by prefix sums, read it in one I/O, walk its frames.
+"""The read path of a shard: find the block by prefix sums, read it in one I/O, split its frames.
 
-Called with the shard lock held. Two ways through:
-
-- a random read finds the block where the first wanted message starts (bisect over the running
-  message counts, or a short walk), reads and verifies it, walks its frames once
-  (:func:`mqdb.coding.walk`: where each message starts and ends) and cuts out the wanted ones; the
-  block and its walk are kept in a small cache, so a further random read of the block is one slice;
-- a sequential reader (one that asks for the message right after its previous read) gets whole
-  blocks split into messages once, kept in a small cache, so each further read is a list slice; the
-  queue's next blocks are announced to the kernel (``POSIX_FADV_WILLNEED``) so they are read ahead.
+Called with the shard lock held. A read finds the block where the first wanted message starts: a
+random read by bisecting the running message counts (or a short walk), a sequential reader (one that
+asks for the message right after its previous read) from the cursor its previous read left. The
+block is read, verified and split into messages once (:func:`mqdb.coding.split`), and kept so in a
+small per-shard cache, so every further read of the block, random or sequential, is a list slice. For
+a sequential reader the queue's next blocks are announced to the kernel (``POSIX_FADV_WILLNEED``) so
+they are read ahead.
 
 The build also compiles this module into ``mqdb._c_reads`` (:mod:`mqdb._accel`): a get is a dozen
 Python-level calls and attribute reads, and running them compiled takes a sixth or so off a random get.
@@ -22,7 +20,7 @@ from typing import NamedTuple
 import lz4.block
 
 from ._accel import import_c_accel
-from .coding import FrameError, checksum, cut, split, walk
+from .coding import FrameError, checksum, split
 from .errors import CorruptionError
 from .format import ENTRY_LENGTH, ENTRY_SHIFT, FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE, entry_offset
 from .stage import distribute
@@ -62,11 +60,10 @@ def read(sh, qid: int, offset: int, num: int) -> list[bytes]:
     end = offset + num if offset + num < count else count
     cursor = sh.cursors.get(qid)
     try:
-        if cursor is not None and cursor[0] == offset:
-            return _sequential(sh, qid, offset, end, cursor[1])
-        if offset == 0:  # most likely a reader starting at the head of the queue: read it as one
-            return _sequential(sh, qid, 0, end, locate(sh, qid, 0))
-        return _random(sh, qid, offset, end)
+        if cursor is not None and cursor[0] == offset:  # a sequential reader: read its next blocks ahead
+            return _messages(sh, qid, offset, end, cursor[1], sh.readahead)
+        # offset 0 is most likely a reader starting at the head of the queue: read ahead for it too
+        return _messages(sh, qid, offset, end, locate(sh, qid, offset), 0 if offset else sh.readahead)
     except _BadFrames as e:
         blk, b, err = e.args
         where = f"payload byte {err.offset - blk.start}" if b >= 0 else f"byte {err.offset} of the unfinished block"
@@ -90,7 +87,7 @@ class Block(NamedTuple):
 
 
 class Decoded(NamedTuple):
-    """A block split into messages, as sequential readers keep it in the cache."""
+    """A block split into messages, as every reader keeps it in the cache."""
 
     msgs: list  # the whole messages that start in the block
     first: int  # the queue index of the first of them
@@ -110,54 +107,12 @@ class Continued(NamedTuple):
 _new = tuple.__new__  # makes a record from a tuple, skipping the Python-level __new__ of NamedTuple
 
 
-def _random(sh, qid: int, k: int, end: int) -> list[bytes]:
-    b = locate(sh, qid, k)
-    out: list[bytes] = []
-    while True:
-        blk, spans = _walked(sh, qid, b)
-        i = k - blk.first
-        take = min(end - k, blk.count - i)
-        if take > 0:
-            out += cut(blk.raw, spans, i, i + take)
-            k += take
-            over = spans[-1] - len(blk.raw)
-            if i + take == blk.count and over > 0:  # the block's last message goes on
-                cont = _continued(sh, qid, b, out.pop(), over)
-                out.append(cont.msg)
-                b = cont.b
-                if k >= end:
-                    break
-                continue
-        if k >= end:
-            break
-        b = _after(sh, qid, b)
-    _remember(sh, qid, k, b)
-    return out
-
-
-def _walked(sh, qid: int, b: int) -> tuple[Block, object]:
-    """Block ``b`` and its walk (:func:`mqdb.coding.walk`); cached for sealed blocks."""
-    walks = sh.walks
-    hit = walks.get(b)
-    if hit is not None:
-        sh.cache_hits += 1
-        return hit
-    blk = _load(sh, qid, b)
-    try:
-        hit = (blk, walk(blk.raw, blk.start + blk.skip, blk.count))
-    except FrameError as e:
-        raise _BadFrames(blk, b, e) from None
-    if b >= 0 and sh.cache_blocks:
-        if len(walks) >= sh.cache_blocks:
-            del walks[next(iter(walks))]
-        walks[b] = hit
-    return hit
-
-
-def _sequential(sh, qid: int, k: int, end: int, b: int) -> list[bytes]:
+def _messages(sh, qid: int, k: int, end: int, b: int, ahead: int) -> list[bytes]:
+    """Messages ``k`` up to ``end`` of ``qid``, the first of them starting in block ``b``; ``ahead``:
+    blocks of the queue to announce to the kernel after each block loaded."""
     out = []
     while True:
-        msgs, first, tail, missing = _decoded(sh, qid, b)
+        msgs, first, tail, missing = _decoded(sh, qid, b, ahead)
         i = k - first
         take = msgs[i : i + end - k]
         out += take
@@ -187,8 +142,9 @@ def _remember(sh, qid: int, k: int, b: int) -> None:
         del cursors[qid]
 
 
-def _decoded(sh, qid: int, b: int) -> Decoded:
-    """Block ``b`` split into messages; cached for sealed blocks."""
+def _decoded(sh, qid: int, b: int, ahead: int) -> Decoded:
+    """Block ``b`` split into messages; cached for sealed blocks (then ``ahead`` of the queue's next
+    blocks are announced to the kernel)."""
     cache = sh.cache
     hit = cache.get(b)
     if hit is not None:
@@ -206,8 +162,8 @@ def _decoded(sh, qid: int, b: int) -> Decoded:
         if len(cache) >= sh.cache_blocks:
             del cache[next(iter(cache))]
         cache[b] = hit
-        if sh.readahead and _WILLNEED is not None:
-            _readahead(sh, b)
+        if ahead and _WILLNEED is not None:
+            _readahead(sh, b, ahead)
     return hit
 
 
@@ -273,9 +229,9 @@ def _decompress(sh, qid: int, offset: int, rec: bytes) -> bytes:
     return raw
 
 
-def _readahead(sh, b: int) -> None:
+def _readahead(sh, b: int, ahead: int) -> None:
     nxt = sh.b_next
-    for _ in range(sh.readahead):
+    for _ in range(ahead):
         b = nxt[b]
         if b < 0 or b in sh.cache:
             return

@@ -524,8 +524,7 @@ class Shard:
         self.new_qids = array("i")  # the queue of each block sealed since the checkpoint
         self.big: dict[int, array] = {}  # qid -> block ids, for queues with many blocks (made when read)
         self.cursors: dict[int, tuple] = {}  # qid -> (next message, block where it starts)
-        self.cache: dict[int, tuple] = {}  # block id -> (its messages, index of the first), for sequential readers
-        self.walks: dict[int, tuple] = {}  # block id -> (the block, its frame walk), for random readers
+        self.cache: dict[int, tuple] = {}  # block id -> the block split into messages (reads.Decoded)
 
     def _forget(self) -> None:
         """Let go of the directory, the index and the caches (about 100 bytes a queue), so that a closed

@@ -405,3 +405,15 @@ def test_regression_readonly_refresh_counts_long_message_payload_once(tmp_path):
                 assert ro.stats()["payload_bytes"] == w.stats()["payload_bytes"] == fresh.stats()["payload_bytes"]
     assert w.stats()["payload_bytes"] == 1 + 2 * (200 + 127 + 128 + 20_000)
     w.close()
+
+
+@pytest.mark.parametrize("size", [127, 128, 150, 255, 256, 1000])
+def test_regression_a_name_of_128_to_255_bytes_is_one_queue(tmp_path, size):
+    """The first byte of a two-byte length prefix equals the length itself for 128..255 bytes: the name
+    lookup once took it for a one-byte prefix, missed the queue and made a new one on every put."""
+    name = "n" * (size - 3) + "\u00e9q"  # size bytes of UTF-8
+    with mqdb.open(tmp_path, shards=1) as db:
+        assert [db.put(name, b"%d" % i) for i in range(3)] == [0, 1, 2]
+        assert len(db) == 1 and name in db and db.count(name) == 3
+    with mqdb.open(tmp_path, readonly=True) as db:
+        assert list(db) == [name] and db.get(name, 0, 5) == [b"0", b"1", b"2"]

@@ -1,4 +1,4 @@
-"""mqdb's compiled core held to the Python source: ``mqdb.coding`` and ``mqdb.hashing`` loaded both
+"""mqdb's compiled core held to the Python source: ``mqdb.coding``, ``mqdb.directory`` and ``mqdb.hashing`` loaded both
 ways in one process and fed the same random inputs (valid blocks, corrupted and truncated ones, varints,
 staging chunks, queue names) must return the same values or raise the same exception type with the
 same message and offset. ``mqdb.reads`` (the read path over a shard's files) is held to its source by
@@ -80,6 +80,11 @@ def hashings():
     return both("mqdb.hashing")
 
 
+@pytest.fixture(scope="module")
+def directories():
+    return both("mqdb.directory")
+
+
 def outcome(function, *args):
     """What a call gave: its value (arrays as lists), or its exception by class name, message and offset."""
     try:
@@ -157,12 +162,12 @@ def test_a_varint_decodes_to_what_was_encoded(builds, n, tail):
     assert same(compiled, pure, "decode_varint", raw, 0) == ("returned", (n, len(_varint(n))))
 
 
-# -- frame walks -----------------------------------------------------------------------------------
+# -- frames of a block -----------------------------------------------------------------------------------
 
 
 @SETTINGS
 @given(block=blocks())
-def test_skip_split_and_walk_agree_on_any_block(builds, block):
+def test_skip_and_split_agree_on_any_block(builds, block):
     compiled, pure = builds
     raw, start, n = block
     skipped = same(compiled, pure, "skip", raw, start, n)
@@ -171,26 +176,21 @@ def test_skip_split_and_walk_agree_on_any_block(builds, block):
     got = outcome(compiled.split, raw, start, n, out_c)
     want = outcome(pure.split, raw, start, n, out_p)
     assert (got, out_c) == (want, out_p)
-    walked = same(compiled, pure, "walk", raw, start, n)
-    assert skipped[0] == got[0] == walked[0]  # the three fail on the same blocks
-    if walked[0] == "returned":
-        spans = array("q", walked[2])
-        assert skipped[1] == (spans[-1] if n else start) == got[1]
-        assert same(compiled, pure, "cut", raw, spans, 0, n) == ("returned", out_p)
-        if n:
-            same(compiled, pure, "cut", raw, spans, n // 2, n)
-        same(compiled, pure, "cut", raw, spans, 0, n + 1)
-        same(compiled, pure, "cut", raw, spans, -1, n)
+    assert skipped[0] == got[0]  # the two fail on the same blocks
+    if got[0] == "returned":
+        assert skipped[1] == got[1]
+        assert len(out_p) == n
 
 
 @SETTINGS
 @given(msgs=messages, header=st.binary(max_size=16))
-def test_walk_finds_every_message_of_a_sound_block(builds, msgs, header):
+def test_split_finds_every_message_of_a_sound_block(builds, msgs, header):
     compiled, pure = builds
     raw = header + b"".join(_varint(len(m)) + m for m in msgs)
     for coding in (compiled, pure):
-        spans = coding.walk(raw, len(header), len(msgs))
-        assert coding.cut(raw, spans, 0, len(msgs)) == msgs
+        out: list = []
+        assert coding.split(raw, len(header), len(msgs), out) == len(raw)
+        assert out == msgs
         assert coding.skip(raw, len(header), len(msgs)) == len(raw)
 
 
@@ -204,7 +204,8 @@ def test_a_last_message_that_goes_on_is_cut_at_the_end_of_the_block(builds, msgs
     out: list = []
     assert pure.split(cut, 0, len(msgs), out) == len(raw)
     assert out == msgs[:-1] + [msgs[-1][:keep]]
-    same(compiled, pure, "walk", cut, 0, len(msgs))
+    out_c: list = []
+    assert compiled.split(cut, 0, len(msgs), out_c) == len(raw) and out_c == out
     same(compiled, pure, "skip", cut, 0, len(msgs))
 
 
@@ -218,9 +219,9 @@ def test_a_last_message_that_goes_on_is_cut_at_the_end_of_the_block(builds, msgs
 )
 def test_a_malformed_frame_raises_frame_error_with_its_offset(builds, raw, n, offset, reason):
     for coding in builds:
-        for name in ("skip", "walk"):
+        for name, args in (("skip", ()), ("split", ([],))):
             with pytest.raises(FrameError) as caught:
-                getattr(coding, name)(raw, 0, n)
+                getattr(coding, name)(raw, 0, n, *args)
             assert caught.value.offset == offset and caught.value.reason == reason
             assert str(caught.value) == f"frames do not parse at byte {offset} of their buffer: {reason}"
 
@@ -269,6 +270,37 @@ def test_group_sorts_a_chunk_by_queue_the_same_or_fails_the_same(builds, puts, d
 def test_queues_go_to_the_same_shard_in_both_builds(hashings, name, shards):
     compiled, pure = hashings
     same(compiled, pure, "shard_of", name, shards)
+
+
+# -- queue directories -----------------------------------------------------------------------------
+
+names = st.text(min_size=1, max_size=6).map(lambda s: s * 30) | st.text(min_size=1, max_size=12)
+
+
+@SETTINGS
+@given(held=st.lists(names, max_size=40, unique=True), asked=st.lists(names, max_size=10), bad=st.integers(0, 200))
+def test_names_are_found_alike_in_both_builds(directories, held, asked, bad):
+    """Each build's table, filled with the same names (short ones, and ones past 127 bytes with a longer
+    length prefix), finds the same queue ids, -1 for a name it does not hold, and reports a table entry
+    that names a queue past the end with the same error."""
+    compiled, pure = directories
+    raws = [name.encode() for name in held]
+    tables = []
+    for build in (compiled, pure):
+        table = build.Directory(bytearray(b"H" * 16), array("q"))
+        assert [table.add(raw) for raw in raws] == list(range(len(raws)))
+        tables.append(table)
+    assert tables[0].slots == tables[1].slots and tables[0].arena == tables[1].arena
+    table = tables[1]
+    for raw in raws + [name.encode() for name in asked]:
+        i = pure.name_hash(raw) & table.mask
+        want = same(compiled, pure, "probe", table.slots, table.mask, table.arena, table.offs, raw, i)
+        assert want == ("returned", raws.index(raw) if raw in raws else -1)
+        assert compiled.Directory.find(table, raw) == pure.Directory.find(table, raw) == want[1]
+    broken = array("i", table.slots)
+    broken[bad & table.mask] = len(raws) + 1 + bad  # a queue id past the end of the table
+    for raw in raws[:3] + [b"absent"]:
+        same(compiled, pure, "probe", broken, table.mask, table.arena, table.offs, raw, bad & table.mask)
 
 
 # -- the build of this process ---------------------------------------------------------------------

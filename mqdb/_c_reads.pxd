@@ -1,0 +1,22 @@
+# C types for the compiled twin of reads.py (the Python module stays the implementation). The helpers
+# behind read() are cpdef: read() calls them as C functions, and Python (the tests) still can.
+cimport cython
+
+@cython.locals(last=Py_ssize_t, b=Py_ssize_t)
+cpdef Py_ssize_t locate(sh, Py_ssize_t qid, long long k) except? -2
+
+@cython.locals(i=Py_ssize_t, first=cython.longlong, out=list, msgs=list)
+cpdef list _messages(sh, Py_ssize_t qid, long long k, long long end, Py_ssize_t b, Py_ssize_t ahead)
+
+cpdef _remember(sh, Py_ssize_t qid, long long k, Py_ssize_t b)
+
+@cython.locals(cache=dict, msgs=list, p=Py_ssize_t, over=Py_ssize_t)
+cpdef _decoded(sh, Py_ssize_t qid, Py_ssize_t b, Py_ssize_t ahead)
+
+@cython.locals(start=Py_ssize_t, skip=Py_ssize_t)
+cpdef _continued(sh, Py_ssize_t qid, Py_ssize_t b, head, Py_ssize_t need)
+
+cpdef Py_ssize_t _after(sh, Py_ssize_t qid, Py_ssize_t b) except? -2
+
+@cython.locals(bcount=Py_ssize_t, entry=cython.longlong, offset=cython.longlong, size=Py_ssize_t, skip=Py_ssize_t, flags=Py_ssize_t, got_qid=Py_ssize_t, psize=Py_ssize_t, got_count=Py_ssize_t, kind=Py_ssize_t, sealed=cython.longlong)
+cpdef _load(sh, Py_ssize_t qid, Py_ssize_t b)
