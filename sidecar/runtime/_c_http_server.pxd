@@ -1,15 +1,16 @@
 # C types for the compiled twin of http_server.py (the Python module stays the implementation).
 cimport cython
 
-# Aliased: the module imports the codec under its own name, as a Python module.
+# Aliased: the module imports these under their own names, as Python objects.
 from sidecar.codecs._c_http1 cimport ServerConnection as _ServerConnection
+from sidecar.policies._c_connections cimport ConnectionLimits as _ConnectionLimits
 
 
 cdef class HttpServer:
     cdef public object listener
     cdef public object handler
     cdef public object limits
-    cdef public object connections
+    cdef public _ConnectionLimits connections
     cdef public set open
     cdef public object loop
     cdef public bint stopping

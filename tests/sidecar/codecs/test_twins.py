@@ -594,3 +594,39 @@ def _drive_balancer(module, ops) -> list:
 def test_balancer_decides_alike(builds, ops):
     compiled, pure = builds
     assert _drive_balancer(compiled.balancer, ops) == _drive_balancer(pure.balancer, ops)
+
+
+LIMIT_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["opened", "idle", "waiting", "busy", "closed", "overdue"]),
+        st.integers(0, 7),
+        st.floats(0, 2, allow_nan=False),
+    ),
+    max_size=80,
+)
+
+
+def _drive_limits(module, ops) -> list:
+    """What ``module``'s ConnectionLimits answers to ``ops``, then each connection's phase."""
+    limits = module.ConnectionLimits(max_connections=4)
+    out: list = []
+    now = 0.0
+    for op, key, step in ops:
+        now += step
+        if op == "opened":
+            out.append(limits.opened(key, now + 1.0))
+        elif op in ("idle", "waiting"):
+            out.append(getattr(limits, op)(key, now + 0.5))
+        elif op == "overdue":
+            out.append(limits.overdue(now))
+        else:
+            out.append(getattr(limits, op)(key))
+    out.append([(key, limits.phase(key), key in limits) for key in range(8)] + [len(limits)])
+    return out
+
+
+@PROPERTY
+@given(ops=LIMIT_OPS)
+def test_connection_limits_decide_alike(builds, ops):
+    compiled, pure = builds
+    assert _drive_limits(compiled.connections, ops) == _drive_limits(pure.connections, ops)
