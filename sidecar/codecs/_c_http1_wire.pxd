@@ -75,7 +75,7 @@ cpdef bytes encode_head(str first_line, headers)
 
 cpdef str status_line(status, reason, final)
 
-@cython.locals(lowered=dict, values=list)
+@cython.locals(values=list)
 cpdef get_header(headers, str name, default=*)
 cpdef _lower(name)
 

@@ -378,8 +378,7 @@ def checked_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str, 
                 _TOKEN_NAMES.add(name)
         if not isinstance(value, str) or _CTL_STR.search(value):
             raise LocalProtocolError(f"invalid value for header {name}: {value!r}")
-        low = _LOWERED.get(name)
-        checked.append((name, _lower(name) if low is None else low, value))
+        checked.append((name, _lower(name), value))
     return checked
 
 
@@ -438,15 +437,9 @@ def get_header(headers: Iterable[tuple[str, str]], name: str, default: str | Non
     (RFC 9110 §5.3); ``default`` when there is none."""
     name = name.lower()
     values = []
-    lowered = _LOWERED
     for key, value in headers:
-        if key != name:
-            low = lowered.get(key)
-            if low is None:
-                low = _lower(key)
-            if low != name:
-                continue
-        values.append(value)
+        if key == name or _lower(key) == name:
+            values.append(value)
     if not values:
         return default
     return values[0] if len(values) == 1 else ", ".join(values)
@@ -460,6 +453,10 @@ _LOWERED_MAX_LENGTH = 64
 
 
 def _lower(name):
+    """``name.lower()``, from the cache when it was lowered lately."""
+    low = _LOWERED.get(name)
+    if low is not None:
+        return low
     low = name.lower()
     if len(name) <= _LOWERED_MAX_LENGTH:
         if len(_LOWERED) >= _LOWERED_MAX_ITEMS:

@@ -44,7 +44,6 @@ cdef class TunnelCaller:
     cdef public dict latency
     cdef dict __dict__  # a test or an operator may tune a class constant (TICK, DRAIN ...) on one caller
 
-    @cython.locals(pending=_Pending)
     cpdef _send(self, _Pending pending, key, now)
     cpdef _wake(self, _Pending pending, value)
     @cython.locals(pending=_Pending)

@@ -549,84 +549,81 @@ def test_the_canonical_form_tells_values_apart():
 
 # -- the policies a call passes --------------------------------------------------------------------
 
-BALANCER_OPS = st.lists(
-    st.tuples(
-        st.sampled_from(["add", "remove", "submit", "ok", "error", "timeout", "release", "expire", "cancel"]),
-        st.integers(0, 12),
-        st.floats(0, 3, allow_nan=False),
-    ),
-    max_size=80,
-)
+
+def _operations(calls: dict, keys: int, seconds: float):
+    """Random sequences of ``(name of calls, n in 0..keys, 0..seconds the clock moves on first)``."""
+    step = st.floats(0, seconds, allow_nan=False)
+    return st.lists(st.tuples(st.sampled_from(sorted(calls)), st.integers(0, keys), step), max_size=80)
+
+
+def _replay(target, calls: dict, ops) -> tuple[list, float]:
+    """What ``target`` answers to ``ops`` (see :func:`_operations`), each made by ``calls[name](target,
+    n, now)``; a ValueError is an answer too. Returns the answers and the clock at the end."""
+    out: list = []
+    now = 0.0
+    for name, n, step in ops:
+        now += step
+        try:
+            out.append(calls[name](target, n, now))
+        except ValueError as exc:
+            out.append(("ValueError", str(exc)))
+    return out, now
+
+
+def _provider(n: int) -> str:
+    return f"p{n % 3}"
+
+
+BALANCER_CALLS = {
+    "add": lambda b, n, now: b.add_provider(_provider(n), 1 + n % 4),
+    "remove": lambda b, n, now: b.remove_provider(_provider(n)),
+    "submit": lambda b, n, now: b.submit(n, now + 5.0, now),
+    **{
+        outcome: (lambda b, n, now, outcome=outcome: b.complete(n, _provider(n), now, outcome))
+        for outcome in ("ok", "error", "timeout")
+    },
+    "release": lambda b, n, now: b.release(now),
+    "expire": lambda b, n, now: b.expire(now),
+    "cancel": lambda b, n, now: b.cancel(n),
+}
 
 
 def _drive_balancer(module, ops) -> list:
     """What ``module``'s Balancer answers to ``ops``, then its counts and its next wake-up."""
     balancer = module.Balancer(threshold=3, queue_size=4, eject_after=2, backoff=0.5, max_backoff=4.0)
-    out: list = []
-    now = 0.0
-    for op, n, step in ops:
-        now += step
-        key = f"p{n % 3}"
-        try:
-            if op == "add":
-                out.append(balancer.add_provider(key, 1 + n % 4))
-            elif op == "remove":
-                out.append(balancer.remove_provider(key))
-            elif op == "submit":
-                out.append(balancer.submit(n, now + 5.0, now))
-            elif op in ("ok", "error", "timeout"):
-                out.append(balancer.complete(n, key, now, op))
-            elif op == "release":
-                out.append(balancer.release(now))
-            elif op == "expire":
-                out.append(balancer.expire(now))
-            else:
-                out.append(balancer.cancel(n))
-        except ValueError as exc:
-            out.append(("ValueError", str(exc)))
+    out, now = _replay(balancer, BALANCER_CALLS, ops)
     out.append(sorted((key, dataclasses.astuple(stats)) for key, stats in balancer.stats().items()))
     out.append((balancer.in_flight, balancer.queued, balancer.wakeup_time(now)))
     return out
 
 
 @PROPERTY
-@given(ops=BALANCER_OPS)
+@given(ops=_operations(BALANCER_CALLS, 12, 3.0))
 def test_balancer_decides_alike(builds, ops):
     compiled, pure = builds
     assert _drive_balancer(compiled.balancer, ops) == _drive_balancer(pure.balancer, ops)
 
 
-LIMIT_OPS = st.lists(
-    st.tuples(
-        st.sampled_from(["opened", "idle", "waiting", "busy", "closed", "overdue"]),
-        st.integers(0, 7),
-        st.floats(0, 2, allow_nan=False),
-    ),
-    max_size=80,
-)
+LIMIT_CALLS = {
+    "opened": lambda limits, key, now: limits.opened(key, now + 1.0),
+    "idle": lambda limits, key, now: limits.idle(key, now + 0.5),
+    "waiting": lambda limits, key, now: limits.waiting(key, now + 0.5),
+    "busy": lambda limits, key, now: limits.busy(key),
+    "closed": lambda limits, key, now: limits.closed(key),
+    "overdue": lambda limits, key, now: limits.overdue(now),
+}
 
 
 def _drive_limits(module, ops) -> list:
     """What ``module``'s ConnectionLimits answers to ``ops``, then each connection's phase."""
     limits = module.ConnectionLimits(max_connections=4)
-    out: list = []
-    now = 0.0
-    for op, key, step in ops:
-        now += step
-        if op == "opened":
-            out.append(limits.opened(key, now + 1.0))
-        elif op in ("idle", "waiting"):
-            out.append(getattr(limits, op)(key, now + 0.5))
-        elif op == "overdue":
-            out.append(limits.overdue(now))
-        else:
-            out.append(getattr(limits, op)(key))
+    out, _ = _replay(limits, LIMIT_CALLS, ops)
     out.append([(key, limits.phase(key), key in limits) for key in range(8)] + [len(limits)])
     return out
 
 
 @PROPERTY
-@given(ops=LIMIT_OPS)
+@given(ops=_operations(LIMIT_CALLS, 7, 2.0))
 def test_connection_limits_decide_alike(builds, ops):
     compiled, pure = builds
     assert _drive_limits(compiled.connections, ops) == _drive_limits(pure.connections, ops)
