@@ -100,8 +100,6 @@ class Continued(NamedTuple):
 
     msg: bytes
     b: int  # the block where it ends
-    block: Block  # that block
-    pos: int  # where in ``block.raw`` the next frame starts
 
 
 _new = tuple.__new__  # makes a record from a tuple, skipping the Python-level __new__ of NamedTuple
@@ -176,7 +174,7 @@ def _continued(sh, qid: int, b: int, head, need: int) -> Continued:
         start, skip = blk.start, blk.skip
         if need <= skip:
             parts.append(blk.raw[start : start + need])
-            return Continued(b"".join(parts), b, blk, start + need)
+            return Continued(b"".join(parts), b)
         if start + skip != len(blk.raw):
             raise CorruptionError(sh.data_path, _where(sh, b), "a continued message is cut", sh.name(qid))
         parts.append(blk.raw[start:])
