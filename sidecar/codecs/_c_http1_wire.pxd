@@ -75,7 +75,7 @@ cpdef bytes encode_head(str first_line, headers)
 
 cpdef str status_line(status, reason, final)
 
-@cython.locals(values=list)
+@cython.locals(values=list, size=Py_ssize_t)
 cpdef get_header(headers, str name, default=*)
 cpdef _lower(name)
 

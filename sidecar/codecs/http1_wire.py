@@ -435,10 +435,12 @@ def closing_response(status: int, headers: Iterable[tuple[str, str]], body: byte
 def get_header(headers: Iterable[tuple[str, str]], name: str, default: str | None = None) -> str | None:
     """The value of header ``name`` (any case); several fields of that name are joined with ", "
     (RFC 9110 §5.3); ``default`` when there is none."""
-    name = name.lower()
+    name = _lower(name)
+    size = len(name)
     values = []
     for key, value in headers:
-        if key == name or _lower(key) == name:
+        # Lowering keeps the length of an ASCII name: a name of another length is skipped unlowered.
+        if key == name or ((len(key) == size or not key.isascii()) and _lower(key) == name):
             values.append(value)
     if not values:
         return default

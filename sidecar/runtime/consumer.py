@@ -26,7 +26,7 @@ from sidecar.codecs.dubbo_messages import Serialization
 from sidecar.codecs.tunnel import hex_id
 from sidecar.errors import ProtocolError
 from sidecar.runtime.caller import CallError, TunnelCaller
-from sidecar.runtime.http_server import Handler, HttpServer, Limits
+from sidecar.runtime.http_server import HttpServer, Limits
 from sidecar.runtime.registry import StaticRegistry, format_address
 from sidecar.runtime.settings import ACCESS_LOGGER, ConsumerConfig
 
@@ -72,8 +72,10 @@ def limits_of(config: ConsumerConfig) -> Limits:
     )
 
 
-class ConsumerSidecar(Handler):
-    """One consumer process (one worker of ``--workers N``).
+class ConsumerSidecar:
+    """One consumer process (one worker of ``--workers N``), and the handler of its HTTP server: it
+    answers every method of :class:`~sidecar.runtime.http_server.Handler` itself (not a subclass, so
+    that the compiled build makes it an extension type with typed fields).
 
     ``listener`` is an already-listening socket (the workers' shared port) or None to bind
     ``config.listen``. ``registry`` defaults to the static list in ``config.providers``. ``keys``
@@ -104,6 +106,8 @@ class ConsumerSidecar(Handler):
         self._server: HttpServer | None = None
         self._serialization = _SERIALIZATIONS[config.serialization]
         self._stopping = False
+        self._access_log = config.access_log  # the settings read per call, kept at hand
+        self._provider_header = config.provider_header
 
     @property
     def address(self) -> tuple[str, int]:
@@ -186,7 +190,7 @@ class ConsumerSidecar(Handler):
 
     def _client(self, connection) -> str | None:
         """The client's address for the access log; None when the log is off (no cost then)."""
-        return format_address(*connection.address[:2]) if self.config.access_log else None
+        return format_address(*connection.address[:2]) if self._access_log else None
 
     def _bad_call(self, request, error: ProtocolError, respond, started, client) -> None:
         form = calls.json_route(request.target) is None
@@ -197,7 +201,6 @@ class ConsumerSidecar(Handler):
         started = time.monotonic()
         respond = connection.respond
         client = self._client(connection)
-        form = calls.json_route(request.target) is None
         try:
             call = calls.parse_call(request.method, request.target, request.headers, body)
             serialization = self._serialization
@@ -206,11 +209,12 @@ class ConsumerSidecar(Handler):
                 lambda result: self._answer(request, call, result, respond, started, client),
             )
         except CallError as e:
-            self._answer(request, None, e, respond, started, client, form=form)
+            self._answer(request, None, e, respond, started, client, form=calls.json_route(request.target) is None)
         except ProtocolError as e:
             self._bad_call(request, e, respond, started, client)
         except Exception:
             log.exception("call failed: %s %s", request.method, request.target)
+            form = calls.json_route(request.target) is None
             self._send(request, calls.error_reply(500, "internal error in the consumer sidecar", form=form), respond,
                        started, client)  # fmt: skip
 
@@ -228,7 +232,7 @@ class ConsumerSidecar(Handler):
             else:
                 frame, provider = result
                 reply = calls.reply_for(call, frame)
-                if self.config.provider_header:
+                if self._provider_header:
                     reply.headers.append(("X-Provider", provider))
         except ProtocolError as e:
             reply = calls.error_reply(e.status_hint, e.reason, form=form, headers=getattr(e, "headers", ()))
