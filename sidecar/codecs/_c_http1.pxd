@@ -17,6 +17,8 @@ cdef class _Connection:
 cdef class ServerConnection(_Connection):
     cdef public object _request
 
+    cpdef take_body(self)
+
 
 cdef class ClientConnection(_Connection):
     cdef public object host

@@ -264,6 +264,25 @@ class ServerConnection(_Connection):
         reader = body_reader(headers, version, self._limits)
         return Request(method, target, headers, version, wants_keep_alive(headers, version)), reader
 
+    def take_body(self) -> bytes | None:
+        """The rest of the request body at once, when its ``Content-Length`` is known and every byte
+        of it has been received: the body is consumed and the request ended, exactly as if
+        ``next_event()`` had returned its :class:`Data` pieces and then :class:`EndOfMessage`. Else
+        (a chunked body, bytes still to come, no body being read, an error) None, and nothing changed.
+        A shortcut for servers that take a whole request at once; ``next_event()`` stays the way in.
+        """
+        reader = self._reader
+        if self._error is not None or type(reader) is not LengthReader or self.their_state is not SEND_BODY:
+            return None
+        left = reader.left
+        buffer = self._buffer
+        if len(buffer) < left:
+            return None
+        body = buffer.take(left) if left else b""
+        reader.left = 0
+        self._state.process_event(CLIENT, EndOfMessage)
+        return body
+
     def send(self, event: Response | InformationalResponse) -> bytes:
         if isinstance(event, InformationalResponse):
             self._state.next_state(SERVER, InformationalResponse)

@@ -351,7 +351,7 @@ class Connection:
             self.in_process = False
 
     def _process(self) -> None:
-        conn, server = self.conn, self.server
+        conn = self.conn
         turn_ends = time.monotonic() + TURN_SECONDS
         for count in range(EVENTS_PER_TURN):
             if self.answering or self.closed or self.draining:
@@ -373,18 +373,13 @@ class Connection:
             elif kind is http1.Request:
                 if not self._begin(event):
                     return
+                if self.declared and self.rejected is None:  # its body reserved whole: here already?
+                    body = conn.take_body()
+                    if body is not None:
+                        self.body = [body]
+                        self._end()
             elif kind is http1.EndOfMessage:
-                self.answering = True
-                server.connections.busy(self)
-                server.counters["requests"] += 1
-                request, body = self.request, b"".join(self.body)
-                self.body = []
-                self.stage = "busy"
-                rejected, self.rejected = self.rejected, None
-                if rejected is None:
-                    server.handler.handle(request, body, self)
-                else:
-                    server.handler.refused(request, rejected, self)
+                self._end()
             elif event is http1.NEED_DATA:
                 self._read_more()
                 return
@@ -394,6 +389,21 @@ class Connection:
                 self.close()
                 return
         self.server.later(self)  # more to do: after the others had their turn
+
+    def _end(self) -> None:
+        """The request in hand came whole: to the handler (or, refused by its head, to ``refused``)."""
+        server = self.server
+        self.answering = True
+        server.connections.busy(self)
+        server.counters["requests"] += 1
+        request, body = self.request, b"".join(self.body)
+        self.body = []
+        self.stage = "busy"
+        rejected, self.rejected = self.rejected, None
+        if rejected is None:
+            server.handler.handle(request, body, self)
+        else:
+            server.handler.refused(request, rejected, self)
 
     def _begin(self, request: http1.Request) -> bool:
         """A request head came whole: check it, reserve its body, say 100 Continue if it asked."""

@@ -720,6 +720,41 @@ def echo(request: Request, body: bytes) -> Response:
     return Response(200, [("X-Target", request.target)], body)
 
 
+def test_take_body_gives_a_whole_declared_body_at_once_and_ends_the_request():
+    conn = ServerConnection()
+    conn.receive_data(b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nx=1")
+    assert isinstance(conn.next_event(), Request)
+    assert conn.take_body() is None  # 2 of its 5 bytes still to come: nothing changed
+    assert conn.their_state is SEND_BODY and conn.buffered == 3
+    conn.receive_data(b"&yPOST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
+    assert conn.take_body() == b"x=1&y"
+    assert conn.their_state is DONE and conn.our_state is SEND_RESPONSE
+    assert conn.next_event() is PAUSED  # as after EndOfMessage: the next request waits its turn
+    conn.send(Response(200))
+    conn.start_next_cycle()
+    assert conn.next_event().target == "/b"
+    assert conn.take_body() == b"" and conn.their_state is DONE
+    assert conn.take_body() is None  # no body being read now
+
+
+def test_take_body_leaves_chunked_bodies_and_errors_to_next_event():
+    conn = ServerConnection()
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n")
+    conn.next_event()
+    assert conn.take_body() is None
+    assert drain(conn) == [Data(b"x"), EOM, NEED_DATA]
+    broken = ServerConnection()
+    broken.receive_data(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab\r\n")
+    broken.next_event()
+    assert broken.take_body() == b"ab"
+    assert broken.next_event() is PAUSED
+    never = ServerConnection()
+    never.receive_data(b"GET / HTTP/1.1\r\n\r\n")
+    with pytest.raises(RemoteProtocolError):
+        never.next_event()
+    assert never.take_body() is None
+
+
 @both
 def test_three_pipelined_requests_in_one_chunk_are_answered_in_order(Server):
     conn = Server()

@@ -151,14 +151,29 @@ PROPERTY = settings(
 # -- HTTP/1.1 --------------------------------------------------------------------------------------
 
 
-def serve(build: SimpleNamespace, pieces: list[bytes], limits: dict, with_calls: bool) -> list:
+def serve(build: SimpleNamespace, pieces: list[bytes], limits: dict, with_calls: bool, take_bodies: bool) -> list:
     """What a server of ``build`` makes of ``pieces``: every event, the bytes of each reply (200 as
     soon as a request ends), with ``with_calls`` the call of each request (or its error) and the bytes
-    of its Dubbo frame; then the peer's error and the bytes of the error reply."""
+    of its Dubbo frame; then the peer's error and the bytes of the error reply. With ``take_bodies``
+    each request's body is asked for whole (``take_body``) as soon as its head comes."""
     http1, calls = build.http1, build.calls
     server = http1.ServerConnection(**limits)
     events: list = []
     request, body = None, []
+
+    def ended() -> bool:
+        if with_calls:
+            whole = (request.method, request.target, request.headers, b"".join(body))
+            events.append(outcome(calls.parse_call, *whole))
+            if events[-1][0] == "returned":
+                call = calls.parse_call(*whole)
+                events.append(outcome(calls.encode_call, call, 7))
+        events.append(server.send(http1.Response(200, [("X-Seen", str(len(events)))], b"ok")))
+        events.append(server.our_state)
+        if server.our_state is http1.MUST_CLOSE:
+            return False
+        server.start_next_cycle()
+        return True
 
     def drain() -> bool:
         nonlocal request, body
@@ -171,20 +186,18 @@ def serve(build: SimpleNamespace, pieces: list[bytes], limits: dict, with_calls:
                 return False
             if isinstance(event, http1.Request):
                 request, body = event, []
+                if take_bodies:
+                    whole = server.take_body()
+                    events.append(("taken", whole, server.their_state))
+                    if whole is not None:
+                        body.append(whole)
+                        if not ended():
+                            return False
             elif isinstance(event, http1.Data):
                 body.append(event.data)
             elif isinstance(event, http1.EndOfMessage):
-                if with_calls:
-                    whole = (request.method, request.target, request.headers, b"".join(body))
-                    events.append(outcome(calls.parse_call, *whole))
-                    if events[-1][0] == "returned":
-                        call = calls.parse_call(*whole)
-                        events.append(outcome(calls.encode_call, call, 7))
-                events.append(server.send(http1.Response(200, [("X-Seen", str(len(events)))], b"ok")))
-                events.append(server.our_state)
-                if server.our_state is http1.MUST_CLOSE:
+                if not ended():
                     return False
-                server.start_next_cycle()
 
     try:
         for piece in pieces:
@@ -203,11 +216,14 @@ HTTP_INPUTS = st.binary(max_size=256) | mutated(http_requests()) | http_requests
 
 
 @PROPERTY
-@given(data=HTTP_INPUTS, cuts=CUTS, limits=LIMITS, with_calls=st.booleans())
-def test_http_server_parses_alike(builds, data, cuts, limits, with_calls):
+@given(data=HTTP_INPUTS, cuts=CUTS, limits=LIMITS, with_calls=st.booleans(), take_bodies=st.booleans())
+def test_http_server_parses_alike(builds, data, cuts, limits, with_calls, take_bodies):
     compiled, pure = builds
     pieces = splits(data, cuts)
-    same(lambda: serve(compiled, pieces, limits, with_calls), lambda: serve(pure, pieces, limits, with_calls))
+    same(
+        lambda: serve(compiled, pieces, limits, with_calls, take_bodies),
+        lambda: serve(pure, pieces, limits, with_calls, take_bodies),
+    )
 
 
 ESCAPES = st.text(alphabet="ab=&%+0fFzé\U0001f600", max_size=30).map(str.encode)
