@@ -124,7 +124,7 @@ def consumer_view(raw: dict) -> dict:
             "batched_calls": counters.get("batched_calls", 0),
             "dropped": dict(sorted(raw.get("dropped", {}).items())),
         },
-        "http": {name: raw.get(name, 0) for name in ("connections", "requests", "timeouts")},
+        "http": {name: raw.get(name, 0) for name in ("connections", "requests", "timeouts", "send_timeouts")},
     }
 
 
@@ -217,7 +217,16 @@ def consumer_metrics(raw: dict) -> str:
     out.gauge("workers", "Worker processes whose stats these are.", raw.get("workers", 1))
     out.counter("http_connections_total", "HTTP connections accepted.", raw.get("connections", 0))
     out.counter("http_requests_total", "HTTP requests read whole.", raw.get("requests", 0))
-    out.counter("http_timeouts_total", "HTTP connections closed for an idle or header timeout.", raw.get("timeouts", 0))
+    out.counter(
+        "http_timeouts_total",
+        "HTTP connections closed for a deadline (idle, request head, whole request, answer not taken).",
+        raw.get("timeouts", 0),
+    )
+    out.counter(
+        "http_send_timeouts_total",
+        "HTTP connections closed because the client did not take an answer within send_timeout.",
+        raw.get("send_timeouts", 0),
+    )
     out.counter("calls_total", "Calls admitted (sent to a provider or queued).", counters.get("calls", 0))
     out.counter("calls_answered_total", "Calls answered by a provider.", counters.get("answered", 0))
     out.counter("calls_timeouts_total", "Calls without an answer by their deadline (504).", counters.get("timeouts", 0))

@@ -167,6 +167,7 @@ class ConsumerSidecar:
             "connections": http.get("connections", 0),
             "requests": http.get("requests", 0),
             "timeouts": http.get("timeouts", 0),
+            "send_timeouts": http.get("send_timeouts", 0),
             "http": {**http, "open": len(self._server.open) if self._server else 0},
             **self.caller.stats(),
         }

@@ -20,7 +20,8 @@ No client can starve the others or the process (:class:`Limits` has the numbers)
   ``max_buffered`` are left in the kernel until the earlier ones are answered.
 * **Deadlines**: a kept-alive connection may stay silent for ``idle_timeout``; a request head must be
   whole within ``header_timeout`` of its first byte and the whole request within ``request_timeout``
-  (408, then closed); an answer must be taken by the client within ``send_timeout`` (closed).
+  (408, then closed); an answer must be taken by the client within ``send_timeout`` (reset: what it
+  did not take is dropped, so that the kernel does not hold it for a client that never reads).
 * **Connections**: at ``max_connections`` a new connection sheds the longest idle one (then the
   slowest client); when every connection is busy with a call, the new one gets 503 and is closed.
 * **Memory**: request bodies buffered at once, in all connections together, take at most
@@ -40,6 +41,7 @@ import ctypes.util
 import logging
 import select
 import socket
+import struct
 import time
 from dataclasses import dataclass
 
@@ -67,6 +69,7 @@ SMALL_BODY = 16 * 1024  # bodies up to this may use the whole body budget; large
 TRIM_AFTER = 4 << 20  # bytes of bodies held at once since the last trim that make the next idle moment trim
 
 _READ, _WRITE = 1, 2
+_LINGER_NONE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 seconds: close() resets the connection
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ class HttpServer:
             "connections": 0,  # accepted
             "requests": 0,  # whole requests handed to the handler
             "timeouts": 0,  # closed for a deadline (idle, head, request, send)
+            "send_timeouts": 0,  # of those, answers the client did not take within send_timeout
             "shed": 0,  # closed to make room for a new connection
             "refused": 0,  # new connections refused with 503: every connection busy
             "over_budget": 0,  # requests refused with 503: the body budget was spent
@@ -230,6 +234,8 @@ class HttpServer:
         try:
             for connection in self.connections.overdue(time.monotonic()):
                 self.counters["timeouts"] += 1
+                if connection.stage == "send":
+                    self.counters["send_timeouts"] += 1
                 connection.late()
             if self._trim_pending and not self.body_in_use:
                 self._trim_pending = False
@@ -576,13 +582,27 @@ class Connection:
         self._resume_reading()
 
     def late(self) -> None:
-        """Its deadline passed: 408 for a request that did not come whole in time, else just close."""
+        """Its deadline passed: 408 for a request that did not come whole in time; an answer the
+        client did not take is dropped with a reset; else just close."""
         if self.closed:
             return
         if self.stage in ("head", "body"):
             self._fail(408, "the request did not arrive in time")
+        elif self.stage == "send":
+            self.reset()
         else:
             self.close()
+
+    def reset(self) -> None:
+        """Close with a reset (``SO_LINGER`` 0): the bytes the client has not taken are dropped at
+        once. A plain close would leave them to the kernel, which keeps the connection and its send
+        buffer (megabytes) for as long as the client's window stays shut."""
+        if not self.closed:
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_NONE)
+            except OSError:
+                pass
+        self.close()
 
     def refuse(self, response: http1.Response) -> None:
         """Answer a connection that is not taken, and close it."""

@@ -94,6 +94,7 @@ ABUSES = {
     "more idle connections than the limit": "idle-flood",
     "slow 1 MiB bodies": "slow-bodies",
     "pipelining clients that never read": "never-reads",
+    "a client whose window stays shut": "stalled-reader",
     "1 MiB bodies past the body budget": "large-bodies",
     "uploads over the body limit": "oversized-uploads",
 }
@@ -104,6 +105,7 @@ def test_a_normal_client_is_served_while_another_misbehaves(mesh, name):
     consumer, address, admin = mesh
     quiet = normal_calls(address)
     rss_before = rss_kib(consumer.pid)
+    send_timeouts = admin_stats(admin)["http"]["send_timeouts"]
     process = abuse(ABUSES[name], address)
     gevent.sleep(0.5)  # the abuse is under way
     during = normal_calls(address)
@@ -119,6 +121,9 @@ def test_a_normal_client_is_served_while_another_misbehaves(mesh, name):
         assert set(result["statuses"]) <= {"408", "503"} and "408" in result["statuses"]
     if name == "pipelining clients that never read":
         assert all(result["cut_off"])
+    if name == "a client whose window stays shut":  # reset by the send deadline, not closed by the idle one
+        assert result["reset"]
+        wait_until(lambda: admin_stats(admin)["http"]["send_timeouts"] > send_timeouts, "the send deadline to count")
     if name == "uploads over the body limit":  # each reads its 413, not a reset
         assert result["statuses"] == ["413"] * 10
     if name == "1 MiB bodies past the body budget":

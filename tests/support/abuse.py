@@ -7,6 +7,7 @@ Each abuse is bounded in count and time and stops by itself.
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 import sys
@@ -158,6 +159,24 @@ def never_reads(address, limits) -> dict:
     return {"cut_off": in_threads(5, one)}
 
 
+def stalled_reader(address, limits) -> dict:
+    """One connection that pipelines 200,000 ``GET /x`` (each answered at once, 404, no call made)
+    and never reads: its answers fill its small receive window and then the consumer's send buffer
+    (several MB), and the answer the socket cannot take must be taken within ``send_timeout``. Without
+    reading a byte, it waits to be reset (the socket's pending error)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(address)
+    sock.settimeout(WAIT)
+    _send_quietly(sock, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n" * 200_000)  # the kernel's buffers take most
+    end, error = time.monotonic() + limits["send_timeout"] + WAIT, 0
+    while not error and time.monotonic() < end:
+        time.sleep(0.05)
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    sock.close()
+    return {"reset": error == errno.ECONNRESET}
+
+
 def large_bodies(address, limits) -> dict:
     """40 connections each uploading a whole 1 MiB body as fast as they can (past the body budget)."""
 
@@ -191,6 +210,7 @@ ABUSES = {
     "idle-flood": idle_flood,
     "slow-bodies": slow_bodies,
     "never-reads": never_reads,
+    "stalled-reader": stalled_reader,
     "large-bodies": large_bodies,
     "oversized-uploads": oversized_uploads,
 }

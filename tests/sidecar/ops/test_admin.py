@@ -95,7 +95,7 @@ def test_consumer_stats_after_calls(start, servers, providers):
     assert stats["calls"]["calls"] == stats["calls"]["answered"] == 6
     assert stats["tunnel"]["datagrams_out"] == 6 and stats["tunnel"]["datagrams_in"] == 6
     assert stats["tunnel"]["dropped"] == {}
-    assert stats["http"] == {"connections": 1, "requests": 6, "timeouts": 0}
+    assert stats["http"] == {"connections": 1, "requests": 6, "timeouts": 0, "send_timeouts": 0}
 
 
 def test_consumer_metrics_parse_as_prometheus_text(start, servers, providers):

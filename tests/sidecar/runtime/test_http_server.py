@@ -142,6 +142,25 @@ def test_a_body_sent_a_byte_at_a_time_meets_the_request_deadline(start, provider
     assert reply.startswith(b"HTTP/1.1 408 ")
 
 
+def test_an_answer_not_taken_within_the_send_deadline_is_dropped_with_a_reset(start, provider):
+    sidecar = start([provider.entry()], send_timeout=0.3, idle_timeout=60)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(sidecar.address)
+    # Answered at once (404), far more answers than the client's window and the server's send buffer hold.
+    writer = gevent.spawn(sock.sendall, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n" * 200_000)
+    try:
+        wait_until(lambda: sidecar.counters["send_timeouts"] == 1, "the send deadline")
+        assert not sidecar._server.open
+        with pytest.raises(ConnectionResetError), gevent.Timeout(WAIT):
+            while sock.recv(65536):  # what the kernel had taken before the reset, then the reset
+                pass
+    finally:
+        writer.kill()
+        sock.close()
+    assert sidecar.counters["timeouts"] == 1
+
+
 def test_at_the_connection_limit_the_longest_idle_connection_makes_room(start, provider):
     sidecar = start([provider.entry()], max_connections=3)
     idle = [socket.create_connection(sidecar.address) for _ in range(3)]
