@@ -534,7 +534,7 @@ class Connection:
             self.stage = "idle"
             server.connections.idle(self, time.monotonic() + server.limits.idle_timeout)
         self._resume_reading()
-        if not self.in_process:
+        if not self.in_process and (conn.buffered or self.eof):  # else the parser would only ask for bytes
             self.process()
 
     # -- errors and the end ---------------------------------------------------------------------
