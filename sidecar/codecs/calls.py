@@ -115,7 +115,7 @@ def check_route(method: str, target: str, headers: list[tuple[str, str]]) -> str
     405 method GET not allowed: calls are POST
     """
     path, _, query = _origin_form(target).partition("?")
-    whole = json_route(path)
+    whole = _json_path(path)
     form = whole is None
     if whole is False:
         raise BadCall(f"no such path {_show(path)}: the JSON call is {JSON_ROUTE}", 404)
@@ -139,7 +139,11 @@ def json_route(target: str) -> bool | None:
     >>> json_route("/"), json_route("/dubbo/Svc/hash?x"), json_route("/dubbo/Svc")
     (None, True, False)
     """
-    path = _origin_form(target).partition("?")[0]
+    return _json_path(_origin_form(target).partition("?")[0])
+
+
+def _json_path(path: str) -> bool | None:
+    """:func:`json_route` of a path without its query."""
     if not path.startswith("/dubbo/"):
         return None
     parts = path.split("/")
