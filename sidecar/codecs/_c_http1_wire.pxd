@@ -55,6 +55,9 @@ cdef class ChunkedReader:
 @cython.locals(fields=list, parsed=dict, line=bytes, field=tuple)
 cpdef list parse_fields(list lines, max_headers, str where)
 
+@cython.locals(name=bytes, colon=bytes, value=bytes, lowered=str)
+cpdef tuple _parse_field(bytes line)
+
 @cython.locals(parsed=tuple)
 cpdef tuple parse_request_line(bytes line)
 

@@ -140,10 +140,7 @@ def parse_fields(lines: list[bytes], max_headers: int, where: str) -> Headers:
     for line in lines:
         field = parsed.get(line)
         if field is None:
-            match = _FIELD_RE.fullmatch(line)
-            if match is None or _CTL_RE.search(match.group(2)):
-                raise RemoteProtocolError(_field_problem(line))
-            field = (match.group(1).decode("ascii").lower(), match.group(2).decode("latin-1"))
+            field = _parse_field(line)
             if len(line) <= _PARSED_FIELDS_MAX_LENGTH:
                 if len(parsed) >= _PARSED_FIELDS_MAX_ITEMS:
                     parsed.clear()
@@ -152,11 +149,34 @@ def parse_fields(lines: list[bytes], max_headers: int, where: str) -> Headers:
     return fields
 
 
+def _parse_field(line: bytes) -> tuple[str, str]:
+    """A header line not met lately (_FIELD_RE, without running it): a token name, a colon, and a
+    value without the spaces and tabs around it and without control characters other than HTAB."""
+    name, colon, value = line.partition(b":")
+    if not colon:
+        raise RemoteProtocolError(_field_problem(line))
+    lowered = _FIELD_NAMES.get(name)
+    if lowered is None:
+        if not _TOKEN_RE.fullmatch(name):
+            raise RemoteProtocolError(_field_problem(line))
+        lowered = name.decode("ascii").lower()
+        if len(name) <= _LOWERED_MAX_LENGTH:
+            if len(_FIELD_NAMES) >= _LOWERED_MAX_ITEMS:
+                _FIELD_NAMES.clear()
+            _FIELD_NAMES[name] = lowered
+    value = value.strip(b" \t")
+    if _CTL_RE.search(value):
+        raise RemoteProtocolError(_field_problem(line))
+    return lowered, value.decode("latin-1")
+
+
 # Header lines parsed lately: most come again and again (Host, Content-Type, User-Agent, many a
-# Content-Length), and a dict lookup is cheaper than the regular expressions; cleared whole when full.
+# Content-Length), and a dict lookup is cheaper than parsing; cleared whole when full. A line that
+# differs each time (X-Request-Id) still finds its name among the names met lately, checked once.
 _PARSED_FIELDS: dict[bytes, tuple[str, str]] = {}
 _PARSED_FIELDS_MAX_ITEMS = 4096
 _PARSED_FIELDS_MAX_LENGTH = 256
+_FIELD_NAMES: dict[bytes, str] = {}  # valid field names met lately -> lowered
 
 
 def _field_problem(line: bytes) -> str:

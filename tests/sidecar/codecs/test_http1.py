@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar.codecs import http1, http1_states
+from sidecar.codecs import http1, http1_states, http1_wire
 from sidecar.codecs.http1 import (
     CLIENT,
     CLOSED,
@@ -1062,6 +1062,37 @@ def test_parse_form_rejects_bad_input(body, reason):
         with pytest.raises(RemoteProtocolError) as info:
             parse_form(body)
         assert (info.value.reason, info.value.status_hint) == (reason, 400)
+
+
+FIELD_LINES = st.lists(
+    st.sampled_from(
+        [b"Host", b"X-Id", b"a", b" ", b"\t", b":", b"::", b"\x00", b"\x7f", b"\r", b"\xe9", b"\xff", b"v", b"(", b"~"]
+    ),
+    max_size=10,
+).map(b"".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(lines=st.lists(FIELD_LINES, min_size=1, max_size=4))
+def test_a_field_line_is_what_the_field_grammar_says(lines):
+    """_parse_field (and the caches around it) is the grammar of _FIELD_RE: the same name and
+    value, or the same error, whatever was parsed before."""
+    for line in lines:
+        match = http1_wire._FIELD_RE.fullmatch(line)
+        if match is None or http1_wire._CTL_RE.search(match.group(2)):
+            with pytest.raises(RemoteProtocolError) as caught:
+                http1_wire.parse_fields([line], 100, "request head")
+            assert caught.value.reason == http1_wire._field_problem(line)
+        else:
+            expected = (match.group(1).decode("ascii").lower(), match.group(2).decode("latin-1"))
+            assert http1_wire.parse_fields([line], 100, "request head") == [expected]
+            assert http1_wire._parse_field(line) == expected
+
+
+def test_a_known_field_name_without_its_colon_is_still_an_error():
+    assert http1_wire.parse_fields([b"X-Known: 1"], 100, "request head") == [("x-known", "1")]
+    with pytest.raises(RemoteProtocolError, match="header line without a colon"):
+        http1_wire.parse_fields([b"X-Known"], 100, "request head")
 
 
 def test_get_header_is_case_insensitive_and_joins_repeats():
