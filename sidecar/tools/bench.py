@@ -25,9 +25,10 @@ consumer's CPU per call at most 2.0x nginx's and the provider's at most 1.5x; la
 first level, QPS at least 0.95x nginx's and p99 at most 1.5x; capacity-bound, zero errors and at least
 0.90 of the ideal QPS.
 
-Each topology gets a short warm-up run (not reported) before its first level. The run begins with
-the build of the codecs that the sidecars run and, from :func:`sidecar.tools.bench_codec.paths`, the
-CPU per call of the codec work on the request and reply paths in the compiled and the pure build.
+Each topology gets a short warm-up run (not reported, at most one level's duration) before its first
+level. The run begins with the build of the codecs that the sidecars run and, from
+:func:`sidecar.tools.bench_codec.paths`, the CPU per call of the codec work on the request and reply
+paths in the compiled and the pure build.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from sidecar.tools.wrk_run import find_wrk, run_wrk
 
 __all__ = ["BenchError", "Level", "BUILDS", "run", "measure_sidecar", "measure_nginx", "targets"]
 
-WARMUP = 2.0  # seconds of load before a topology's first measured level
+WARMUP = 2.0  # seconds of load before a topology's first measured level (at most one level's duration)
 WRK_THREADS = 2
 WRK_TIMEOUT = 5.0  # seconds before wrk counts a request as timed out
 BUILDS = {"compiled": "0", "pure": "1"}  # a build of the codecs -> the DUBBOMESH_PURE_PYTHON that picks it
@@ -138,7 +139,7 @@ def measure_sidecar(
     each level."""
     env = {PURE_PYTHON: BUILDS[build]} if build else None
     with topology.Topology.start(scenario, consumer_workers=workers, env=env, request_batch=request_batch) as topo:
-        _wrk(topo.consumer_url, levels[0], WARMUP)
+        _wrk(topo.consumer_url, levels[0], min(WARMUP, duration))
         for connections in levels:
             roles = topo.pids()
             result, cpu = _measure(topo.consumer_url, roles, connections, duration)
@@ -174,7 +175,7 @@ def measure_nginx(scenario: topology.Scenario, levels: tuple[int, ...], duration
             with Nginx(port, upstreams, workdir) as nginx:
                 url = f"http://127.0.0.1:{port}/"
                 roles = {"nginx": [nginx.worker_pid], "services": [b.pid for b in backends]}
-                _wrk(url, levels[0], WARMUP)
+                _wrk(url, levels[0], min(WARMUP, duration))
                 for connections in levels:
                     result, cpu = _measure(url, roles, connections, duration)
                     yield Level("nginx", scenario.name, connections, scenario.ideal_qps(connections), result, cpu)
