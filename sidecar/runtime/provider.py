@@ -14,8 +14,9 @@ turn (a datagram the socket does not take at once waits in the
 
 No greenlet runs per call: the tunnel socket is read by a callback of the hub's loop (a read watcher;
 at most ``BURST`` datagrams per turn, then the loop goes on), and the service's replies come in by the
-pool's own read watchers; greenlets are left to connecting, the sweep for calls past their timeout,
-and writes that must wait for the kernel.
+pool's own read watchers; greenlets are left to the pool's connecting (and waiting for a connection's
+end), its heartbeats and its writes that must wait for the kernel, and to the sweep for calls past
+their timeout.
 
 Nothing waits for a deadline that need not: a call the service cannot get (no connection up) or
 whose connection dies is answered at once with a Dubbo error response (status ``SERVICE_ERROR``)
