@@ -9,8 +9,14 @@ service through a :class:`~sidecar.runtime.upstream.DubboPool` with those 8 head
 gets the tunnel id written back into its header and goes, by datagram, to the address its call came
 from; the replies that become ready in one turn of the event loop are packed per consumer with
 :class:`~sidecar.codecs.tunnel.ReplyBatcher` and sent by one callback of the event loop at the end of that
-turn (no greenlet of its own: a datagram the socket does not take at once waits in a backlog for a
-greenlet that waits until it can be sent).
+turn (a datagram the socket does not take at once waits in the
+:class:`~sidecar.runtime.datagrams.DatagramSender`'s backlog for a write watcher).
+
+No greenlet runs per call: the tunnel socket is read by a callback of the hub's loop (a read watcher;
+at most ``BURST`` datagrams per turn, then the loop goes on), and the service's replies come in by the
+pool's own read watchers; greenlets are left to the pool's connecting (and waiting for a connection's
+end), its heartbeats and its writes that must wait for the kernel, and to the sweep for calls past
+their timeout.
 
 Nothing waits for a deadline that need not: a call the service cannot get (no connection up) or
 whose connection dies is answered at once with a Dubbo error response (status ``SERVICE_ERROR``)
@@ -41,7 +47,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 import gevent
-import gevent.socket
+import gevent.event
 
 from sidecar._accel import import_c_accel, module_name
 from sidecar.codecs import tunnel
@@ -59,6 +65,7 @@ log = logging.getLogger(module_name(__name__))
 
 _ID = struct.Struct(">Q")
 _SERIALIZATIONS = frozenset(s.value for s in Serialization)
+_READ = 1  # libev's EV_READ
 
 
 class Call(NamedTuple):
@@ -150,7 +157,7 @@ class ProviderSidecar:
     """
 
     SWEEP = 0.1  # seconds between looks for calls past call_timeout
-    BURST = 64  # datagrams read in a row before letting other greenlets run
+    BURST = 64  # datagrams read per turn of the loop
     STOP_READ = 16384  # datagrams already received that stop() still reads, at most
     SOCKET_BUFFER = 4 * 1024 * 1024  # asked of the kernel for the UDP socket, both ways
 
@@ -200,8 +207,9 @@ class ProviderSidecar:
         )
         self.counters: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
-        self._sock: _socket.socket | None = None  # non-blocking; the read loop waits with the hub
-        self._reader: gevent.Greenlet | None = None
+        self._sock: _socket.socket | None = None  # non-blocking; the read watcher says when it has datagrams
+        self._reader = None  # the read watcher on the hub's loop, from start() to stop()
+        self._stopped_event = gevent.event.Event()  # set once stop() is done: serve_forever returns
         self._sweeper: gevent.Greenlet | None = None
         self._loop = gevent.get_hub().loop
         self._outgoing: dict[tuple[tuple[str, int], int], tunnel.ReplyBatcher] = {}
@@ -243,25 +251,34 @@ class ProviderSidecar:
         level = logging.WARNING if remote and not self.sources.keyed and not self.sources.networks else logging.INFO
         log.log(level, "tunnel on %s: %s", self.listen[0], self.sources.describe())
         self.pool.start()
-        self._reader = gevent.spawn(self._read_loop)
+        self._reader = self._loop.io(sock.fileno(), _READ)
+        self._reader.start(self._readable)
         self._sweeper = gevent.spawn(self._sweep_loop)
 
     def serve_forever(self) -> None:
-        """Start if needed and serve until :meth:`stop`."""
+        """Start if needed and serve until :meth:`stop` is done."""
+        if self._stopped:
+            return
         if self._sock is None:
             self.start()
-        self._reader.join()
-        if self._sweeper is not None:
-            self._sweeper.join()
+        self._stopped_event.wait()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop receiving, give the calls in flight up to ``timeout`` seconds, answer the rest with an
         error, send every reply and close. Stopping twice is harmless."""
         if self._stopped or self._sock is None:
             self._stopped = True
+            self._stopped_event.set()
             return
         self._stopped = True
-        self._reader.kill()
+        try:
+            self._stop(timeout)
+        finally:
+            self._stopped_event.set()
+
+    def _stop(self, timeout: float) -> None:
+        self._reader.stop()
+        self._reader.close()
         self._read_buffered()  # requests that arrived before the stop are served like the others
         end = time.monotonic() + timeout
         while len(self.table) and time.monotonic() < end and self.pool.connections:
@@ -279,36 +296,24 @@ class ProviderSidecar:
 
     # -- requests -------------------------------------------------------------------------------
 
-    def _read_loop(self) -> None:
-        """Read datagrams until the socket has none, then wait for it to be readable; after
-        ``BURST`` in a row, let the other greenlets run."""
-        recvfrom, burst = self._sock.recvfrom, self.BURST
-        hub = gevent.get_hub()
-        readable = hub.loop.io(self._sock.fileno(), 1)
-        in_a_row = 0
-        try:
-            while True:
-                try:
-                    datagram, source = recvfrom(65535)
-                except BlockingIOError:
-                    in_a_row = 0
-                    hub.wait(readable)
-                    continue
-                except OSError as exc:
-                    log.warning("tunnel receive failed: %s", exc)
-                    gevent.sleep(self.SWEEP)
-                    continue
-                try:
-                    self._on_datagram(datagram, source)
-                except Exception:  # a bug: logged, and the sidecar keeps serving
-                    self.dropped["internal error"] += 1
-                    log.exception("handling a datagram from %s", source)
-                in_a_row += 1
-                if in_a_row == burst:
-                    in_a_row = 0
-                    gevent.sleep(0)
-        finally:
-            readable.close()
+    def _readable(self) -> None:
+        """The socket is readable (a callback of the hub's loop, no greenlet switch): handle up to
+        ``BURST`` datagrams, then let the loop go on (it calls again while more wait). Never raises
+        into the loop: a datagram whose handling fails is logged and counted, and reading goes on."""
+        recvfrom = self._sock.recvfrom
+        for _ in range(self.BURST):
+            try:
+                datagram, source = recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # an ICMP error from an earlier send, for one: the next call reads on
+                log.warning("tunnel receive failed: %s", exc)
+                return
+            try:
+                self._on_datagram(datagram, source)
+            except Exception:  # a bug: logged, and the sidecar keeps serving
+                self.dropped["internal error"] += 1
+                log.exception("handling a datagram from %s", source)
 
     def _read_buffered(self) -> None:
         """Handle the datagrams already in the socket's buffer (at most ``STOP_READ``), waiting for none."""

@@ -7,9 +7,11 @@ frames by the 16-byte header alone and hands each response, as raw bytes, to ``o
 frame)``. Whoever calls :meth:`~DubboPool.send` owns the request ids and must keep them unique among the
 calls in flight.
 
-Each connection has three parts: a keeper greenlet that connects (with backoff) and then reads; an
-outbox that :meth:`~DubboPool.send` appends to without blocking; and a writer greenlet for what the
-socket does not take at once. Frames queued in one turn of the event loop are written at the end of
+Each connection has four parts: a keeper greenlet that connects (with backoff), then waits for the
+connection's end and drops it; a read watcher on the hub's loop whose callback reads what the socket
+has and hands on every whole frame (no greenlet switch per read); an outbox that
+:meth:`~DubboPool.send` appends to without blocking; and a writer greenlet for what the socket does
+not take at once. Frames queued in one turn of the event loop are written at the end of
 that turn, by a callback of the loop, in one non-blocking ``send`` per connection: a burst of calls
 costs one system call and a lone call no switch to another greenlet. Only what that ``send`` leaves
 (the kernel's buffer is full) goes to the writer greenlet, which owns the outbox until it is empty.
@@ -24,6 +26,7 @@ connection is up, :meth:`~DubboPool.send` raises :class:`~sidecar.errors.Upstrea
 from __future__ import annotations
 
 import logging
+import os
 import socket as _socket
 import time
 from collections import Counter
@@ -55,17 +58,22 @@ log = logging.getLogger(module_name(__name__))
 
 _SERIALIZATIONS = frozenset(s.value for s in Serialization)
 _unpack_header = HEADER.unpack_from
+_read = os.read  # gevent makes every socket's descriptor non-blocking: EAGAIN raises BlockingIOError
+_READ = 1  # libev's EV_READ
 
 
 class _Connection:
-    """One live TCP connection: its socket, the ids of the calls it carries, and its outbox."""
+    """One live TCP connection: its socket, the ids of the calls it carries, its outbox, and what its
+    reader has buffered of the next frame."""
 
     __slots__ = (
-        "sock", "slot", "in_flight", "outbox", "queued", "wake", "writer", "writing", "last_read", "last_beat", "why",
+        "sock", "fd", "slot", "in_flight", "outbox", "queued", "wake", "writer", "writing", "last_read", "last_beat",
+        "why", "reader", "parts", "have", "need", "got_any", "ended", "end", "worked",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, slot: int):
         self.sock = sock
+        self.fd = sock.fileno()
         self.slot = slot
         self.in_flight: set[int] = set()
         self.outbox: list[bytes] = []
@@ -75,9 +83,17 @@ class _Connection:
         self.writing = False  # the writer greenlet owns the outbox (a write is in progress or due)
         self.last_read = self.last_beat = time.monotonic()
         self.why: str | None = None  # why we closed it ourselves
+        self.reader = None  # the read watcher on the hub's loop, while the connection is up
+        self.parts: list[bytes] = []  # bytes read and not yet handed on (an incomplete frame)
+        self.have = 0  # bytes in parts
+        self.need = HEADER_LENGTH  # bytes the next frame needs
+        self.got_any = False  # a whole frame came
+        self.ended = gevent.event.Event()  # set by the reader when the stream ends or breaks
+        self.end = "the service closed the connection"  # why it ended
+        self.worked = False  # it ended cleanly after whole frames came: the next failure starts the backoff over
 
     def shutdown(self, why: str) -> None:
-        """Make the reader see the end of the stream; the keeper then drops the connection."""
+        """Make the reader see the end of the stream; it wakes the keeper, which drops the connection."""
         if self.why is None:
             self.why = why
         try:
@@ -99,12 +115,13 @@ class DubboPool:
         on_reply: ``on_reply(request_id, frame)`` for each response frame (raw bytes, header included).
         on_lost: ``on_lost(request_ids, reason)`` with the calls in flight on a connection that died.
 
-    The callbacks run in a reader greenlet and must not block. ``start()`` begins connecting and
-    returns at once; ``close()`` stops everything (calls in flight are reported lost).
+    ``on_reply`` runs in the hub's loop (a callback of a connection's read watcher), ``on_lost`` in a
+    keeper greenlet; neither may block. ``start()`` begins connecting and returns at once; ``close()``
+    stops everything (calls in flight are reported lost).
     """
 
     CONNECT_TIMEOUT = 3.0
-    RECV_SIZE = 256 * 1024
+    RECV_SIZE = 64 * 1024  # per read; under glibc's mmap threshold (128 KiB), else each read costs 3 more system calls
     MAX_OUTBOX = 16 * 1024 * 1024  # bytes queued on one connection before it takes no more frames
     MAX_PAYLOAD = DEFAULT_PAYLOAD  # a larger body from the service breaks the connection
     HEARTBEAT_ID = 1 << 63  # heartbeats we send count up from here (never tracked as calls)
@@ -249,7 +266,7 @@ class DubboPool:
     # -- per connection -------------------------------------------------------------------------
 
     def _keep(self, slot: int) -> None:
-        """Keep connection ``slot`` up: connect, read until it dies, wait, again."""
+        """Keep connection ``slot`` up: connect, start its reader and wait until it ends, wait, again."""
         delay = self.backoff
         connected_before = False
         while not self.closed:
@@ -268,20 +285,17 @@ class DubboPool:
                 self.counters["reconnects"] += 1
             connected_before = True
             connection = _Connection(sock, slot)
-            reason = "the service closed the connection"
+            reason = "the pool is closing"  # unless the reader says otherwise
             try:
                 connection.writer = gevent.spawn(self._write_loop, connection)
                 self._live.append(connection)
                 self._up.set()
-                if self._read_loop(connection):
+                connection.reader = self._loop.io(connection.fd, _READ)
+                connection.reader.start(self._readable, connection)
+                connection.ended.wait()
+                reason = connection.end
+                if connection.worked:
                     delay = self.backoff  # it worked for a while: the next failure starts over
-            except OSError as exc:
-                reason = _describe(exc)
-            except _BrokenStream as exc:
-                reason = str(exc)
-            except gevent.GreenletExit:
-                reason = "the pool is closing"
-                raise
             finally:
                 self._drop(connection, connection.why or reason)
             if not self.closed:
@@ -295,6 +309,10 @@ class DubboPool:
             self._up.clear()
         if connection.writer is not None:
             connection.writer.kill(block=False)
+        reader, connection.reader = connection.reader, None
+        if reader is not None:  # stopped before the socket closes: its descriptor may be reused
+            reader.stop()
+            reader.close()
         connection.sock.close()
         self.last_error = reason
         self.counters["disconnects"] += 1
@@ -312,31 +330,60 @@ class DubboPool:
             except Exception:
                 log.exception("on_lost failed")
 
-    def _read_loop(self, connection: _Connection) -> bool:
-        """Read frames until the stream ends; returns whether any frame came (raises on errors)."""
-        recv, size = connection.sock.recv, self.RECV_SIZE
-        parts: list[bytes] = []
-        have, need = 0, HEADER_LENGTH  # bytes buffered; bytes the next frame needs
-        got_any = False
-        while True:
-            chunk = recv(size)
-            if not chunk:
-                if have:
-                    raise _BrokenStream(f"the service closed the connection inside a frame ({have} bytes buffered)")
-                return got_any
-            connection.last_read = time.monotonic()
-            parts.append(chunk)
-            have += len(chunk)
-            if have < need:
-                continue
-            data = parts[0] if len(parts) == 1 else b"".join(parts)
+    def _readable(self, connection: _Connection) -> None:
+        """The connection is readable (a callback of the hub's loop, no greenlet switch): read once and
+        hand on every whole frame; at the end of the stream or on an error, stop reading and wake the
+        keeper. The loop calls again while the socket has more."""
+        try:
+            chunk = _read(connection.fd, self.RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._ended(connection, _describe(exc))
+            return
+        if not chunk:
+            if connection.have:
+                self._ended(
+                    connection,
+                    f"the service closed the connection inside a frame ({connection.have} bytes buffered)",
+                )
+            else:
+                self._ended(connection, "the service closed the connection", worked=connection.got_any)
+            return
+        connection.last_read = time.monotonic()
+        parts = connection.parts
+        parts.append(chunk)
+        have = connection.have + len(chunk)
+        if have < connection.need:
+            connection.have = have
+            return
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        try:
             pos = self._split(connection, data)
-            got_any = True
-            have = len(data) - pos
-            parts = [data[pos:]] if have else []
-            need = HEADER_LENGTH
-            if have >= HEADER_LENGTH:
-                need += _unpack_header(data, pos)[4]
+        except _BrokenStream as exc:
+            self._ended(connection, str(exc))
+            return
+        except Exception:  # a bug: logged, the connection dropped and replaced, never raised into the loop
+            log.exception("reading from %s:%d", *self.address)
+            self._ended(connection, "reading from the service failed")
+            return
+        connection.got_any = True
+        have = len(data) - pos
+        connection.parts = [data[pos:]] if have else []
+        connection.have = have
+        need = HEADER_LENGTH
+        if have >= HEADER_LENGTH:
+            need += _unpack_header(data, pos)[4]
+        connection.need = need
+
+    def _ended(self, connection: _Connection, reason: str, worked: bool = False) -> None:
+        """Stop reading ``connection`` (its end of stream would wake the loop again and again) and wake
+        its keeper, which drops it."""
+        reader = connection.reader
+        if reader is not None:
+            reader.stop()
+        connection.end, connection.worked = reason, worked
+        connection.ended.set()
 
     def _split(self, connection: _Connection, data: bytes) -> int:
         """Hand every whole frame in ``data`` on; returns where the first incomplete one starts."""

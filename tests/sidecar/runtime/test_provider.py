@@ -75,6 +75,37 @@ def test_bad_datagrams_are_dropped_and_counted_and_serving_goes_on(sidecar, cons
     assert stats["datagrams_in"] == 7 and stats["rejected"] == 1 and stats["answered"] == 1
 
 
+class FailsOnce:
+    """A source policy that raises the first time it is asked (a bug), then answers as ``policy``."""
+
+    def __init__(self, policy):
+        self.policy, self.failed = policy, False
+
+    def allows(self, host: str) -> bool:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug in the source policy")
+        return self.policy.allows(host)
+
+
+def test_the_reader_goes_on_after_a_datagram_whose_handling_fails(sidecar, consumers):
+    """A bug met while handling one datagram is logged and counted; that datagram's call is lost (it
+    ends at the consumer's deadline), the datagrams after it are served, in this turn and the next."""
+    sidecar.sources = FailsOnce(sidecar.sources)
+    consumer = consumers(sidecar.address)
+    lost, kept = consumer.new_id(), consumer.new_id()
+    consumer.send_call(lost, "lost")
+    consumer.send_call(kept, "kept")
+    replies = consumer.receive(1)
+    assert list(replies) == [kept] and replies[kept].value == java_hash("kept")
+    later = consumer.new_id()
+    consumer.send_call(later, "later")
+    assert consumer.receive(1)[later].value == java_hash("later")
+    stats = sidecar.stats()
+    assert stats["dropped"] == {"internal error": 1}
+    assert stats["datagrams_in"] == 3 and stats["answered"] == 2
+
+
 def test_the_calls_of_a_request_batch_are_each_served_as_if_they_came_alone(sidecar, consumers):
     consumer = consumers(sidecar.address)
     texts = {consumer.new_id(): f"batched {i}" for i in range(300)}

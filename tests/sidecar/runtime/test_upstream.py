@@ -5,6 +5,7 @@ Dubbo servers for heartbeats."""
 from __future__ import annotations
 
 import signal
+import socket
 
 import gevent
 import gevent.event
@@ -259,6 +260,69 @@ def test_garbage_from_the_service_breaks_only_that_connection(pool_for):
         pool.send(encode(hash_call(5, "x")))
         collector.wait(1)
         assert "bad magic" in collector.lost[5]
+    finally:
+        server.close()
+
+
+def test_the_service_closing_a_connection_is_seen_and_the_pool_reconnects(pool_for):
+    def behave(sock, decoder):  # answers one call, then closes the connection
+        event = receive_one(sock, decoder)
+        if event is not None:
+            sock.sendall(encode(Response(event.request_id, value=event.request_id)))
+        sock.close()
+
+    server = TinyServer(behave)
+    try:
+        pool, collector = pool_for(server.port, size=1)
+        assert pool.wait_connected(WAIT)
+        pool.send(encode(hash_call(1, "x")))
+        collector.wait(1)
+        wait_until(lambda: server.connections == 2 and pool.connections == 1, "the pool to reconnect")
+        stats = pool.stats()
+        assert stats["disconnects"] == 1 and stats["reconnects"] == 1
+        assert stats["last_error"] == "the service closed the connection"
+        pool.send(encode(hash_call(2, "y")))
+        collector.wait(2)
+        assert parse_frame(collector.replies[2]).value == 2 and collector.lost == {}
+        pool.close()  # the handler waiting on the next connection returns at once
+    finally:
+        server.close()
+
+
+def test_frames_split_over_reads_or_sharing_one_are_each_handed_on_whole(pool_for):
+    """The reader keeps what it has of a frame from one read to the next: a reply that comes a few
+    bytes at a time, and two replies in one write, each arrive whole; the end of the stream inside a
+    frame breaks the connection, and the call whose reply was cut off is reported lost."""
+
+    def behave(sock, decoder):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        calls = [receive_one(sock, decoder) for _ in range(4)]
+        if None in calls:  # the pool closed this connection
+            return
+        calls = [call.request_id for call in calls]
+        first = encode(Response(calls[0], value=1))
+        for start in range(0, len(first), 5):  # a header in pieces, then the body in pieces
+            sock.sendall(first[start : start + 5])
+            gevent.sleep(0.005)
+        sock.sendall(encode(Response(calls[1], value=2)) + encode(Response(calls[2], value=3)))
+        sock.sendall(encode(Response(calls[3], value="cut off" * 20))[:20])
+        gevent.sleep(0.05)
+        sock.close()
+
+    server = TinyServer(behave)
+    try:
+        pool, collector = pool_for(server.port, size=1)
+        assert pool.wait_connected(WAIT)
+        for request_id in range(1, 5):
+            pool.send(encode(hash_call(request_id, str(request_id))))
+        collector.wait(4)
+        assert {request_id: parse_frame(frame).value for request_id, frame in collector.replies.items()} == {
+            1: 1,
+            2: 2,
+            3: 3,
+        }
+        assert collector.lost == {4: "the service closed the connection inside a frame (20 bytes buffered)"}
+        pool.close()  # the handler waiting on the next connection returns at once
     finally:
         server.close()
 
