@@ -1,11 +1,12 @@
 """A small pool of persistent, multiplexed TCP connections to one Dubbo service, on gevent.
 
 :class:`DubboPool` keeps ``size`` connections up and spreads the frames given to :meth:`~DubboPool.send`
-over them, least loaded first; each connection carries many calls at once, matched by Dubbo request
-id. The pool does not look inside bodies: the reader of a connection splits the byte stream into
-frames by the 16-byte header alone and hands each response, as raw bytes, to ``on_reply(request_id,
-frame)``. Whoever calls :meth:`~DubboPool.send` owns the request ids and must keep them unique among the
-calls in flight.
+over them turn by turn of the event loop: the calls of one turn go to the connection that was least
+loaded at the turn's first call, so that they leave in one write. Each connection carries many calls
+at once, matched by Dubbo request id. The pool does not look inside bodies: the reader of a
+connection splits the byte stream into frames by the 16-byte header alone and hands each response,
+as raw bytes, to ``on_reply(request_id, frame)``. Whoever calls :meth:`~DubboPool.send` owns the
+request ids and must keep them unique among the calls in flight.
 
 Each connection has four parts: a keeper greenlet that connects (with backoff), then waits for the
 connection's end and drops it; a read watcher on the hub's loop whose callback reads what the socket
@@ -161,6 +162,7 @@ class DubboPool:
         self._loop = gevent.get_hub().loop
         self._unflushed: list[_Connection] = []  # connections given frames since the last flush
         self._flush_scheduled = False
+        self._turn: _Connection | None = None  # the connection of this turn's calls, until the flush
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self._live)}/{self.size} up"
@@ -193,14 +195,21 @@ class DubboPool:
     # -- sending --------------------------------------------------------------------------------
 
     def send(self, frame: bytes, request_id: int | None = None) -> None:
-        """Queue one complete Dubbo request ``frame`` on the least loaded connection. A two-way
+        """Queue one complete Dubbo request ``frame`` on the connection of this turn of the loop: the
+        least loaded one when the turn's first call came (so the calls of one turn leave in one write,
+        and their replies tend to come back in one read; the load spreads turn by turn). A two-way
         frame is tracked as in flight under ``request_id`` (read from the frame when not given)
         until its reply comes, it is :meth:`forget`-ten, or its connection dies. Never blocks;
         raises :class:`UpstreamUnavailable` when no connection can take it."""
         live = self._live
         if not live:
             raise UpstreamUnavailable(self._unavailable("no connection is up"))
-        connection = live[0] if len(live) == 1 else min(live, key=_load)
+        connection = self._turn
+        if connection is None or connection not in live:  # the turn's first call picks its connection
+            connection = self._turn = live[0] if len(live) == 1 else min(live, key=_load)
+            if not self._flush_scheduled:  # the flush ends the turn, whatever it has to write
+                self._flush_scheduled = True
+                self._loop.run_callback(self._flush)
         if connection.queued > self.MAX_OUTBOX:
             raise UpstreamUnavailable(self._unavailable("every connection has a full write backlog"))
         if frame[2] & FLAG_TWOWAY:
@@ -238,6 +247,7 @@ class DubboPool:
         """Write each connection's outbox in one non-blocking ``send``; hand what is left to its
         writer greenlet. Runs in the event loop's own greenlet: must neither block nor raise."""
         self._flush_scheduled = False
+        self._turn = None
         unflushed, self._unflushed = self._unflushed, []
         for connection in unflushed:
             outbox = connection.outbox

@@ -98,6 +98,23 @@ def test_many_calls_multiplexed_over_two_connections(service, pool_for):
     assert stats["writes"] < len(texts)  # frames queued together went out in one write
 
 
+def test_the_calls_of_one_turn_share_a_connection_and_the_next_turn_takes_the_least_loaded(service, pool_for):
+    pool, collector = pool_for(service, size=2)
+    wait_until(lambda: pool.connections == 2, "both connections")
+    first, second = range(1, 6), range(6, 9)
+    for request_id in first:  # one turn of the loop: no switch between the sends
+        pool.send(encode(hash_call(request_id, "one turn")))
+    gevent.sleep(0)  # the turn ends: its calls are written, their replies not read yet
+    assert pool.stats()["writes"] == 1
+    for request_id in second:
+        pool.send(encode(hash_call(request_id, "the next turn")))
+    carriers = {request_id: pool._where[request_id] for request_id in [*first, *second]}
+    assert len({id(carriers[r]) for r in first}) == len({id(carriers[r]) for r in second}) == 1
+    assert carriers[6] is not carriers[1]  # the first connection carries 5 calls, the other none
+    collector.wait(8)
+    assert collector.lost == {} and pool.stats()["writes"] == 2
+
+
 def test_send_takes_the_request_id_from_the_frame_or_the_argument(service, pool_for):
     pool, collector = pool_for(service, size=1)
     assert pool.wait_connected(WAIT)
@@ -133,6 +150,8 @@ def test_service_killed_then_restarted_on_the_same_port(pool_for):
         wait_until(lambda: pool.connections == 2, "both connections")
         for request_id in range(1, 51):
             pool.send(encode(hash_call(request_id, str(request_id))))
+            if request_id == 25:
+                gevent.sleep(0)  # a second turn of the loop: its calls go to the other connection
         wait_until(lambda: pool.stats()["writes"] == 2, "each connection to write its calls")
     finally:
         process.stop(signal.SIGKILL)
