@@ -108,12 +108,15 @@ _new = tuple.__new__  # makes a record from a tuple, skipping the Python-level _
 def _messages(sh, qid: int, k: int, end: int, b: int, ahead: int) -> list[bytes]:
     """Messages ``k`` up to ``end`` of ``qid``, the first of them starting in block ``b``; ``ahead``:
     blocks of the queue to announce to the kernel after each block loaded."""
-    out = []
+    out = None
     while True:
         msgs, first, tail, missing = _decoded(sh, qid, b, ahead)
         i = k - first
-        take = msgs[i : i + end - k]
-        out += take
+        take = msgs[i : i + end - k]  # a new list: the cached one stays as it is
+        if out is None:  # most reads take all they want from one block
+            out = take
+        else:
+            out += take
         k += len(take)
         if k >= end:
             break
@@ -157,8 +160,14 @@ def _decoded(sh, qid: int, b: int, ahead: int) -> Decoded:
     over = p - len(blk.raw)
     hit = _new(Decoded, (msgs, blk.first, msgs.pop(), over)) if over > 0 else _new(Decoded, (msgs, blk.first, None, 0))
     if b >= 0 and sh.cache_blocks:
-        if len(cache) >= sh.cache_blocks:
-            del cache[next(iter(cache))]
+        order = sh.cache_order  # the cached block ids, a ring: the oldest goes first
+        if len(order) < sh.cache_blocks:
+            order.append(b)
+        else:
+            i = sh.cache_next
+            del cache[order[i]]
+            order[i] = b
+            sh.cache_next = i + 1 if i + 1 < len(order) else 0
         cache[b] = hit
         if ahead and _WILLNEED is not None:
             _readahead(sh, b, ahead)
@@ -207,7 +216,8 @@ def _load(sh, qid: int, b: int) -> Block:
     if len(rec) != size:
         raise CorruptionError(sh.data_path, offset, f"block cut short ({len(rec)} of {size} bytes)", sh.name(qid))
     cs, kind, flags, got_qid, psize, skip, got_count = _unpack_record(rec)
-    if checksum(memoryview(rec)[4:]) != cs:
+    data = rec  # the compiled twin takes a C pointer to the bytes: the cut below is one copy, no views
+    if checksum(data[4:size]) != cs:
         raise CorruptionError(sh.data_path, offset, "block checksum mismatch", sh.name(qid))
     if kind != KIND_BLOCK or got_qid != qid or psize + RECORD_SIZE != size or got_count != bcount:
         raise CorruptionError(sh.data_path, offset, "the index and the block header disagree", sh.name(qid))
