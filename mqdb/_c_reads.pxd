@@ -10,8 +10,8 @@ cpdef list _messages(sh, Py_ssize_t qid, long long k, long long end, Py_ssize_t 
 
 cpdef _remember(sh, Py_ssize_t qid, long long k, Py_ssize_t b)
 
-@cython.locals(cache=dict, order=list, i=Py_ssize_t, msgs=list, p=Py_ssize_t, over=Py_ssize_t)
-cpdef _decoded(sh, Py_ssize_t qid, Py_ssize_t b, Py_ssize_t ahead)
+@cython.locals(cache=dict, order=list, i=Py_ssize_t, msgs=list, p=Py_ssize_t, over=Py_ssize_t, start=Py_ssize_t, skip=Py_ssize_t, count=Py_ssize_t)
+cpdef tuple _decoded(sh, Py_ssize_t qid, Py_ssize_t b, Py_ssize_t ahead)
 
 @cython.locals(start=Py_ssize_t, skip=Py_ssize_t)
 cpdef _continued(sh, Py_ssize_t qid, Py_ssize_t b, head, Py_ssize_t need)
@@ -19,4 +19,4 @@ cpdef _continued(sh, Py_ssize_t qid, Py_ssize_t b, head, Py_ssize_t need)
 cpdef Py_ssize_t _after(sh, Py_ssize_t qid, Py_ssize_t b) except? -2
 
 @cython.locals(bcount=Py_ssize_t, entry=cython.longlong, offset=cython.longlong, size=Py_ssize_t, skip=Py_ssize_t, flags=Py_ssize_t, got_qid=Py_ssize_t, psize=Py_ssize_t, got_count=Py_ssize_t, kind=Py_ssize_t, sealed=cython.longlong, data=cython.p_char)
-cpdef _load(sh, Py_ssize_t qid, Py_ssize_t b)
+cpdef tuple _load(sh, Py_ssize_t qid, Py_ssize_t b)

@@ -65,34 +65,35 @@ def read(sh, qid: int, offset: int, num: int) -> list[bytes]:
         # offset 0 is most likely a reader starting at the head of the queue: read ahead for it too
         return _messages(sh, qid, offset, end, locate(sh, qid, offset), 0 if offset else sh.readahead)
     except _BadFrames as e:
-        blk, b, err = e.args
-        where = f"payload byte {err.offset - blk.start}" if b >= 0 else f"byte {err.offset} of the unfinished block"
+        start, b, err = e.args
+        where = f"payload byte {err.offset - start}" if b >= 0 else f"byte {err.offset} of the unfinished block"
         raise CorruptionError(
             sh.data_path, _where(sh, b), f"frames do not parse ({err.reason} at {where})", sh.name(qid)
         ) from None
 
 
 class _BadFrames(Exception):
-    """A FrameError with the block it came from: (block, block id, error)."""
+    """A FrameError with the block it came from: (where its payload starts, block id, error)."""
 
 
-class Block(NamedTuple):
-    """A block of a queue, loaded and verified."""
-
-    raw: bytes  # the buffer that holds the payload: the record itself unless it was compressed
-    start: int  # where the payload starts in ``raw``
-    skip: int  # leading payload bytes that finish the message the previous block left unfinished
-    count: int  # messages that start in the block
-    first: int  # the queue index of the first of them
-
-
-class Decoded(NamedTuple):
-    """A block split into messages, as every reader keeps it in the cache."""
-
-    msgs: list  # the whole messages that start in the block
-    first: int  # the queue index of the first of them
-    tail: bytes | None  # the start of a last message that goes on in the next block, or None
-    missing: int  # bytes of that message still to come
+# The two records of every read are plain tuples, made and unpacked in C by the compiled twin (a
+# NamedTuple costs a type call to make, and every read makes both, once per block not cached):
+#
+# Block, a block of a queue loaded and verified (_load): (raw, start, skip, count, first)
+#   raw    the buffer that holds the payload: the record itself unless it was compressed
+#   start  where the payload starts in ``raw``
+#   skip   leading payload bytes that finish the message the previous block left unfinished
+#   count  messages that start in the block
+#   first  the queue index of the first of them
+#
+# Decoded, a block split into messages as every reader keeps it in the cache (_decoded):
+# (msgs, first, tail, missing)
+#   msgs     the whole messages that start in the block
+#   first    the queue index of the first of them
+#   tail     the start of a last message that goes on in the next block, or None
+#   missing  bytes of that message still to come
+Block = tuple
+Decoded = tuple
 
 
 class Continued(NamedTuple):
@@ -100,9 +101,6 @@ class Continued(NamedTuple):
 
     msg: bytes
     b: int  # the block where it ends
-
-
-_new = tuple.__new__  # makes a record from a tuple, skipping the Python-level __new__ of NamedTuple
 
 
 def _messages(sh, qid: int, k: int, end: int, b: int, ahead: int) -> list[bytes]:
@@ -151,14 +149,14 @@ def _decoded(sh, qid: int, b: int, ahead: int) -> Decoded:
     if hit is not None:
         sh.cache_hits += 1
         return hit
-    blk = _load(sh, qid, b)
+    raw, start, skip, count, first = _load(sh, qid, b)
     msgs: list[bytes] = []
     try:
-        p = split(blk.raw, blk.start + blk.skip, blk.count, msgs)
+        p = split(raw, start + skip, count, msgs)
     except FrameError as e:
-        raise _BadFrames(blk, b, e) from None
-    over = p - len(blk.raw)
-    hit = _new(Decoded, (msgs, blk.first, msgs.pop(), over)) if over > 0 else _new(Decoded, (msgs, blk.first, None, 0))
+        raise _BadFrames(start, b, e) from None
+    over = p - len(raw)
+    hit = (msgs, first, msgs.pop(), over) if over > 0 else (msgs, first, None, 0)
     if b >= 0 and sh.cache_blocks:
         order = sh.cache_order  # the cached block ids, a ring: the oldest goes first
         if len(order) < sh.cache_blocks:
@@ -179,14 +177,13 @@ def _continued(sh, qid: int, b: int, head, need: int) -> Continued:
     parts = [head]
     while True:
         b = _after(sh, qid, b)
-        blk = _load(sh, qid, b)
-        start, skip = blk.start, blk.skip
+        raw, start, skip = _load(sh, qid, b)[:3]
         if need <= skip:
-            parts.append(blk.raw[start : start + need])
+            parts.append(raw[start : start + need])
             return Continued(b"".join(parts), b)
-        if start + skip != len(blk.raw):
+        if start + skip != len(raw):
             raise CorruptionError(sh.data_path, _where(sh, b), "a continued message is cut", sh.name(qid))
-        parts.append(blk.raw[start:])
+        parts.append(raw[start:])
         need -= skip
 
 
@@ -204,7 +201,7 @@ def _load(sh, qid: int, b: int) -> Block:
     """Block ``b`` of ``qid``, read and verified (or the unfinished block, for OPEN)."""
     if b == OPEN:
         sealed = sh.sealed_messages(qid)
-        return _new(Block, (sh.open_bytes(qid), 0, sh.skip[qid], sh.count[qid] - sealed, sealed))
+        return (sh.open_bytes(qid), 0, sh.skip[qid], sh.count[qid] - sealed, sealed)
     bcount = sh.b_count[b]
     entry = sh.b_entry[b]
     offset = entry >> ENTRY_SHIFT
@@ -222,8 +219,8 @@ def _load(sh, qid: int, b: int) -> Block:
     if kind != KIND_BLOCK or got_qid != qid or psize + RECORD_SIZE != size or got_count != bcount:
         raise CorruptionError(sh.data_path, offset, "the index and the block header disagree", sh.name(qid))
     if flags & FLAG_LZ4:
-        return _new(Block, (_decompress(sh, qid, offset, rec), 0, skip, bcount, sh.b_end[b] - bcount))
-    return _new(Block, (rec, RECORD_SIZE, skip, bcount, sh.b_end[b] - bcount))
+        return (_decompress(sh, qid, offset, rec), 0, skip, bcount, sh.b_end[b] - bcount)
+    return (rec, RECORD_SIZE, skip, bcount, sh.b_end[b] - bcount)
 
 
 def _decompress(sh, qid: int, offset: int, rec: bytes) -> bytes:
