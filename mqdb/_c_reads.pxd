@@ -2,6 +2,11 @@
 # behind read() are cpdef: read() calls them as C functions, and Python (the tests) still can.
 cimport cython
 
+@cython.locals(qid=Py_ssize_t)
+cpdef list read_queue(sh, bytes raw, offset, num)
+
+cpdef list read(sh, Py_ssize_t qid, offset, num)
+
 @cython.locals(last=Py_ssize_t, b=Py_ssize_t)
 cpdef Py_ssize_t locate(sh, Py_ssize_t qid, long long k) except? -2
 

@@ -21,7 +21,7 @@ import lz4.block
 
 from ._accel import import_c_accel
 from .coding import FrameError, checksum, split
-from .errors import CorruptionError
+from .errors import ClosedError, CorruptionError
 from .format import ENTRY_LENGTH, ENTRY_SHIFT, FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE, entry_offset
 from .stage import distribute
 
@@ -48,6 +48,16 @@ def locate(sh, qid: int, k: int) -> int:
             b = nxt[b]
         ids = sh.big[qid] = array("i", sh.block_ids(qid))  # a long queue: bisect its blocks from now on
     return ids[bisect_right(ids, k, key=b_end.__getitem__)]
+
+
+def read_queue(sh, raw: bytes, offset: int, num: int) -> list[bytes] | None:
+    """DB.get in shard ``sh`` (its lock held): up to ``num`` messages from ``offset`` on of the queue
+    whose UTF-8 name is ``raw``, or None if the shard has no such queue. One call from DB.get, so the
+    compiled twin finds the queue and reads it without going back to Python in between."""
+    if sh.closed:
+        raise ClosedError()
+    qid = sh.directory.find(raw)
+    return read(sh, qid, offset, num) if qid >= 0 else None
 
 
 def read(sh, qid: int, offset: int, num: int) -> list[bytes]:
