@@ -121,6 +121,7 @@ def split(raw: bytes, p: int, n: int, out: list) -> int:
     starts. A position past the end of ``raw`` means the last message goes on in the next block: ``out``
     then ends with its first part."""
     end = len(raw)
+    data = raw  # the compiled twin takes a C pointer to the bytes: each cut is one bytes object made
     for _ in range(n):
         size = raw[p] if p < end else 0x80
         if size < 0x80:
@@ -129,8 +130,9 @@ def split(raw: bytes, p: int, n: int, out: list) -> int:
             f = _frame(raw, p, end)
             p += f & 15
             size = f >> 4
-        out.append(raw[p : p + size])
-        p += size
+        stop = p + size
+        out.append(data[p : stop if stop < end else end])  # p <= end: _frame checked the prefix
+        p = stop
     return p
 
 

@@ -12,7 +12,7 @@ from .errors import ClosedError, Error, FormatError, LockedError, ReadOnlyError,
 from .hashing import shard_of
 from .options import resolve
 from .pool import SlicePool
-from .reads import read
+from .reads import read_queue
 from .shard import Shard
 from .stage import distribute
 from .stage import put as stage_put
@@ -154,14 +154,11 @@ class DB:
         if not self.reading:
             self._start_reading()
         with sh.lock:
-            if sh.closed:
-                raise ClosedError()
-            qid = sh.directory.find(raw)
-            if qid >= 0:
-                msgs = read(sh, qid, offset, num)
-                if sh.grew:
-                    self._grew(sh)
-                return msgs
+            msgs = read_queue(sh, raw, offset, num)
+            if sh.grew:
+                self._grew(sh)
+        if msgs is not None:
+            return msgs
         self._check_name(queue)
         return []
 

@@ -21,7 +21,7 @@ import lz4.block
 
 from ._accel import import_c_accel
 from .coding import FrameError, checksum, split
-from .errors import CorruptionError
+from .errors import ClosedError, CorruptionError
 from .format import ENTRY_LENGTH, ENTRY_SHIFT, FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE, entry_offset
 from .stage import distribute
 
@@ -50,6 +50,16 @@ def locate(sh, qid: int, k: int) -> int:
     return ids[bisect_right(ids, k, key=b_end.__getitem__)]
 
 
+def read_queue(sh, raw: bytes, offset: int, num: int) -> list[bytes] | None:
+    """DB.get in shard ``sh`` (its lock held): up to ``num`` messages from ``offset`` on of the queue
+    whose UTF-8 name is ``raw``, or None if the shard has no such queue. One call from DB.get, so the
+    compiled twin finds the queue and reads it without going back to Python in between."""
+    if sh.closed:
+        raise ClosedError()
+    qid = sh.directory.find(raw)
+    return read(sh, qid, offset, num) if qid >= 0 else None
+
+
 def read(sh, qid: int, offset: int, num: int) -> list[bytes]:
     count = sh.count[qid]
     if sh.staged[qid]:  # some of its messages are still staged
@@ -65,34 +75,35 @@ def read(sh, qid: int, offset: int, num: int) -> list[bytes]:
         # offset 0 is most likely a reader starting at the head of the queue: read ahead for it too
         return _messages(sh, qid, offset, end, locate(sh, qid, offset), 0 if offset else sh.readahead)
     except _BadFrames as e:
-        blk, b, err = e.args
-        where = f"payload byte {err.offset - blk.start}" if b >= 0 else f"byte {err.offset} of the unfinished block"
+        start, b, err = e.args
+        where = f"payload byte {err.offset - start}" if b >= 0 else f"byte {err.offset} of the unfinished block"
         raise CorruptionError(
             sh.data_path, _where(sh, b), f"frames do not parse ({err.reason} at {where})", sh.name(qid)
         ) from None
 
 
 class _BadFrames(Exception):
-    """A FrameError with the block it came from: (block, block id, error)."""
+    """A FrameError with the block it came from: (where its payload starts, block id, error)."""
 
 
-class Block(NamedTuple):
-    """A block of a queue, loaded and verified."""
-
-    raw: bytes  # the buffer that holds the payload: the record itself unless it was compressed
-    start: int  # where the payload starts in ``raw``
-    skip: int  # leading payload bytes that finish the message the previous block left unfinished
-    count: int  # messages that start in the block
-    first: int  # the queue index of the first of them
-
-
-class Decoded(NamedTuple):
-    """A block split into messages, as every reader keeps it in the cache."""
-
-    msgs: list  # the whole messages that start in the block
-    first: int  # the queue index of the first of them
-    tail: bytes | None  # the start of a last message that goes on in the next block, or None
-    missing: int  # bytes of that message still to come
+# The two records of every read are plain tuples, made and unpacked in C by the compiled twin (a
+# NamedTuple costs a type call to make, and every read makes both, once per block not cached):
+#
+# Block, a block of a queue loaded and verified (_load): (raw, start, skip, count, first)
+#   raw    the buffer that holds the payload: the record itself unless it was compressed
+#   start  where the payload starts in ``raw``
+#   skip   leading payload bytes that finish the message the previous block left unfinished
+#   count  messages that start in the block
+#   first  the queue index of the first of them
+#
+# Decoded, a block split into messages as every reader keeps it in the cache (_decoded):
+# (msgs, first, tail, missing)
+#   msgs     the whole messages that start in the block
+#   first    the queue index of the first of them
+#   tail     the start of a last message that goes on in the next block, or None
+#   missing  bytes of that message still to come
+Block = tuple
+Decoded = tuple
 
 
 class Continued(NamedTuple):
@@ -102,18 +113,18 @@ class Continued(NamedTuple):
     b: int  # the block where it ends
 
 
-_new = tuple.__new__  # makes a record from a tuple, skipping the Python-level __new__ of NamedTuple
-
-
 def _messages(sh, qid: int, k: int, end: int, b: int, ahead: int) -> list[bytes]:
     """Messages ``k`` up to ``end`` of ``qid``, the first of them starting in block ``b``; ``ahead``:
     blocks of the queue to announce to the kernel after each block loaded."""
-    out = []
+    out = None
     while True:
         msgs, first, tail, missing = _decoded(sh, qid, b, ahead)
         i = k - first
-        take = msgs[i : i + end - k]
-        out += take
+        take = msgs[i : i + end - k]  # a new list: the cached one stays as it is
+        if out is None:  # most reads take all they want from one block
+            out = take
+        else:
+            out += take
         k += len(take)
         if k >= end:
             break
@@ -148,17 +159,23 @@ def _decoded(sh, qid: int, b: int, ahead: int) -> Decoded:
     if hit is not None:
         sh.cache_hits += 1
         return hit
-    blk = _load(sh, qid, b)
+    raw, start, skip, count, first = _load(sh, qid, b)
     msgs: list[bytes] = []
     try:
-        p = split(blk.raw, blk.start + blk.skip, blk.count, msgs)
+        p = split(raw, start + skip, count, msgs)
     except FrameError as e:
-        raise _BadFrames(blk, b, e) from None
-    over = p - len(blk.raw)
-    hit = _new(Decoded, (msgs, blk.first, msgs.pop(), over)) if over > 0 else _new(Decoded, (msgs, blk.first, None, 0))
+        raise _BadFrames(start, b, e) from None
+    over = p - len(raw)
+    hit = (msgs, first, msgs.pop(), over) if over > 0 else (msgs, first, None, 0)
     if b >= 0 and sh.cache_blocks:
-        if len(cache) >= sh.cache_blocks:
-            del cache[next(iter(cache))]
+        order = sh.cache_order  # the cached block ids, a ring: the oldest goes first
+        if len(order) < sh.cache_blocks:
+            order.append(b)
+        else:
+            i = sh.cache_next
+            del cache[order[i]]
+            order[i] = b
+            sh.cache_next = i + 1 if i + 1 < len(order) else 0
         cache[b] = hit
         if ahead and _WILLNEED is not None:
             _readahead(sh, b, ahead)
@@ -170,14 +187,13 @@ def _continued(sh, qid: int, b: int, head, need: int) -> Continued:
     parts = [head]
     while True:
         b = _after(sh, qid, b)
-        blk = _load(sh, qid, b)
-        start, skip = blk.start, blk.skip
+        raw, start, skip = _load(sh, qid, b)[:3]
         if need <= skip:
-            parts.append(blk.raw[start : start + need])
+            parts.append(raw[start : start + need])
             return Continued(b"".join(parts), b)
-        if start + skip != len(blk.raw):
+        if start + skip != len(raw):
             raise CorruptionError(sh.data_path, _where(sh, b), "a continued message is cut", sh.name(qid))
-        parts.append(blk.raw[start:])
+        parts.append(raw[start:])
         need -= skip
 
 
@@ -195,7 +211,7 @@ def _load(sh, qid: int, b: int) -> Block:
     """Block ``b`` of ``qid``, read and verified (or the unfinished block, for OPEN)."""
     if b == OPEN:
         sealed = sh.sealed_messages(qid)
-        return _new(Block, (sh.open_bytes(qid), 0, sh.skip[qid], sh.count[qid] - sealed, sealed))
+        return (sh.open_bytes(qid), 0, sh.skip[qid], sh.count[qid] - sealed, sealed)
     bcount = sh.b_count[b]
     entry = sh.b_entry[b]
     offset = entry >> ENTRY_SHIFT
@@ -207,13 +223,14 @@ def _load(sh, qid: int, b: int) -> Block:
     if len(rec) != size:
         raise CorruptionError(sh.data_path, offset, f"block cut short ({len(rec)} of {size} bytes)", sh.name(qid))
     cs, kind, flags, got_qid, psize, skip, got_count = _unpack_record(rec)
-    if checksum(memoryview(rec)[4:]) != cs:
+    data = rec  # the compiled twin takes a C pointer to the bytes: the cut below is one copy, no views
+    if checksum(data[4:size]) != cs:
         raise CorruptionError(sh.data_path, offset, "block checksum mismatch", sh.name(qid))
     if kind != KIND_BLOCK or got_qid != qid or psize + RECORD_SIZE != size or got_count != bcount:
         raise CorruptionError(sh.data_path, offset, "the index and the block header disagree", sh.name(qid))
     if flags & FLAG_LZ4:
-        return _new(Block, (_decompress(sh, qid, offset, rec), 0, skip, bcount, sh.b_end[b] - bcount))
-    return _new(Block, (rec, RECORD_SIZE, skip, bcount, sh.b_end[b] - bcount))
+        return (_decompress(sh, qid, offset, rec), 0, skip, bcount, sh.b_end[b] - bcount)
+    return (rec, RECORD_SIZE, skip, bcount, sh.b_end[b] - bcount)
 
 
 def _decompress(sh, qid: int, offset: int, rec: bytes) -> bytes:

@@ -525,6 +525,8 @@ class Shard:
         self.big: dict[int, array] = {}  # qid -> block ids, for queues with many blocks (made when read)
         self.cursors: dict[int, tuple] = {}  # qid -> (next message, block where it starts)
         self.cache: dict[int, tuple] = {}  # block id -> the block split into messages (reads.Decoded)
+        self.cache_order: list[int] = []  # the block ids of the cache in a ring, evicted oldest first
+        self.cache_next = 0  # where the ring holds the oldest, once it is full
 
     def _forget(self) -> None:
         """Let go of the directory, the index and the caches (about 100 bytes a queue), so that a closed
