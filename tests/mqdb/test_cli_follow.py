@@ -1,10 +1,9 @@
 """`mqdb tail --follow` in its own process, beside a writer in another process (this one)."""
 
-import signal
 import time
 
 import mqdb
-from tests.support.mqdb_cli import start, take
+from tests.support.mqdb_cli import interrupt, start, take
 
 
 def test_tail_follow_sees_what_a_writer_in_another_process_flushes(tmp_path):
@@ -32,8 +31,7 @@ def test_tail_follow_sees_what_a_writer_in_another_process_flushes(tmp_path):
             db.flush()
             assert take(lines, 2000) == [f"{i}\tm{i}\n" for i in range(5, 2005)]
 
-            proc.send_signal(signal.SIGINT)  # Ctrl-C ends a follow cleanly
-            assert proc.wait(timeout=10) == 0
+            assert interrupt(proc) == 0  # Ctrl-C ends a follow cleanly
             assert proc.stderr.read() == ""
             assert lines.empty()
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -11,7 +12,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-__all__ = ["start", "take"]
+__all__ = ["start", "take", "interrupt"]
+
+WAIT = 30.0  # seconds: an upper bound for a process to end, never a measurement
 
 
 def start(*args) -> tuple[subprocess.Popen, queue.Queue]:
@@ -22,7 +25,7 @@ def start(*args) -> tuple[subprocess.Popen, queue.Queue]:
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"},
     )
     lines: queue.Queue = queue.Queue()
 
@@ -37,3 +40,16 @@ def start(*args) -> tuple[subprocess.Popen, queue.Queue]:
 def take(lines: queue.Queue, n: int) -> list[str]:
     """The next ``n`` lines, each waited for at most 10 s (a bound, not a measurement)."""
     return [lines.get(timeout=10) for _ in range(n)]
+
+
+def interrupt(proc: subprocess.Popen) -> int:
+    """Ctrl-C (SIGINT) to ``proc``; its exit status once it ends. A process still running after
+    ``WAIT`` seconds is made to dump the stack of each of its threads (SIGABRT, which the fault
+    handler turns into a traceback on stderr) and the test fails with that dump."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=WAIT)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        proc.wait(timeout=WAIT)
+        raise AssertionError(f"{proc.args} did not end on Ctrl-C; its stacks:\n{proc.stderr.read()}") from None

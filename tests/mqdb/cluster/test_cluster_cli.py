@@ -2,13 +2,12 @@
 and a store moved from embedded to cluster and back with its offsets."""
 
 import json
-import signal
 
 from click.testing import CliRunner
 
 import mqdb
 from mqdb.cli import main
-from tests.support.mqdb_cli import start, take
+from tests.support.mqdb_cli import interrupt, start, take
 
 MESSAGES = {
     "alpha": [b"hello", b"tab\there\nnewline", b"\xff\xfe\x00binary", b""],
@@ -80,8 +79,7 @@ def test_tail_follow_on_a_cluster_sees_what_a_writer_flushes(cluster_url):
                 db.put("q", b"m%d" % i)
             db.flush()
             assert take(lines, 1500) == [f"{i}\tm{i}\n" for i in range(3, 1503)]
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=10) == 0
+            assert interrupt(proc) == 0  # Ctrl-C ends a follow cleanly
             assert proc.stderr.read() == ""
         finally:
             if proc.poll() is None:
