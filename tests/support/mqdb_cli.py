@@ -16,11 +16,22 @@ __all__ = ["start", "take", "interrupt"]
 
 WAIT = 30.0  # seconds: an upper bound for a process to end, never a measurement
 
+# ``python -m mqdb`` with Ctrl-C as a terminal gives it: SIGINT unblocked and raising KeyboardInterrupt,
+# whatever this test process's signal state is (a mask or an ignored SIGINT, set by a library or by
+# whoever started the tests, is inherited through fork and exec).
+_LAUNCH = (
+    "import runpy, signal, sys; "
+    "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+    "signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'mqdb'; "
+    "runpy.run_module('mqdb', run_name='__main__', alter_sys=True)"
+)
+
 
 def start(*args) -> tuple[subprocess.Popen, queue.Queue]:
     """``python -m mqdb ARGS`` started (stop it by its PID), and a queue that its stdout lines go to."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mqdb", *map(str, args)],
+        [sys.executable, "-c", _LAUNCH, *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -50,6 +61,18 @@ def interrupt(proc: subprocess.Popen) -> int:
     try:
         return proc.wait(timeout=WAIT)
     except subprocess.TimeoutExpired:
+        states = _signal_states(proc.pid) + _signal_states(os.getpid())
         proc.send_signal(signal.SIGABRT)
         proc.wait(timeout=WAIT)
-        raise AssertionError(f"{proc.args} did not end on Ctrl-C; its stacks:\n{proc.stderr.read()}") from None
+        stacks = proc.stderr.read()
+        message = f"{proc.args} did not end on Ctrl-C; signal masks (its, ours):\n{states}its stacks:\n{stacks}"
+        raise AssertionError(message) from None
+
+
+def _signal_states(pid: int) -> str:
+    """The signal lines of ``/proc/PID/status`` (blocked, ignored, caught)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return "".join(line for line in status if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+    except OSError as exc:
+        return f"{exc}\n"
