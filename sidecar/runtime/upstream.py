@@ -205,11 +205,11 @@ class DubboPool:
         if not live:
             raise UpstreamUnavailable(self._unavailable("no connection is up"))
         connection = self._turn
-        if connection is None or connection not in live:  # the turn's first call picks its connection
+        # The turn's first call picks its connection, as does a call finding it gone or its outbox full
+        # (then each call picks anew, as every call did before turns shared a connection).
+        if connection is None or connection.queued > self.MAX_OUTBOX or connection not in live:
             connection = self._turn = live[0] if len(live) == 1 else min(live, key=_load)
-            if not self._flush_scheduled:  # the flush ends the turn, whatever it has to write
-                self._flush_scheduled = True
-                self._loop.run_callback(self._flush)
+            self._flush_soon()  # the flush ends the turn, whatever it has to write
         if connection.queued > self.MAX_OUTBOX:
             raise UpstreamUnavailable(self._unavailable("every connection has a full write backlog"))
         if frame[2] & FLAG_TWOWAY:
@@ -239,9 +239,13 @@ class DubboPool:
         connection.queued += len(frame)
         if len(outbox) == 1 and not connection.writing:
             self._unflushed.append(connection)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                self._loop.run_callback(self._flush)  # at the end of this turn of the loop
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """:meth:`_flush` at the end of this turn of the loop (once, however often asked)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.run_callback(self._flush)
 
     def _flush(self) -> None:
         """Write each connection's outbox in one non-blocking ``send``; hand what is left to its

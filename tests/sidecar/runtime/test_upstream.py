@@ -115,6 +115,19 @@ def test_the_calls_of_one_turn_share_a_connection_and_the_next_turn_takes_the_le
     assert collector.lost == {} and pool.stats()["writes"] == 2
 
 
+def test_a_turn_whose_connection_has_a_full_outbox_moves_to_another(service, pool_for):
+    pool, collector = pool_for(service, size=2)
+    wait_until(lambda: pool.connections == 2, "both connections")
+    pool.MAX_OUTBOX = 0  # any queued frame fills an outbox
+    pool.send(encode(hash_call(1, "first")))
+    pool.send(encode(hash_call(2, "second")))  # the turn's connection is full: the other takes it
+    assert pool._where[1] is not pool._where[2]
+    with pytest.raises(UpstreamUnavailable, match="every connection has a full write backlog"):
+        pool.send(encode(hash_call(3, "third")))
+    collector.wait(2)
+    assert collector.lost == {}
+
+
 def test_send_takes_the_request_id_from_the_frame_or_the_argument(service, pool_for):
     pool, collector = pool_for(service, size=1)
     assert pool.wait_connected(WAIT)
