@@ -182,7 +182,7 @@ class ConsumerSidecar:
         return None
 
     def error(self, status: int, reason: str, headers: tuple = (), request: http1.Request | None = None):
-        form = request is None or calls.json_route(request.target) is None
+        form = request is None or _form(request)
         reply = calls.error_reply(status, reason, form=form, headers=headers)
         return http1.Response(reply.status, reply.headers, reply.body)
 
@@ -194,7 +194,7 @@ class ConsumerSidecar:
         return format_address(*connection.address[:2]) if self._access_log else None
 
     def _bad_call(self, request, error: ProtocolError, respond, started, client) -> None:
-        form = calls.json_route(request.target) is None
+        form = _form(request)
         reply = calls.error_reply(error.status_hint, error.reason, form=form, headers=getattr(error, "headers", ()))
         self._send(request, reply, respond, started, client)
 
@@ -210,12 +210,12 @@ class ConsumerSidecar:
                 lambda result: self._answer(request, call, result, respond, started, client),
             )
         except CallError as e:
-            self._answer(request, None, e, respond, started, client, form=calls.json_route(request.target) is None)
+            self._answer(request, None, e, respond, started, client, form=_form(request))
         except ProtocolError as e:
             self._bad_call(request, e, respond, started, client)
         except Exception:
             log.exception("call failed: %s %s", request.method, request.target)
-            form = calls.json_route(request.target) is None
+            form = _form(request)
             self._send(request, calls.error_reply(500, "internal error in the consumer sidecar", form=form), respond,
                        started, client)  # fmt: skip
 
@@ -250,6 +250,11 @@ class ConsumerSidecar:
         if client is not None:
             _log_access(request, reply.status, client, started, frame, tunnel_id, provider, request_id)
         respond(http1.Response(reply.status, headers, reply.body))
+
+
+def _form(request: http1.Request) -> bool:
+    """Whether errors about ``request`` are answered in text (the form route), not in JSON."""
+    return calls.json_route(request.target) is None
 
 
 def _log_access(request, status, client, started, frame, tunnel_id, provider, client_request_id) -> None:
