@@ -1,22 +1,23 @@
 # C types for the compiled twin of reads.py (the Python module stays the implementation). The helpers
 # behind read() are cpdef: read() calls them as C functions, and Python (the tests) still can.
 cimport cython
+from mqdb._c_columns cimport int_at, long_at
 
 @cython.locals(qid=Py_ssize_t)
 cpdef list read_queue(sh, bytes raw, offset, num)
 
 cpdef list read(sh, Py_ssize_t qid, offset, num)
 
-@cython.locals(last=Py_ssize_t, b=Py_ssize_t)
+@cython.locals(last=Py_ssize_t, b=Py_ssize_t, end=cython.longlong)
 cpdef Py_ssize_t locate(sh, Py_ssize_t qid, long long k) except? -2
 
-@cython.locals(i=Py_ssize_t, first=cython.longlong, out=list, take=list, msgs=list)
+@cython.locals(i=Py_ssize_t, first=cython.longlong, out=list, take=list, msgs=list, cache=dict, start=Py_ssize_t, skip=Py_ssize_t, count=Py_ssize_t, p=Py_ssize_t)
 cpdef list _messages(sh, Py_ssize_t qid, long long k, long long end, Py_ssize_t b, Py_ssize_t ahead)
 
 cpdef _remember(sh, Py_ssize_t qid, long long k, Py_ssize_t b)
 
-@cython.locals(cache=dict, order=list, i=Py_ssize_t, msgs=list, p=Py_ssize_t, over=Py_ssize_t, start=Py_ssize_t, skip=Py_ssize_t, count=Py_ssize_t)
-cpdef tuple _decoded(sh, Py_ssize_t qid, Py_ssize_t b, Py_ssize_t ahead)
+@cython.locals(cache=dict, order=list, i=Py_ssize_t, msgs=list, p=Py_ssize_t, over=Py_ssize_t)
+cpdef tuple _decoded(sh, Py_ssize_t b, bytes raw, Py_ssize_t start, Py_ssize_t skip, Py_ssize_t count, long long first)
 
 @cython.locals(start=Py_ssize_t, skip=Py_ssize_t)
 cpdef _continued(sh, Py_ssize_t qid, Py_ssize_t b, head, Py_ssize_t need)

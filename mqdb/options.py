@@ -22,7 +22,7 @@ from types import MappingProxyType
 #:                         unfinished blocks as they are, and its spill file starts empty again.
 #: ``write_batch_bytes``   finished blocks are gathered until this many bytes, then written with one
 #:                         ``pwritev`` call per shard.
-#: ``cache_blocks``        verified blocks kept per shard, split into messages, for every reader.
+#: ``cache_blocks``        verified blocks kept per shard, split into messages, for readers that stop inside one.
 #: ``readahead_blocks``    blocks of a queue announced to the kernel ahead of a sequential reader.
 DEFAULT_OPTIONS = MappingProxyType(
     {

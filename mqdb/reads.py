@@ -2,14 +2,20 @@
 
 Called with the shard lock held. A read finds the block where the first wanted message starts: a
 random read by bisecting the running message counts (or a short walk), a sequential reader (one that
-asks for the message right after its previous read) from the cursor its previous read left. The
-block is read, verified and split into messages once (:func:`mqdb.coding.split`), and kept so in a
-small per-shard cache, so every further read of the block, random or sequential, is a list slice. For
-a sequential reader the queue's next blocks are announced to the kernel (``POSIX_FADV_WILLNEED``) so
+asks for the message right after its previous read) from the cursor its previous read left; a
+queue's last block is found from the queue's own columns, without a walk. The block is read and
+verified (:func:`_load`). A read that stops before the block's last message splits it whole
+(:func:`mqdb.coding.split`) and keeps it so in a small per-shard cache, since the reader will most
+likely come back for the rest: every further read of the block is a list slice. A read that takes
+the block to its end steps over the frames before the first it wants and splits only the rest, and
+keeps nothing: no reader needs the block again soon, and a read of a million short queues would
+otherwise only churn the cache (and the garbage collector, through the lists it holds). For a
+sequential reader the queue's next blocks are announced to the kernel (``POSIX_FADV_WILLNEED``) so
 they are read ahead.
 
 The build also compiles this module into ``mqdb._c_reads`` (:mod:`mqdb._accel`): a get is a dozen
 Python-level calls and attribute reads, and running them compiled takes a sixth or so off a random get.
+The columns it reads go through :func:`mqdb.columns.int_at` and ``long_at``, C calls in the twin.
 """
 
 import os
@@ -21,6 +27,8 @@ import lz4.block
 
 from ._accel import import_c_accel
 from .coding import FrameError, checksum, split
+from .coding import skip as skip_frames
+from .columns import int_at, long_at
 from .errors import ClosedError, CorruptionError
 from .format import ENTRY_LENGTH, ENTRY_SHIFT, FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE, entry_offset
 from .stage import distribute
@@ -35,17 +43,22 @@ _unpack_record = RECORD.unpack_from
 def locate(sh, qid: int, k: int) -> int:
     """Id of the block where message ``k`` of ``qid`` starts (OPEN if in the unfinished block)."""
     b_end = sh.b_end
-    last = sh.last_b[qid]
-    if last < 0 or k >= b_end[last]:
+    last = int_at(sh.last_b, qid)
+    if last < 0:
         return OPEN
+    end = long_at(b_end, last)
+    if k >= end:
+        return OPEN
+    if k >= end - int_at(sh.b_count, last):  # in the last block, as in every queue of one block
+        return last
     ids = sh.big.get(qid)
     if ids is None:
-        b = sh.first_b[qid]
+        b = int_at(sh.first_b, qid)
         nxt = sh.b_next
         for _ in range(BIG_QUEUE_BLOCKS):
-            if b_end[b] > k:
+            if long_at(b_end, b) > k:
                 return b
-            b = nxt[b]
+            b = int_at(nxt, b)
         ids = sh.big[qid] = array("i", sh.block_ids(qid))  # a long queue: bisect its blocks from now on
     return ids[bisect_right(ids, k, key=b_end.__getitem__)]
 
@@ -61,10 +74,10 @@ def read_queue(sh, raw: bytes, offset: int, num: int) -> list[bytes] | None:
 
 
 def read(sh, qid: int, offset: int, num: int) -> list[bytes]:
-    count = sh.count[qid]
-    if sh.staged[qid]:  # some of its messages are still staged
+    count = long_at(sh.count, qid)
+    if (sh.stage_qids or sh.stage_tail) and sh.staged[qid]:  # some of its messages are still staged
         distribute(sh)
-        count = sh.count[qid]
+        count = long_at(sh.count, qid)
     if offset >= count or num <= 0:
         return []
     end = offset + num if offset + num < count else count
@@ -117,8 +130,39 @@ def _messages(sh, qid: int, k: int, end: int, b: int, ahead: int) -> list[bytes]
     """Messages ``k`` up to ``end`` of ``qid``, the first of them starting in block ``b``; ``ahead``:
     blocks of the queue to announce to the kernel after each block loaded."""
     out = None
+    cache = sh.cache
     while True:
-        msgs, first, tail, missing = _decoded(sh, qid, b, ahead)
+        hit = cache.get(b) if b >= 0 else None
+        if hit is None:
+            raw, start, skip, count, first = _load(sh, qid, b)
+            if b >= 0 and ahead and _WILLNEED is not None:
+                _readahead(sh, b, ahead)
+            if end - first < count:  # the read stops before the block's last message: split it all
+                hit = _decoded(sh, b, raw, start, skip, count, first)  # and keep it, for the next read
+            else:  # the read takes the block to its end: split just what it takes, keep nothing
+                i = k - first
+                if out is None:
+                    out = []
+                try:
+                    p = split(raw, skip_frames(raw, start + skip, i), count - i, out)
+                except FrameError as e:
+                    raise _BadFrames(start, b, e) from None
+                k = first + count
+                if p > len(raw):  # the block's last message goes on in the next blocks
+                    cont = _continued(sh, qid, b, out.pop(), p - len(raw))
+                    out.append(cont.msg)
+                    b = cont.b
+                    if k >= end:
+                        break
+                    continue
+                # where message k starts, the reader's next block: the unfinished one after the last
+                b = OPEN if b < 0 or b == int_at(sh.last_b, qid) else int_at(sh.b_next, b)
+                if k >= end:
+                    break
+                continue
+        else:
+            sh.cache_hits += 1
+        msgs, first, tail, missing = hit
         i = k - first
         take = msgs[i : i + end - k]  # a new list: the cached one stays as it is
         if out is None:  # most reads take all they want from one block
@@ -151,34 +195,27 @@ def _remember(sh, qid: int, k: int, b: int) -> None:
         del cursors[qid]
 
 
-def _decoded(sh, qid: int, b: int, ahead: int) -> Decoded:
-    """Block ``b`` split into messages; cached for sealed blocks (then ``ahead`` of the queue's next
-    blocks are announced to the kernel)."""
-    cache = sh.cache
-    hit = cache.get(b)
-    if hit is not None:
-        sh.cache_hits += 1
-        return hit
-    raw, start, skip, count, first = _load(sh, qid, b)
+def _decoded(sh, b: int, raw: bytes, start: int, skip: int, count: int, first: int) -> Decoded:
+    """Block ``b``, loaded (:data:`Block`), split into messages; kept in the shard's cache if sealed."""
     msgs: list[bytes] = []
     try:
         p = split(raw, start + skip, count, msgs)
     except FrameError as e:
-        raise _BadFrames(start, b, e) from None
+        raise _BadFrames(p, b, e) from None
     over = p - len(raw)
     hit = (msgs, first, msgs.pop(), over) if over > 0 else (msgs, first, None, 0)
-    if b >= 0 and sh.cache_blocks:
-        order = sh.cache_order  # the cached block ids, a ring: the oldest goes first
-        if len(order) < sh.cache_blocks:
-            order.append(b)
-        else:
-            i = sh.cache_next
-            del cache[order[i]]
-            order[i] = b
-            sh.cache_next = i + 1 if i + 1 < len(order) else 0
-        cache[b] = hit
-        if ahead and _WILLNEED is not None:
-            _readahead(sh, b, ahead)
+    if b < 0 or not sh.cache_blocks:
+        return hit
+    cache = sh.cache
+    order = sh.cache_order  # the cached block ids, a ring: the oldest goes first
+    if len(order) < sh.cache_blocks:
+        order.append(b)
+    else:
+        i = sh.cache_next
+        del cache[order[i]]
+        order[i] = b
+        sh.cache_next = i + 1 if i + 1 < len(order) else 0
+    cache[b] = hit
     return hit
 
 
@@ -200,11 +237,11 @@ def _continued(sh, qid: int, b: int, head, need: int) -> Continued:
 def _after(sh, qid: int, b: int) -> int:
     if b == OPEN:
         raise CorruptionError(sh.data_path, _where(sh, sh.last_b[qid]), "a message runs past the queue", sh.name(qid))
-    return sh.b_next[b]
+    return int_at(sh.b_next, b)
 
 
 def _where(sh, b: int) -> int:
-    return entry_offset(sh.b_entry[b]) if b >= 0 else -1
+    return entry_offset(long_at(sh.b_entry, b)) if b >= 0 else -1
 
 
 def _load(sh, qid: int, b: int) -> Block:
@@ -212,8 +249,8 @@ def _load(sh, qid: int, b: int) -> Block:
     if b == OPEN:
         sealed = sh.sealed_messages(qid)
         return (sh.open_bytes(qid), 0, sh.skip[qid], sh.count[qid] - sealed, sealed)
-    bcount = sh.b_count[b]
-    entry = sh.b_entry[b]
+    bcount = int_at(sh.b_count, b)
+    entry = long_at(sh.b_entry, b)
     offset = entry >> ENTRY_SHIFT
     size = entry & ENTRY_LENGTH
     if offset + size > sh.written:
@@ -229,8 +266,8 @@ def _load(sh, qid: int, b: int) -> Block:
     if kind != KIND_BLOCK or got_qid != qid or psize + RECORD_SIZE != size or got_count != bcount:
         raise CorruptionError(sh.data_path, offset, "the index and the block header disagree", sh.name(qid))
     if flags & FLAG_LZ4:
-        return (_decompress(sh, qid, offset, rec), 0, skip, bcount, sh.b_end[b] - bcount)
-    return (rec, RECORD_SIZE, skip, bcount, sh.b_end[b] - bcount)
+        return (_decompress(sh, qid, offset, rec), 0, skip, bcount, long_at(sh.b_end, b) - bcount)
+    return (rec, RECORD_SIZE, skip, bcount, long_at(sh.b_end, b) - bcount)
 
 
 def _decompress(sh, qid: int, offset: int, rec: bytes) -> bytes:
@@ -247,10 +284,10 @@ def _decompress(sh, qid: int, offset: int, rec: bytes) -> bytes:
 def _readahead(sh, b: int, ahead: int) -> None:
     nxt = sh.b_next
     for _ in range(ahead):
-        b = nxt[b]
+        b = int_at(nxt, b)
         if b < 0 or b in sh.cache:
             return
-        entry = sh.b_entry[b]
+        entry = long_at(sh.b_entry, b)
         offset = entry >> ENTRY_SHIFT
         if offset >= sh.written:
             return

@@ -417,3 +417,46 @@ def test_regression_a_name_of_128_to_255_bytes_is_one_queue(tmp_path, size):
         assert len(db) == 1 and name in db and db.count(name) == 3
     with mqdb.open(tmp_path, readonly=True) as db:
         assert list(db) == [name] and db.get(name, 0, 5) == [b"0", b"1", b"2"]
+
+
+def test_a_read_to_the_end_of_a_block_keeps_nothing_and_one_that_stops_inside_keeps_it(tmp_path):
+    """Short queues read whole (the million-queue case) load their block on every read and leave the
+    cache alone; a read that stops before the block's last message keeps it for the next read."""
+    with mqdb.open(tmp_path) as db:
+        for q in ("whole", "part"):
+            for i in range(10):
+                db.put(q, b"%s-%d" % (q.encode(), i))
+    with mqdb.open(tmp_path) as db:
+        for off in (0, 3, 9, 0):
+            assert db.get("whole", off, 10) == [b"whole-%d" % i for i in range(off, 10)]
+        st = db.stats()
+        assert (st["block_reads"], st["cache_hits"]) == (4, 0)
+        assert db.get("part", 2, 3) == [b"part-2", b"part-3", b"part-4"]
+        assert db.get("part", 5, 2) == [b"part-5", b"part-6"]
+        assert db.get("part", 7, 10) == [b"part-7", b"part-8", b"part-9"]
+        st = db.stats()
+        assert (st["block_reads"], st["cache_hits"]) == (5, 2)
+
+
+def test_a_reader_of_whole_blocks_loads_each_block_once_and_reads_ahead(tmp_path):
+    msgs = [b"%05d" % i * 12 for i in range(3000)]
+    with mqdb.open(tmp_path) as db:
+        for m in msgs:
+            db.put("long", m)
+        db.flush()
+        blocks = db.stats()["blocks"]
+    assert blocks > 20
+    with mqdb.open(tmp_path) as db:
+        got, gets = [], 0
+        while len(got) < len(msgs):
+            batch = db.get("long", len(got), 500)
+            assert batch
+            got += batch
+            gets += 1
+        assert got == msgs
+        st = db.stats()
+    assert st["readahead"] > 0
+    # only the block where a get stops is kept, for the get after it
+    assert 0 < st["cache_hits"] <= gets - 1
+    # every block loaded once, and once more at most for the end of a message that crosses into it
+    assert blocks <= st["block_reads"] <= 2 * blocks - 1

@@ -1,8 +1,9 @@
-"""mqdb's compiled core held to the Python source: ``mqdb.coding``, ``mqdb.directory`` and ``mqdb.hashing`` loaded both
-ways in one process and fed the same random inputs (valid blocks, corrupted and truncated ones, varints,
-staging chunks, queue names) must return the same values or raise the same exception type with the
-same message and offset. ``mqdb.reads`` (the read path over a shard's files) is held to its source by
-the rest of the mqdb suite, which runs on both builds.
+"""mqdb's compiled core held to the Python source: ``mqdb.coding``, ``mqdb.columns``, ``mqdb.directory``
+and ``mqdb.hashing`` loaded both ways in one process and fed the same random inputs (valid blocks,
+corrupted and truncated ones, varints, staging chunks, columns, queue names) must return the same
+values or raise the same exception type with the same message and offset. ``mqdb.reads`` (the read
+path over a shard's files) is held to its source by the rest of the mqdb suite, which runs on both
+builds.
 
 The module of this process is one build; the other is imported afresh under the same name
 (``DUBBOMESH_PURE_PYTHON`` set or unset for the time of the import) and then put aside. ``mqdb.errors``
@@ -270,6 +271,33 @@ def test_group_sorts_a_chunk_by_queue_the_same_or_fails_the_same(builds, puts, d
 def test_queues_go_to_the_same_shard_in_both_builds(hashings, name, shards):
     compiled, pure = hashings
     same(compiled, pure, "shard_of", name, shards)
+
+
+# -- columns ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def columns():
+    return both("mqdb.columns")
+
+
+@SETTINGS
+@given(
+    typecode=st.sampled_from("iqbhlfd"),
+    items=st.lists(st.integers(-(1 << 31), (1 << 31) - 1), max_size=20),
+    i=st.integers(-25, 25) | st.sampled_from([1 << 40, -(1 << 40)]),
+)
+def test_columns_read_alike_in_both_builds(columns, typecode, items, i):
+    """An item of an array("i") or array("q") column, in range or not (negative indexes count from the
+    end, as for an array), comes out the same; so do the IndexError past the end and the TypeError for
+    an array of another item size or for what is not an array at all."""
+    compiled, pure = columns
+    column = array(typecode, items if typecode in "iqld" else [x & 0x7F for x in items])
+    for name in ("int_at", "long_at"):
+        same(compiled, pure, name, column, i)
+    for other in (items, bytes(8), memoryview(array("q", [1, 2])).cast("B")):
+        for name in ("int_at", "long_at"):
+            same(compiled, pure, name, other, 0)
 
 
 # -- queue directories -----------------------------------------------------------------------------
