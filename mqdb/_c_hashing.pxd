@@ -1,5 +1,6 @@
 # C types for the compiled twin of hashing.py (the Python module stays the implementation).
 cimport cython
 
-@cython.locals(text=str, end=Py_ssize_t, start=Py_ssize_t, digits=Py_ssize_t, i=Py_ssize_t, number=cython.longlong)
-cpdef shard_of(name, shards)
+@cython.locals(text=str, end=Py_ssize_t, start=Py_ssize_t, digits=Py_ssize_t, i=Py_ssize_t, number=cython.longlong,
+               run=cython.longlong, head=object, prefix=str)
+cpdef Py_ssize_t shard_of(name, Py_ssize_t shards) except -1

@@ -2,8 +2,10 @@
 # behind read() are cpdef: read() calls them as C functions, and Python (the tests) still can.
 cimport cython
 from mqdb._c_columns cimport int_at, long_at
+# Aliased: the module imports nothing of the directory; a shard's directory is typed by it.
+from mqdb._c_directory cimport Directory as _Directory
 
-@cython.locals(qid=Py_ssize_t)
+@cython.locals(qid=Py_ssize_t, directory=_Directory)
 cpdef list read_queue(sh, bytes raw, offset, num)
 
 cpdef list read(sh, Py_ssize_t qid, offset, num)

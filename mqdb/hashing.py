@@ -12,6 +12,9 @@ import mmh3
 from ._accel import import_c_accel
 
 _MAX_DIGITS = 18
+_MAX_PREFIXES = 1024
+_hash = mmh3.hash  # called with positional arguments: (key, seed, signed); keywords cost a parse per call
+_prefixes: dict[str, int] = {}  # prefix -> its hash: a store's names share a few prefixes
 
 
 def shard_of(name: str, shards: int) -> int:
@@ -22,12 +25,18 @@ def shard_of(name: str, shards: int) -> int:
         start -= 1
     digits = end - start
     if digits == 0 or digits > _MAX_DIGITS:
-        return mmh3.hash(name, signed=False) % shards
+        return _hash(name, 0, False) % shards
     number = 0
     for i in range(start, end):  # int(name[start:]), without making the string and parsing it
         number = number * 10 + (ord(text[i]) - 48)
-    run = mmh3.hash((number // shards).to_bytes(8, "little"), signed=False)
-    return (mmh3.hash(text[:start], signed=False) + number + run) % shards
+    run = _hash((number // shards).to_bytes(8, "little"), 0, False)
+    prefix = text[:start]
+    head = _prefixes.get(prefix)
+    if head is None:
+        if len(_prefixes) >= _MAX_PREFIXES:
+            _prefixes.clear()
+        head = _prefixes[prefix] = _hash(prefix, 0, False)
+    return (head + number + run) % shards
 
 
 import_c_accel(globals(), "mqdb._c_hashing")

@@ -69,7 +69,8 @@ def read_queue(sh, raw: bytes, offset: int, num: int) -> list[bytes] | None:
     compiled twin finds the queue and reads it without going back to Python in between."""
     if sh.closed:
         raise ClosedError()
-    qid = sh.directory.find(raw)
+    directory = sh.directory  # a C method call in the twin
+    qid = directory.find(raw)
     return read(sh, qid, offset, num) if qid >= 0 else None
 
 
