@@ -13,5 +13,5 @@ cpdef Py_ssize_t skip(bytes raw, Py_ssize_t p, Py_ssize_t n) except -1
 @cython.locals(end=Py_ssize_t, size=cython.longlong, f=cython.longlong, _=Py_ssize_t, stop=Py_ssize_t, data=cython.p_char)
 cpdef Py_ssize_t split(bytes raw, Py_ssize_t p, Py_ssize_t n, list out) except -1
 
-@cython.locals(end=Py_ssize_t, p=Py_ssize_t, size=cython.longlong, f=cython.longlong, stop=Py_ssize_t, frame=bytes, run=list)
+@cython.locals(end=Py_ssize_t, p=Py_ssize_t, size=cython.longlong, f=cython.longlong, stop=Py_ssize_t, frame=bytes, run=list, data=cython.p_char)
 cpdef group(qids, bytes frames, dict runs)

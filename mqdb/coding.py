@@ -141,6 +141,7 @@ def group(qids, frames: bytes, runs: dict) -> None:
     ``runs``, ``{qid: [frame, ...]}``, length prefix included; raise FrameError if the chunk does not
     hold exactly those frames."""
     end = len(frames)
+    data = frames  # the compiled twin takes a C pointer to the bytes: each cut is one bytes object made
     p = 0
     for qid in qids:
         size = frames[p] if p < end else 0x80
@@ -151,7 +152,7 @@ def group(qids, frames: bytes, runs: dict) -> None:
             stop = p + (f & 15) + (f >> 4)
         if stop > end:
             raise FrameError(p, "a staged frame runs past the end of its chunk")
-        frame = frames[p:stop]
+        frame = data[p:stop]
         run = runs.get(qid)
         if run is None:
             runs[qid] = [frame]

@@ -30,13 +30,16 @@ def shard_of(name: str, shards: int) -> int:
     for i in range(start, end):  # int(name[start:]), without making the string and parsing it
         number = number * 10 + (ord(text[i]) - 48)
     run = _hash((number // shards).to_bytes(8, "little"), 0, False)
-    prefix = text[:start]
+    return (_prefix_hash(text[:start]) + number + run) % shards
+
+
+def _prefix_hash(prefix: str) -> int:
     head = _prefixes.get(prefix)
     if head is None:
         if len(_prefixes) >= _MAX_PREFIXES:
             _prefixes.clear()
         head = _prefixes[prefix] = _hash(prefix, 0, False)
-    return (head + number + run) % shards
+    return head
 
 
 import_c_accel(globals(), "mqdb._c_hashing")

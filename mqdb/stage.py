@@ -10,12 +10,17 @@ ten million small appends competing for the write-buffer pool.
 
 Staging chunks in ``NNN.stage`` (scratch: emptied by every distribution, created empty on open):
     chunk := u32 messages  u32 frame_bytes  u32 qid[messages]  frame{messages}
+
+Every put passes through :func:`put`, and a flush of a million queues through the loop of
+:func:`distribute` a million times, so the build also compiles this module into ``mqdb._c_stage``
+(C types in ``_c_stage.pxd``; :mod:`mqdb._accel`).
 """
 
 import os
 import struct
 from array import array
 
+from ._accel import import_c_accel
 from .coding import FrameError, decode_varint, encode_varint, group
 from .errors import CorruptionError
 
@@ -125,3 +130,6 @@ def distribute(sh, sealing: bool = False) -> None:
     sh.stage_tail = sh.stage_frames = sh.stage_varint_extra = 0
     sh.stage_buf = bytearray()
     sh.stage_qids = array("i")
+
+
+import_c_accel(globals(), "mqdb._c_stage")
