@@ -30,7 +30,16 @@ __all__ = [
 
 PURE_PYTHON = "DUBBOMESH_PURE_PYTHON"
 # The modules that have a compiled twin, by dotted name (setup.py builds the same list).
-TWINS = ("mqdb.coding", "mqdb.columns", "mqdb.directory", "mqdb.hashing", "mqdb.reads", "mqdb.stage")
+TWINS = (
+    "mqdb.coding",
+    "mqdb.columns",
+    "mqdb.db",
+    "mqdb.directory",
+    "mqdb.hashing",
+    "mqdb.reads",
+    "mqdb.shard",
+    "mqdb.stage",
+)
 COMPILED = "compiled"
 NOT_BUILT = "compiled twins not built at install"
 MODULES: dict[str, str] = {}  # "mqdb.NAME" -> COMPILED, or the reason it runs as Python

@@ -1,4 +1,9 @@
-"""The public handle: ``mqdb.open(path, **options)`` returns a :class:`DB`."""
+"""The public handle: ``mqdb.open(path, **options)`` returns a :class:`DB`.
+
+Every put and get passes through a method of :class:`DB`, so the build also compiles this module into
+``mqdb._c_db`` (:mod:`mqdb._accel`), as it is, without C types: the class stays a Python class whose
+methods run without the interpreter's cost per bytecode.
+"""
 
 import builtins
 import errno
@@ -8,6 +13,7 @@ import time
 from types import MappingProxyType
 
 from . import format
+from ._accel import import_c_accel
 from .errors import ClosedError, Error, FormatError, LockedError, ReadOnlyError, StoreNotFoundError
 from .hashing import shard_of
 from .options import resolve
@@ -412,3 +418,6 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+import_c_accel(globals(), "mqdb._c_db")
