@@ -11,6 +11,7 @@ import os
 import struct
 import sys
 import time
+import zlib
 from array import array
 
 import lz4.block
@@ -24,9 +25,11 @@ from .format import (
     INDEX_HEADER_SIZE,
     INDEX_MAGIC,
     INDEX_VERSION,
+    INDEX_VERSIONS_READ,
     NAMES_VERSION,
     REGION,
     REGION_LZ4,
+    REGION_ZLIB,
     REGIONS,
 )
 
@@ -142,11 +145,7 @@ def write(path: str, shard: int, cp: Checkpoint, sync: bool) -> int:
             col = array(typecode, col)
             col.byteswap()
         plain = col.tobytes()
-        stored, flags = plain, 0
-        if len(plain) >= 64:
-            packed = lz4.block.compress(plain, store_size=False)
-            if len(packed) < len(plain) - len(plain) // 8:
-                stored, flags = packed, REGION_LZ4
+        stored, flags = _pack(plain)
         head = bytearray(REGION.pack(0, flags, len(plain), len(stored)))
         struct.pack_into("<I", head, 0, checksum(bytes(head[4:]) + stored))
         parts += [head, stored]
@@ -167,6 +166,24 @@ def write(path: str, shard: int, cp: Checkpoint, sync: bool) -> int:
             os.fsync(f.fileno())
     os.replace(tmp, path)
     return INDEX_HEADER_SIZE + body_len
+
+
+def _pack(plain: bytes) -> tuple[bytes, int]:
+    """(stored bytes, region flags) of a column: LZ4 when it saves an eighth or more; zlib (level 1)
+    instead when LZ4 leaves more than half and zlib is smaller. LZ4 is for the columns of runs (counts,
+    ends, links), zlib for those of spread values (the name table, offsets, block ids, entries), where
+    LZ4 finds few repeats and zlib's entropy coding halves them again."""
+    if len(plain) < 64:
+        return plain, 0
+    stored, flags = plain, 0
+    packed = lz4.block.compress(plain, store_size=False)
+    if len(packed) < len(plain) - len(plain) // 8:
+        stored, flags = packed, REGION_LZ4
+    if 2 * len(stored) > len(plain):
+        packed = zlib.compress(plain, 1)
+        if len(packed) < len(stored):
+            stored, flags = packed, REGION_ZLIB
+    return stored, flags
 
 
 def append(path: str, at: int, totals: tuple, names_sum: int, name_offset, qids, entries, counts, sync: bool) -> int:
@@ -205,8 +222,8 @@ def read(path: str, shard: int, names: bytes | None = None, data_size: int | Non
         raise FormatError(f"{path}: index header cut short")
     (magic, version, got_shard, header_sum, data_len, names_len, seq, queues, blocks, messages, payload, raw, stored,
      flushed_ns, body_len, nslots, names_sum) = INDEX_HEADER.unpack_from(data)  # fmt: skip
-    if magic != INDEX_MAGIC or version != INDEX_VERSION or got_shard != shard:
-        raise FormatError(f"{path}: not the version-{INDEX_VERSION} index of shard {shard}")
+    if magic != INDEX_MAGIC or version not in INDEX_VERSIONS_READ or got_shard != shard:
+        raise FormatError(f"{path}: not a version-{INDEX_VERSION} (or -2) index of shard {shard}")
     if checksum(data[16:INDEX_HEADER_SIZE]) != header_sum:
         raise FormatError(f"{path}: index header fails its checksum")
     if len(data) < INDEX_HEADER_SIZE + body_len:
@@ -224,7 +241,7 @@ def read(path: str, shard: int, names: bytes | None = None, data_size: int | Non
     pos = INDEX_HEADER_SIZE
     view = memoryview(data)
     for name, typecode, kind in REGIONS:
-        col, pos = _region(path, view, pos, INDEX_HEADER_SIZE + body_len, name, typecode, items[kind])
+        col, pos = _region(path, view, pos, INDEX_HEADER_SIZE + body_len, name, typecode, items[kind], version)
         setattr(cp, name, col)
     if pos != INDEX_HEADER_SIZE + body_len:
         raise FormatError(f"{path}: regions end at offset {pos}, the header says {INDEX_HEADER_SIZE + body_len}")
@@ -233,7 +250,7 @@ def read(path: str, shard: int, names: bytes | None = None, data_size: int | Non
     return cp
 
 
-def _region(path: str, view, pos: int, limit: int, name: str, typecode: str, items: int):
+def _region(path: str, view, pos: int, limit: int, name: str, typecode: str, items: int, version: int):
     if pos + REGION.size > limit:
         raise FormatError(f"{path}: region {name} at offset {pos} cut short")
     cs, flags, raw_len, stored_len = REGION.unpack_from(view, pos)
@@ -244,16 +261,26 @@ def _region(path: str, view, pos: int, limit: int, name: str, typecode: str, ite
     if checksum(view[pos + 4 : body + stored_len]) != cs:
         raise FormatError(f"{path}: region {name} at offset {pos} fails its checksum")
     stored = view[body : body + stored_len]
-    if flags & REGION_LZ4:
+    if flags == REGION_LZ4:
         try:
             plain = lz4.block.decompress(stored, uncompressed_size=raw_len)
         except lz4.block.LZ4BlockError as e:
             raise FormatError(f"{path}: region {name} at offset {pos} does not decompress ({e})") from None
-        if len(plain) != raw_len:
-            raise FormatError(f"{path}: region {name} at offset {pos} has the wrong length")
-        col.frombytes(plain)
+    elif flags == REGION_ZLIB and version >= 3:
+        unpack = zlib.decompressobj()
+        try:
+            plain = unpack.decompress(stored, raw_len)
+        except zlib.error as e:
+            raise FormatError(f"{path}: region {name} at offset {pos} does not decompress ({e})") from None
+        if not unpack.eof or unpack.unconsumed_tail or unpack.unused_data:
+            raise FormatError(f"{path}: region {name} at offset {pos} does not decompress to its length")
+    elif flags == 0:
+        plain = stored
     else:
-        col.frombytes(stored)
+        raise FormatError(f"{path}: region {name} at offset {pos} has unknown flags {flags:#x}")
+    if len(plain) != raw_len:
+        raise FormatError(f"{path}: region {name} at offset {pos} has the wrong length")
+    col.frombytes(plain)
     if _SWAP:
         col.byteswap()
     return col, body + stored_len

@@ -10,7 +10,8 @@ VERSION = 2  # of the store as a whole: the MANIFEST says it
 OLD_VERSIONS = (1,)  # stores a writer migrates on open (their index checkpoints are rebuilt)
 DATA_VERSION = 1  # of the NNN.dat file header
 NAMES_VERSION = 1  # of the NNN.names file header
-INDEX_VERSION = 2  # of the NNN.idx file header
+INDEX_VERSION = 3  # of the NNN.idx file header
+INDEX_VERSIONS_READ = (2, 3)  # 2 is 3 without zlib regions: read as it is
 
 MANIFEST = "MANIFEST"
 LOCK = "LOCK"
@@ -121,6 +122,7 @@ INDEX_HEADER_SIZE = INDEX_HEADER.size  # 120
 # stored length
 REGION = struct.Struct("<IIQQ")
 REGION_LZ4 = 0x01
+REGION_ZLIB = 0x02  # index version 3 on
 # the base regions in file order: (name, array typecode, items: "slots", "queues" or "blocks")
 REGIONS = (
     ("slots", "i", "slots"),  # name table: queue id + 1 per slot, 0 = empty

@@ -10,12 +10,15 @@ import json
 import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import lz4.block
 import pytest
 
 import mqdb
+from mqdb.coding import checksum
+from mqdb.format import INDEX_VERSION
 
 MILLION = 1_000_000
 HEADER = 120  # the index header (FORMAT.md, NNN.idx)
@@ -190,6 +193,96 @@ def test_a_damaged_region_is_named_with_its_offset_and_rebuilt(tmp_path, region)
         assert db.recovery == []
 
 
+# --- region compression: LZ4 for runs, zlib for spread values (index version 3) --------------------
+ZLIB, LZ4 = 0x02, 0x01
+
+
+def region_flags(idx: Path) -> dict:
+    raw = idx.read_bytes()
+    return {name: REGION.unpack_from(raw, pos)[1] for name, (pos, _) in regions(idx).items() if name != "deltas"}
+
+
+def rewrite_region(idx: Path, region: str, flags: int | None = None, stored: bytes | None = None) -> int:
+    """Give ``region`` other flags or stored bytes, with its checksum made right again (and the header's
+    body length); return the region's offset."""
+    raw = bytearray(idx.read_bytes())
+    pos, length = regions(idx)[region]
+    _, old_flags, raw_len, _ = REGION.unpack_from(raw, pos)
+    body = bytes(raw[pos + REGION.size : pos + REGION.size + length]) if stored is None else stored
+    head = bytearray(REGION.pack(0, old_flags if flags is None else flags, raw_len, len(body)))
+    struct.pack_into("<I", head, 0, checksum(bytes(head[4:]) + body))
+    raw[pos : pos + REGION.size + length] = head + body
+    body_len = struct.unpack_from("<Q", raw, 96)[0] + len(body) - length  # header bytes 96..103
+    struct.pack_into("<Q", raw, 96, body_len)
+    struct.pack_into("<I", raw, 12, checksum(bytes(raw[16:HEADER])))
+    idx.write_bytes(bytes(raw))
+    return pos
+
+
+def set_index_version(idx: Path, version: int) -> None:
+    raw = bytearray(idx.read_bytes())
+    struct.pack_into("<H", raw, 8, version)
+    idx.write_bytes(bytes(raw))
+
+
+def test_spread_columns_are_stored_with_zlib_and_runs_with_lz4(tmp_path):
+    path = tmp_path / "s"
+    fill(path, 5000, 2, shards=1)
+    flags = region_flags(path / "000.idx")
+    assert flags["name_offset"] == flags["first_block"] == flags["last_block"] == flags["entry"] == ZLIB
+    assert flags["count"] == flags["end"] == flags["block_count"] == flags["next_block"] == LZ4
+    with mqdb.open(path, shards=1) as db:
+        assert db.recovery == []
+        assert all(db.get(f"Queue-{i}", 0, 9) == [b"%d:%d" % (i, s) for s in range(2)] for i in range(5000))
+
+
+def test_a_version_2_index_is_read_as_it_is(tmp_path):
+    """Version 2 is version 3 without zlib regions: a version-2 checkpoint (every region LZ4 or plain)
+    is used as it is, not rebuilt."""
+    path = tmp_path / "s"
+    fill(path, 3000, 2, shards=1)
+    idx = path / "000.idx"
+    for region, flag in region_flags(idx).items():
+        if flag == ZLIB:
+            col = zlib.decompress(idx.read_bytes()[regions(idx)[region][0] + REGION.size :][: regions(idx)[region][1]])
+            rewrite_region(idx, region, LZ4, lz4.block.compress(col, store_size=False))
+    set_index_version(idx, 2)
+    with mqdb.open(path, shards=1, readonly=True) as db:
+        assert db.recovery == []
+        assert all(db.get(f"Queue-{i}", 0, 9) == [b"%d:%d" % (i, s) for s in range(2)] for i in range(3000))
+
+
+@pytest.mark.parametrize(
+    ("version", "flags", "stored", "reason"),
+    [
+        (2, ZLIB, None, "has unknown flags 0x2"),  # zlib regions came with version 3
+        (3, 0x04, None, "has unknown flags 0x4"),
+        (3, ZLIB, b"not zlib at all", "does not decompress (Error -3"),
+        (3, ZLIB, zlib.compress(b"\x00" * 8), "has the wrong length"),  # too short
+        (3, ZLIB, zlib.compress(b"\x00" * 10**6), "does not decompress to its length"),  # too long
+        (3, LZ4, b"\xf0" + b"\xff" * 8, "does not decompress"),  # a literal run longer than the block
+        (3, LZ4, lz4.block.compress(b"\x00" * 8, store_size=False), "has the wrong length"),
+    ],
+)
+def test_a_region_that_does_not_unpack_is_named_and_rebuilt(tmp_path, version, flags, stored, reason):
+    """Each of these passes its checksum, so only the unpacking can tell: the checkpoint is unusable,
+    the message names the region and its offset, and the shard is read from its data file."""
+    path = tmp_path / "s"
+    fill(path, 3000, 2, shards=1)
+    idx = path / "000.idx"
+    assert region_flags(idx)["name_offset"] == region_flags(idx)["entry"] == ZLIB
+    offset = rewrite_region(idx, "entry", flags, stored)
+    where = f"entry at offset {offset}"
+    if version == 2:  # then the first zlib region, before entry, is the one refused
+        where = f"name_offset at offset {regions(idx)['name_offset'][0]}"
+    set_index_version(idx, version)
+    with mqdb.open(path, shards=1, readonly=True) as db:
+        (report,) = db.recovery
+        assert report["rebuilt"] is True
+        assert f"{idx}: region {where} {reason}" in report["reason"]
+        assert all(db.get(f"Queue-{i}", 0, 9) == [b"%d:%d" % (i, s) for s in range(2)] for i in range(3000))
+
+
 def test_a_damaged_delta_is_named_and_the_rest_read_from_the_data_file(tmp_path):
     path = tmp_path / "s"
     fill(path, 50, shards=1)
@@ -265,7 +358,7 @@ def test_a_version_1_store_is_migrated_by_a_writer(tmp_path):
         db.put("Queue-0", b"after")
     assert json.loads((path / "MANIFEST").read_text())["version"] == 2
     for idx in path.glob("*.idx"):
-        assert struct.unpack_from("<8sH", idx.read_bytes()) == (b"MQDBIDX\x00", 2)
+        assert struct.unpack_from("<8sH", idx.read_bytes()) == (b"MQDBIDX\x00", INDEX_VERSION)
     with mqdb.open(path, readonly=True) as db:
         assert db.recovery == []
         assert db.get("Queue-0", 0, 9) == expected["Queue-0"] + [b"after"]
@@ -291,5 +384,5 @@ def test_a_version_1_checkpoint_in_a_version_2_store_is_not_misread(tmp_path):
     with mqdb.open(path) as db:
         (report,) = db.recovery
         assert report["shard"] == 2 and report["rebuilt"] is True
-        assert "not the version-2 index of shard 2" in report["reason"]
+        assert "not a version-3 (or -2) index of shard 2" in report["reason"]
         assert all(db.get(f"Queue-{i}", 0, 9) == [b"%d:%d" % (i, s) for s in range(2)] for i in range(200))
