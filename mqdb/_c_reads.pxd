@@ -1,7 +1,7 @@
 # C types for the compiled twin of reads.py (the Python module stays the implementation). The helpers
 # behind read() are cpdef: read() calls them as C functions, and Python (the tests) still can.
 cimport cython
-from mqdb._c_columns cimport int_at, long_at
+from mqdb._c_columns cimport item
 # Aliased: the module imports nothing of the directory; a shard's directory is typed by it.
 from mqdb._c_directory cimport Directory as _Directory
 

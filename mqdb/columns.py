@@ -6,11 +6,11 @@ a million queues nothing until they are written; each column is a ``memoryview``
 indexed like an ``array``.
 
 Read paths index the ``array`` columns many times a call (:mod:`mqdb.reads`, :mod:`mqdb.directory`)
-through :func:`int_at` and :func:`long_at`. In Python they are ``column[i]``; the build also compiles
-this module into ``mqdb._c_columns`` (C types in ``_c_columns.pxd``), where the modules that read
-columns call them as C functions that read the array's memory instead of making an int object per
-item read. Both builds raise the same IndexError past the end, and the same TypeError for what is not
-an array of the right type code.
+through :func:`item`, which is ``column[i]`` in Python. The build also compiles this module into
+``mqdb._c_columns`` (C types in ``_c_columns.pxd``), where the modules that read columns call it as a
+C function that reads the array's memory instead of making an int object per item read. Both builds
+raise the same IndexError past the end, and the same TypeError for anything but an ``array("i")`` or
+``array("q")``.
 """
 
 import mmap
@@ -40,30 +40,18 @@ def grown(column: memoryview, n: int) -> memoryview:
     return out
 
 
-def _not_a_column(column, typecode: str) -> TypeError:
-    what = f"array({column.typecode!r})" if type(column) is array else type(column).__name__
-    return TypeError(f"an array({typecode!r}) column was expected, not {what}")
-
-
-def int_at(column, i: int) -> int:
-    """``column[i]`` of an ``array("i")``."""
+def item(column, i: int) -> int:
+    """``column[i]`` of an ``array("i")`` or ``array("q")``."""
     if cython.compiled and type(column) is array:
         typed = column
-        if typed.ob_descr.typecode == ord("i") and 0 <= i < len(typed):
-            return typed.data.as_ints[i]
-    if type(column) is not array or column.typecode != "i":
-        raise _not_a_column(column, "i")
-    return column[i]
-
-
-def long_at(column, i: int) -> int:
-    """``column[i]`` of an ``array("q")``."""
-    if cython.compiled and type(column) is array:
-        typed = column
-        if typed.ob_descr.typecode == ord("q") and 0 <= i < len(typed):
-            return typed.data.as_longlongs[i]
-    if type(column) is not array or column.typecode != "q":
-        raise _not_a_column(column, "q")
+        if 0 <= i < len(typed):
+            if typed.ob_descr.typecode == ord("q"):
+                return typed.data.as_longlongs[i]
+            if typed.ob_descr.typecode == ord("i"):
+                return typed.data.as_ints[i]
+    if type(column) is not array or column.typecode not in ("i", "q"):
+        what = f"array({column.typecode!r})" if type(column) is array else type(column).__name__
+        raise TypeError(f"a column is an array('i') or array('q'), not {what}")
     return column[i]
 
 

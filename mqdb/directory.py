@@ -23,7 +23,7 @@ import mmh3
 
 from ._accel import import_c_accel
 from .coding import VarintError, decode_varint, encode_varint
-from .columns import int_at, long_at
+from .columns import item
 from .errors import FormatError
 from .format import NAME_SEED
 
@@ -48,12 +48,12 @@ def probe(slots, mask: int, arena: bytearray, offs, raw: bytes, i: int) -> int:
     size = len(raw)
     known = len(offs)
     while True:
-        s = int_at(slots, i)
+        s = item(slots, i)
         if not s:
             return -1
         if s > known:
             raise FormatError(f"the name table of the index checkpoint names queue {s - 1} of {known}")
-        o = long_at(offs, s - 1)
+        o = item(offs, s - 1)
         n = arena[o]
         if n < 0x80:
             if n == size and arena.startswith(raw, o + 1):

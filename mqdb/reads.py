@@ -15,7 +15,7 @@ they are read ahead.
 
 The build also compiles this module into ``mqdb._c_reads`` (:mod:`mqdb._accel`): a get is a dozen
 Python-level calls and attribute reads, and running them compiled takes a sixth or so off a random get.
-The columns it reads go through :func:`mqdb.columns.int_at` and ``long_at``, C calls in the twin.
+The columns it reads go through :func:`mqdb.columns.item`, a C call in the twin.
 """
 
 import os
@@ -28,7 +28,7 @@ import lz4.block
 from ._accel import import_c_accel
 from .coding import FrameError, checksum, split
 from .coding import skip as skip_frames
-from .columns import int_at, long_at
+from .columns import item
 from .errors import ClosedError, CorruptionError
 from .format import ENTRY_LENGTH, ENTRY_SHIFT, FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE, entry_offset
 from .stage import distribute
@@ -43,22 +43,22 @@ _unpack_record = RECORD.unpack_from
 def locate(sh, qid: int, k: int) -> int:
     """Id of the block where message ``k`` of ``qid`` starts (OPEN if in the unfinished block)."""
     b_end = sh.b_end
-    last = int_at(sh.last_b, qid)
+    last = item(sh.last_b, qid)
     if last < 0:
         return OPEN
-    end = long_at(b_end, last)
+    end = item(b_end, last)
     if k >= end:
         return OPEN
-    if k >= end - int_at(sh.b_count, last):  # in the last block, as in every queue of one block
+    if k >= end - item(sh.b_count, last):  # in the last block, as in every queue of one block
         return last
     ids = sh.big.get(qid)
     if ids is None:
-        b = int_at(sh.first_b, qid)
+        b = item(sh.first_b, qid)
         nxt = sh.b_next
         for _ in range(BIG_QUEUE_BLOCKS):
-            if long_at(b_end, b) > k:
+            if item(b_end, b) > k:
                 return b
-            b = int_at(nxt, b)
+            b = item(nxt, b)
         ids = sh.big[qid] = array("i", sh.block_ids(qid))  # a long queue: bisect its blocks from now on
     return ids[bisect_right(ids, k, key=b_end.__getitem__)]
 
@@ -75,10 +75,10 @@ def read_queue(sh, raw: bytes, offset: int, num: int) -> list[bytes] | None:
 
 
 def read(sh, qid: int, offset: int, num: int) -> list[bytes]:
-    count = long_at(sh.count, qid)
+    count = item(sh.count, qid)
     if (sh.stage_qids or sh.stage_tail) and sh.staged[qid]:  # some of its messages are still staged
         distribute(sh)
-        count = long_at(sh.count, qid)
+        count = item(sh.count, qid)
     if offset >= count or num <= 0:
         return []
     end = offset + num if offset + num < count else count
@@ -157,7 +157,7 @@ def _messages(sh, qid: int, k: int, end: int, b: int, ahead: int) -> list[bytes]
                         break
                     continue
                 # where message k starts, the reader's next block: the unfinished one after the last
-                b = OPEN if b < 0 or b == int_at(sh.last_b, qid) else int_at(sh.b_next, b)
+                b = OPEN if b < 0 or b == item(sh.last_b, qid) else item(sh.b_next, b)
                 if k >= end:
                     break
                 continue
@@ -238,11 +238,11 @@ def _continued(sh, qid: int, b: int, head, need: int) -> Continued:
 def _after(sh, qid: int, b: int) -> int:
     if b == OPEN:
         raise CorruptionError(sh.data_path, _where(sh, sh.last_b[qid]), "a message runs past the queue", sh.name(qid))
-    return int_at(sh.b_next, b)
+    return item(sh.b_next, b)
 
 
 def _where(sh, b: int) -> int:
-    return entry_offset(long_at(sh.b_entry, b)) if b >= 0 else -1
+    return entry_offset(item(sh.b_entry, b)) if b >= 0 else -1
 
 
 def _load(sh, qid: int, b: int) -> Block:
@@ -250,8 +250,8 @@ def _load(sh, qid: int, b: int) -> Block:
     if b == OPEN:
         sealed = sh.sealed_messages(qid)
         return (sh.open_bytes(qid), 0, sh.skip[qid], sh.count[qid] - sealed, sealed)
-    bcount = int_at(sh.b_count, b)
-    entry = long_at(sh.b_entry, b)
+    bcount = item(sh.b_count, b)
+    entry = item(sh.b_entry, b)
     offset = entry >> ENTRY_SHIFT
     size = entry & ENTRY_LENGTH
     if offset + size > sh.written:
@@ -267,8 +267,8 @@ def _load(sh, qid: int, b: int) -> Block:
     if kind != KIND_BLOCK or got_qid != qid or psize + RECORD_SIZE != size or got_count != bcount:
         raise CorruptionError(sh.data_path, offset, "the index and the block header disagree", sh.name(qid))
     if flags & FLAG_LZ4:
-        return (_decompress(sh, qid, offset, rec), 0, skip, bcount, long_at(sh.b_end, b) - bcount)
-    return (rec, RECORD_SIZE, skip, bcount, long_at(sh.b_end, b) - bcount)
+        return (_decompress(sh, qid, offset, rec), 0, skip, bcount, item(sh.b_end, b) - bcount)
+    return (rec, RECORD_SIZE, skip, bcount, item(sh.b_end, b) - bcount)
 
 
 def _decompress(sh, qid: int, offset: int, rec: bytes) -> bytes:
@@ -285,10 +285,10 @@ def _decompress(sh, qid: int, offset: int, rec: bytes) -> bytes:
 def _readahead(sh, b: int, ahead: int) -> None:
     nxt = sh.b_next
     for _ in range(ahead):
-        b = int_at(nxt, b)
+        b = item(nxt, b)
         if b < 0 or b in sh.cache:
             return
-        entry = long_at(sh.b_entry, b)
+        entry = item(sh.b_entry, b)
         offset = entry >> ENTRY_SHIFT
         if offset >= sh.written:
             return
