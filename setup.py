@@ -15,6 +15,7 @@ compile (no C compiler), the package installs pure Python and the build says so 
 from __future__ import annotations
 
 import ast
+import glob
 import os
 import sys
 
@@ -85,8 +86,10 @@ def extensions() -> list[Extension]:
         depends = [pxd] if os.path.exists(pxd) else []
         module = Extension(f"{name.rpartition('.')[0]}._c_{short}", [f"{folder}/{short}.py"], depends=depends)
         # Cython looks for the C types of NAME.py in NAME.pxd when it decides what is stale, not in the
-        # twin's _c_NAME.pxd: a changed .pxd forces the translation again itself.
-        force = bool(depends) and _newer(pxd, f"{BUILD_DIR}/{folder}/{short}.c")
+        # twin's _c_NAME.pxd: a changed .pxd (its own, or one of the package's that it may cimport, whose
+        # types' layout it compiles in) forces the translation again itself.
+        c_file = f"{BUILD_DIR}/{folder}/{short}.c"
+        force = bool(depends) and any(_newer(other, c_file) for other in glob.glob(f"{folder}/_c_*.pxd"))
         try:  # one at a time: a module Cython refuses stays pure Python, the others are still built
             modules += cythonize([module], compiler_directives=DIRECTIVES, build_dir=BUILD_DIR, quiet=True, force=force)
         except CompileError as exc:

@@ -2,29 +2,30 @@
 # behind read() are cpdef: read() calls them as C functions, and Python (the tests) still can.
 cimport cython
 from mqdb._c_columns cimport item
-# Aliased: the module imports nothing of the directory; a shard's directory is typed by it.
+# Aliased: reads.py imports neither; the shard and its directory are typed by them.
 from mqdb._c_directory cimport Directory as _Directory
+from mqdb._c_shard cimport Shard as _Shard
 
 @cython.locals(qid=Py_ssize_t, directory=_Directory)
-cpdef list read_queue(sh, bytes raw, offset, num)
+cpdef list read_queue(_Shard sh, bytes raw, offset, num)
 
-cpdef list read(sh, Py_ssize_t qid, offset, num)
+cpdef list read(_Shard sh, Py_ssize_t qid, offset, num)
 
 @cython.locals(last=Py_ssize_t, b=Py_ssize_t, end=cython.longlong)
-cpdef Py_ssize_t locate(sh, Py_ssize_t qid, long long k) except? -2
+cpdef Py_ssize_t locate(_Shard sh, Py_ssize_t qid, long long k) except? -2
 
 @cython.locals(i=Py_ssize_t, first=cython.longlong, out=list, take=list, msgs=list, cache=dict, start=Py_ssize_t, skip=Py_ssize_t, count=Py_ssize_t, p=Py_ssize_t)
-cpdef list _messages(sh, Py_ssize_t qid, long long k, long long end, Py_ssize_t b, Py_ssize_t ahead)
+cpdef list _messages(_Shard sh, Py_ssize_t qid, long long k, long long end, Py_ssize_t b, Py_ssize_t ahead)
 
-cpdef _remember(sh, Py_ssize_t qid, long long k, Py_ssize_t b)
+cpdef _remember(_Shard sh, Py_ssize_t qid, long long k, Py_ssize_t b)
 
 @cython.locals(cache=dict, order=list, i=Py_ssize_t, msgs=list, p=Py_ssize_t, over=Py_ssize_t)
-cpdef tuple _decoded(sh, Py_ssize_t b, bytes raw, Py_ssize_t start, Py_ssize_t skip, Py_ssize_t count, long long first)
+cpdef tuple _decoded(_Shard sh, Py_ssize_t b, bytes raw, Py_ssize_t start, Py_ssize_t skip, Py_ssize_t count, long long first)
 
 @cython.locals(start=Py_ssize_t, skip=Py_ssize_t)
-cpdef _continued(sh, Py_ssize_t qid, Py_ssize_t b, head, Py_ssize_t need)
+cpdef _continued(_Shard sh, Py_ssize_t qid, Py_ssize_t b, head, Py_ssize_t need)
 
-cpdef Py_ssize_t _after(sh, Py_ssize_t qid, Py_ssize_t b) except? -2
+cpdef Py_ssize_t _after(_Shard sh, Py_ssize_t qid, Py_ssize_t b) except? -2
 
 @cython.locals(bcount=Py_ssize_t, entry=cython.longlong, offset=cython.longlong, size=Py_ssize_t, skip=Py_ssize_t, flags=Py_ssize_t, got_qid=Py_ssize_t, psize=Py_ssize_t, got_count=Py_ssize_t, kind=Py_ssize_t, sealed=cython.longlong, data=cython.p_char)
-cpdef tuple _load(sh, Py_ssize_t qid, Py_ssize_t b)
+cpdef tuple _load(_Shard sh, Py_ssize_t qid, Py_ssize_t b)

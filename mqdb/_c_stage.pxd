@@ -1,8 +1,9 @@
 # C types for the compiled twin of stage.py (the Python module stays the implementation).
 cimport cython
+from mqdb._c_shard cimport Shard as _Shard
 
 @cython.locals(n=Py_ssize_t, buf=bytearray, head=bytes, c=cython.longlong)
-cpdef long long put(sh, Py_ssize_t qid, msg) except -1
+cpdef long long put(_Shard sh, Py_ssize_t qid, msg) except -1
 
 @cython.locals(runs=dict, run=bytes, pmax=Py_ssize_t, qid=Py_ssize_t, varint_extra=cython.longlong,
                at=cython.longlong, n=Py_ssize_t, p=Py_ssize_t)
