@@ -202,7 +202,7 @@ def _decoded(sh, b: int, raw: bytes, start: int, skip: int, count: int, first: i
     try:
         p = split(raw, start + skip, count, msgs)
     except FrameError as e:
-        raise _BadFrames(p, b, e) from None
+        raise _BadFrames(start, b, e) from None
     over = p - len(raw)
     hit = (msgs, first, msgs.pop(), over) if over > 0 else (msgs, first, None, 0)
     if b < 0 or not sh.cache_blocks:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import mqdb
+from mqdb.coding import checksum
 from mqdb.hashing import shard_of
 
 FILE_HEADER = 16
@@ -185,6 +186,29 @@ def test_flipped_payload_byte_raises_corruption_naming_file_and_offset(tmp_path,
     at = {"first": 0, "middle": rec.size // 2, "last": rec.size - 1}[where]
     flip(dat(tmp_path, shard), rec.offset + RECORD.size + at)
     damaged_read_checks(tmp_path, expected, victim, shard, blocks, i, first)
+
+
+# --- (a') frames that do not parse in a block that passes its checksum ---------------------------
+@pytest.mark.parametrize(("offset", "num"), [(0, 5), (0, 50), (30, 10)])
+def test_frames_that_do_not_parse_are_reported_by_every_read_of_the_block(tmp_path, offset, num):
+    """A writer bug, not a disk error: the checksum was made over frames that do not parse. A read
+    that stops inside the block (and would cache it) and one that takes it to its end report the same
+    place and reason."""
+    with mqdb.open(tmp_path, shards=1) as db:
+        for i in range(40):
+            db.put("q", b"%020d" % i)  # frames of 1 + 20 bytes
+    data = dat(tmp_path, 0)
+    (rec,) = [r for r in records(data) if r.kind == KIND_BLOCK]
+    raw = bytearray(data.read_bytes())
+    frame = rec.offset + RECORD.size + 2 * 21  # the third frame's length: more than 8 bytes of it
+    raw[frame : frame + 9] = b"\xff" * 9
+    struct.pack_into("<I", raw, rec.offset, checksum(bytes(raw[rec.offset + 4 : rec.end])))
+    data.write_bytes(bytes(raw))
+    with mqdb.open(tmp_path, shards=1) as db:
+        with pytest.raises(mqdb.CorruptionError) as e:
+            db.get("q", offset, num)
+        assert e.value.offset == rec.offset and e.value.queue == "q"
+        assert "frames do not parse (a frame length longer than 8 bytes at payload byte 42)" in str(e.value)
 
 
 # --- (b) a byte flipped in a record header -------------------------------------------------------
