@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 # The editable install builds the compiled twins of the sidecar's codecs and mqdb's core in place
 # (setup.py): a change rebuilds them.
 CODECS := setup.py sidecar/_accel.py $(wildcard sidecar/codecs/*.py sidecar/policies/*.py sidecar/runtime/*.py sidecar/*/*.pxd) \
-	mqdb/_accel.py mqdb/coding.py mqdb/directory.py mqdb/hashing.py mqdb/reads.py $(wildcard mqdb/_c_*.pxd)
+	mqdb/_accel.py mqdb/coding.py mqdb/columns.py mqdb/db.py mqdb/directory.py mqdb/hashing.py mqdb/reads.py \
+	mqdb/shard.py mqdb/stage.py $(wildcard mqdb/_c_*.pxd)
 
 .PHONY: demo test test-deps lint bench clean
 

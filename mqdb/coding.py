@@ -3,7 +3,7 @@
 The loops that run once per message live here so that one module can be compiled for all of them:
 stepping over and splitting the frames of a block (``frame := varint(len) byte{len}``, see FORMAT.md;
 every read splits a block into its messages once and keeps them, :mod:`mqdb.reads`), and
-:func:`group`, which sorts the frames of a staging chunk by queue.
+:func:`measure_runs` and :func:`place_runs`, which sort the frames of staging chunks by queue.
 
 This module is the implementation; the build also compiles it with Cython into its twin
 ``mqdb._c_coding`` (C types in ``_c_coding.pxd``), which takes over at import unless
@@ -19,6 +19,13 @@ message taken from it is cut at the end of the buffer.
 
 import mmh3
 
+try:
+    import cython
+except ImportError:  # installed without Cython: runs as the Python source, as it does without the twin
+    from types import SimpleNamespace
+
+    cython = SimpleNamespace(compiled=False)
+
 from ._accel import import_c_accel
 from .errors import Error, FrameError
 
@@ -31,7 +38,8 @@ __all__ = [
     "checksum",
     "skip",
     "split",
-    "group",
+    "measure_runs",
+    "place_runs",
 ]
 
 #: At most this many bytes in the length of a frame (lengths below 2**56): a longer one is corrupt.
@@ -136,14 +144,20 @@ def split(raw: bytes, p: int, n: int, out: list) -> int:
     return p
 
 
-def group(qids, frames: bytes, runs: dict) -> None:
-    """Add the frames of a staging chunk (``frames``, one per queue id of ``qids``, in put order) to
-    ``runs``, ``{qid: [frame, ...]}``, length prefix included; raise FrameError if the chunk does not
-    hold exactly those frames."""
+def measure_runs(qids, frames: bytes, sizes, order) -> None:
+    """First pass of sorting the frames of staging chunks by queue (:func:`mqdb.stage.distribute`).
+
+    ``frames`` holds one frame per queue id of ``qids``, in put order. Add the bytes of each frame,
+    length prefix included, to ``sizes[qid]`` (a column with an item per queue of the shard, zero for
+    every queue not yet seen), and append to ``order`` each queue id whose size was zero, so that
+    ``order`` lists the queues in the order of their first frame. Raise FrameError if the chunk does
+    not hold exactly those frames or names a queue id outside ``sizes``; ``sizes`` and ``order`` then
+    hold the frames before the bad one."""
     end = len(frames)
-    data = frames  # the compiled twin takes a C pointer to the bytes: each cut is one bytes object made
+    nq = len(sizes)
     p = 0
-    for qid in qids:
+    for k in range(len(qids)):
+        qid = qids[k]
         size = frames[p] if p < end else 0x80
         if size < 0x80:
             stop = p + 1 + size
@@ -152,15 +166,47 @@ def group(qids, frames: bytes, runs: dict) -> None:
             stop = p + (f & 15) + (f >> 4)
         if stop > end:
             raise FrameError(p, "a staged frame runs past the end of its chunk")
-        frame = data[p:stop]
-        run = runs.get(qid)
-        if run is None:
-            runs[qid] = [frame]
-        else:
-            run.append(frame)
+        if qid < 0 or qid >= nq:
+            raise FrameError(p, f"a staged frame names queue id {qid}, not one of the shard's {nq}")
+        s = sizes[qid]
+        if s == 0:
+            order.append(qid)
+        sizes[qid] = s + (stop - p)
         p = stop
     if p != end:
         raise FrameError(p, "a staging chunk holds more bytes than its frames")
+
+
+def place_runs(qids, frames: bytes, out: bytearray, ends) -> None:
+    """Second pass: copy each frame of a chunk that :func:`measure_runs` accepted to
+    ``out[ends[qid]:]`` and advance ``ends[qid]`` past it. With ``ends[qid]`` set to where the run of
+    each queue starts in ``out``, the chunks of a stage placed in order leave every queue's frames
+    side by side in put order. Raise FrameError, having copied the frames before it, for a frame that
+    does not parse or that would land outside ``out``."""
+    end = len(frames)
+    nq = len(ends)
+    room = len(out)
+    src = frames  # the compiled twin takes C pointers to both buffers and copies in C, no objects
+    dst = out
+    p = 0
+    for k in range(len(qids)):
+        qid = qids[k]
+        size = frames[p] if p < end else 0x80
+        if size < 0x80:
+            n = 1 + size
+        else:
+            f = _frame(frames, p, end)
+            n = (f & 15) + (f >> 4)
+        if p + n > end or qid < 0 or qid >= nq or ends[qid] < 0 or ends[qid] + n > room:
+            raise FrameError(p, "a staged frame does not fit the runs measured for its chunk")
+        at = ends[qid]
+        if cython.compiled:
+            for i in range(n):
+                dst[at + i] = src[p + i]
+        else:
+            out[at : at + n] = frames[p : p + n]
+        ends[qid] = at + n
+        p += n
 
 
 import_c_accel(globals(), "mqdb._c_coding")

@@ -143,6 +143,7 @@ class Shard:
     def _zeroed_columns(self, room: int) -> None:
         """Make the write-side columns hold ``room`` queues."""
         self.staged, self.pos, self.spilled = (grown(c, room) for c in (self.staged, self.pos, self.spilled))
+        self.run_bytes = grown(self.run_bytes, room)
         self.fill, self.skip, self.head = (grown(c, room) for c in (self.fill, self.skip, self.head))
         self.room = room
 
@@ -521,6 +522,7 @@ class Shard:
         # write side, zero until the queue is written (columns.zeroed), grown by _zeroed_columns
         self.room = 0
         self.staged = self.pos = self.spilled = zeroed("q", 0)
+        self.run_bytes = zeroed("q", 0)  # scratch of stage.distribute, zero between distributions
         self.fill = self.skip = self.head = zeroed("i", 0)
         self.opened: set[int] = set()  # queues with an unfinished block (some bytes, slices or fragments)
         # sealed blocks, by block id: the sparse index

@@ -21,7 +21,7 @@ import struct
 from array import array
 
 from ._accel import import_c_accel
-from .coding import FrameError, decode_varint, encode_varint, group
+from .coding import FrameError, decode_varint, encode_varint, measure_runs, place_runs
 from .errors import CorruptionError
 
 CHUNK = struct.Struct("<II")
@@ -99,31 +99,59 @@ def distribute(sh, sealing: bool = False) -> None:
     """
     if not sh.stage_qids and not sh.stage_tail:
         return
-    runs: dict[int, list] = {}
-    for qids, frames, where in _chunks(sh):
-        try:
-            group(qids, frames, runs)
-        except FrameError as e:
-            at = where + e.offset if where >= 0 else -1
-            raise CorruptionError(sh.stage_path, at, f"staged frames do not parse ({e.reason})") from None
+    # A counting sort: measure every queue's run, lay the runs out side by side in the order of each
+    # queue's first staged frame, then copy each frame to its place. No object per message.
+    chunks = list(_chunks(sh))
+    sizes = sh.run_bytes
+    order = array("i")
+    try:
+        for qids, frames, where in chunks:
+            try:
+                measure_runs(qids, frames, sizes, order)
+            except FrameError as e:
+                at = where + e.offset if where >= 0 else -1
+                raise CorruptionError(sh.stage_path, at, f"staged frames do not parse ({e.reason})") from None
+        total = 0
+        for i in range(len(order)):
+            qid = order[i]
+            n = sizes[qid]
+            sizes[qid] = total  # where the run of qid starts
+            total += n
+        out = bytearray(total)
+        for qids, frames, _ in chunks:
+            place_runs(qids, frames, out, sizes)  # measured above: it cannot fail
+    except BaseException:
+        for i in range(len(order)):
+            sizes[order[i]] = 0
+        raise
+    del chunks
+    view = memoryview(out)
     varint_extra = sh.varint_extra + sh.stage_varint_extra
     pmax = sh.payload_max
     fill = sh.fill
     count = sh.count
     staged = sh.staged
-    for qid, frames in runs.items():
+    start = 0
+    for i in range(len(order)):
+        qid = order[i]
+        stop = sizes[qid]  # place_runs left it at the end of the run
+        sizes[qid] = 0
+        nframes = staged[qid]
         staged[qid] = 0
-        run = frames[0] if len(frames) == 1 else b"".join(frames)
-        if sealing and not fill[qid] and len(run) <= pmax:
-            count[qid] += len(frames)
-            sh.seal_bytes(qid, run, False)
-        elif fill[qid] + len(run) <= pmax:  # the whole run fits the unfinished block
-            sh.write_frames(qid, run)
-            count[qid] += len(frames)
+        size = stop - start
+        if sealing and not fill[qid] and size <= pmax:
+            count[qid] += nframes
+            sh.seal_bytes(qid, view[start:stop], False)
+        elif fill[qid] + size <= pmax:  # the whole run fits the unfinished block
+            sh.write_frames(qid, view[start:stop])
+            count[qid] += nframes
         else:
-            for frame in frames:
-                n, p = decode_varint(frame, 0)
-                sh.append(qid, frame[p:])
+            p = start
+            while p < stop:
+                n, p = decode_varint(out, p)
+                sh.append(qid, view[p : p + n])
+                p += n
+        start = stop
     sh.varint_extra = varint_extra  # every staged length prefix is now in a block, counted once
     if sh.stage_tail:
         os.ftruncate(sh.stage_fd, 0)

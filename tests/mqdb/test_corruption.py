@@ -211,6 +211,34 @@ def test_frames_that_do_not_parse_are_reported_by_every_read_of_the_block(tmp_pa
         assert "frames do not parse (a frame length longer than 8 bytes at payload byte 42)" in str(e.value)
 
 
+# --- (a'') a staging chunk damaged on disk before it is distributed ------------------------------
+def test_damaged_staging_chunk_is_reported_with_its_file_and_offset_on_every_flush(tmp_path):
+    """The staging file holds chunks (u32 messages, u32 frame bytes, u32 qid[messages], frames): a
+    frame length damaged under the writer is reported naming the file and the byte of that frame,
+    again by a second flush, not distributed as half a stage."""
+    db = mqdb.open(tmp_path, shards=1, spill_bytes=1 << 16)  # 8 KiB staging chunks
+    try:
+        for i in range(300):
+            db.put(f"q{i % 3}", b"%040d" % i)  # frames of 1 + 40 bytes
+        stage = tmp_path / "000.stage"
+        raw = bytearray(stage.read_bytes())
+        count, _ = struct.unpack_from("<II", raw, 0)
+        assert count > 100  # at least one chunk is on disk
+        frame = 8 + 4 * count + 5 * 41  # the length of the sixth frame of the first chunk
+        raw[frame : frame + 9] = b"\xff" * 9  # a length of more than 8 bytes
+        stage.write_bytes(bytes(raw))
+        for _ in range(2):
+            with pytest.raises(mqdb.CorruptionError) as e:
+                db.flush()
+            assert e.value.path == str(stage) and e.value.offset == frame
+            assert "staged frames do not parse (a frame length longer than 8 bytes)" in str(e.value)
+    finally:
+        try:
+            db.close()
+        except mqdb.CorruptionError:
+            pass
+
+
 # --- (b) a byte flipped in a record header -------------------------------------------------------
 @pytest.mark.parametrize("byte", range(RECORD.size))
 def test_flipped_record_header_byte_raises_corruption(tmp_path, byte):

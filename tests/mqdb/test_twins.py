@@ -1,6 +1,6 @@
 """mqdb's compiled core held to the Python source: ``mqdb.coding``, ``mqdb.columns``, ``mqdb.directory``
 and ``mqdb.hashing`` loaded both ways in one process and fed the same random inputs (valid blocks,
-corrupted and truncated ones, varints, staging chunks, columns, queue names) must return the same
+corrupted and truncated ones, varints, staging chunks sorted by queue, columns, queue names) must return the same
 values or raise the same exception type with the same message and offset. ``mqdb.reads`` (the read
 path over a shard's files) is held to its source by the rest of the mqdb suite, which runs on both
 builds.
@@ -230,34 +230,86 @@ def test_a_malformed_frame_raises_frame_error_with_its_offset(builds, raw, n, of
 # -- staging chunks --------------------------------------------------------------------------------
 
 
+def _column(n: int) -> memoryview:
+    return memoryview(bytearray(8 * n)).cast("q")
+
+
 @SETTINGS
 @given(
-    puts=st.lists(st.tuples(st.integers(0, 5), st.binary(max_size=200)), max_size=20),
-    damage=st.sampled_from(["none", "cut", "junk", "fewer", "more"]),
+    chunks=st.lists(
+        st.lists(st.tuples(st.integers(0, 5), st.binary(max_size=200)), max_size=12), min_size=1, max_size=3
+    ),
+    damage=st.sampled_from(["none", "cut", "junk", "fewer", "more", "queue", "negative"]),
 )
-def test_group_sorts_a_chunk_by_queue_the_same_or_fails_the_same(builds, puts, damage):
+def test_staged_frames_are_sorted_by_queue_the_same_or_fail_the_same(builds, chunks, damage):
+    """measure_runs then place_runs over the chunks of a stage: the same sizes, order and runs, or the
+    same error; the runs hold each queue's frames in put order, side by side."""
+    compiled, pure = builds
+    staged = []
+    for puts in chunks:
+        qids = array("i", [q for q, _ in puts])
+        chunk = b"".join(_varint(len(m)) + m for _, m in puts)
+        staged.append([qids, chunk])
+    qids, chunk = staged[-1]
+    if damage == "cut" and chunk:
+        staged[-1][1] = chunk[:-1]
+    elif damage == "junk":
+        staged[-1][1] = chunk + b"\x05"
+    elif damage == "fewer" and qids:
+        staged[-1][0] = qids[:-1]
+    elif damage == "more":
+        qids.append(0)
+    elif damage == "queue" and qids:
+        qids[0] = 6
+    elif damage == "negative" and qids:
+        qids[-1] = -1
+    results = []
+    for build in (compiled, pure):
+        sizes, order = _column(6), array("i")
+        outcomes = [outcome(build.measure_runs, q, c, sizes, order) for q, c in staged]
+        results.append((outcomes, sizes.tolist(), order.tolist()))
+    assert results[0] == results[1]
+    outcomes, sizes, order = results[1]
+    if any(o[0] == "raised" for o in outcomes):
+        assert damage != "none"
+        return
+    starts, total = {}, 0
+    for qid in order:
+        starts[qid] = total
+        total += sizes[qid]
+    placed = []
+    for build in (compiled, pure):
+        ends, out = _column(6), bytearray(total)
+        for qid, start in starts.items():
+            ends[qid] = start
+        for q, c in staged:
+            build.place_runs(q, c, out, ends)
+        placed.append((bytes(out), ends.tolist()))
+    assert placed[0] == placed[1]
+    out = placed[1][0]
+    frames = [(q, _varint(len(m)) + m) for puts in chunks for q, m in puts]
+    assert out == b"".join(b"".join(f for q, f in frames if q == qid) for qid in order)
+
+
+@SETTINGS
+@given(
+    puts=st.lists(st.tuples(st.integers(0, 3), st.binary(max_size=200)), min_size=1, max_size=12),
+    start=st.integers(-3, 40),
+    short=st.integers(0, 40),
+)
+def test_frames_placed_outside_their_runs_fail_the_same(builds, puts, start, short):
+    """place_runs given runs that do not match its chunk: the same FrameError, and the same bytes
+    copied before it, never a write outside ``out``."""
     compiled, pure = builds
     qids = array("i", [q for q, _ in puts])
     chunk = b"".join(_varint(len(m)) + m for _, m in puts)
-    if damage == "cut" and chunk:
-        chunk = chunk[:-1]
-    elif damage == "junk":
-        chunk += b"\x05"
-    elif damage == "fewer" and qids:
-        qids = qids[:-1]
-    elif damage == "more":
-        qids.append(0)
-    runs_c: dict = {0: [b"\x00"]}
-    runs_p: dict = {0: [b"\x00"]}
-    got = outcome(compiled.group, qids, chunk, runs_c)
-    want = outcome(pure.group, qids, chunk, runs_p)
-    assert got == want
-    if want[0] == "returned":
-        assert runs_c == runs_p
-        if damage == "none":
-            for qid in set(qids):
-                expected = [_varint(len(m)) + m for q, m in puts if q == qid]
-                assert runs_p[qid][-len(expected) :] == expected
+    results = []
+    for build in (compiled, pure):
+        ends, out = _column(4), bytearray(max(0, len(chunk) - short))
+        for qid in range(4):
+            ends[qid] = start + qid
+        results.append((outcome(build.place_runs, qids, chunk, out, ends), bytes(out), ends.tolist()))
+    assert results[0] == results[1]
 
 
 # -- shards ----------------------------------------------------------------------------------------
