@@ -1,7 +1,7 @@
 # C types for the compiled twin of reads.py (the Python module stays the implementation). The helpers
 # behind read() are cpdef: read() calls them as C functions, and Python (the tests) still can.
 cimport cython
-from mqdb._c_columns cimport item
+from mqdb._c_columns cimport item, touch
 # Aliased: reads.py imports neither; the shard and its directory are typed by them.
 from mqdb._c_directory cimport Directory as _Directory
 from mqdb._c_shard cimport Shard as _Shard

@@ -10,7 +10,7 @@ through :func:`item`, which is ``column[i]`` in Python. The build also compiles 
 ``mqdb._c_columns`` (C types in ``_c_columns.pxd``), where the modules that read columns call it as a
 C function that reads the array's memory instead of making an int object per item read. Both builds
 raise the same IndexError past the end, and the same TypeError for anything but an ``array("i")`` or
-``array("q")``.
+``array("q")``. :func:`touch` lets a read start the cache misses of several columns at once.
 """
 
 import mmap
@@ -53,6 +53,17 @@ def item(column, i: int) -> int:
         what = f"array({column.typecode!r})" if type(column) is array else type(column).__name__
         raise TypeError(f"a column is an array('i') or array('q'), not {what}")
     return column[i]
+
+
+def touch(column, i: int) -> None:
+    """Say that ``column[i]`` of an ``array("i")`` or ``array("q")`` is about to be read. The compiled
+    twin asks the CPU to start loading its cache line now, so that the cache misses of the columns a
+    read looks up (a million queues do not fit any cache) overlap instead of coming one after another.
+    Python does nothing; neither build checks anything or raises."""
+    if cython.compiled and type(column) is array:
+        typed = column
+        if 0 <= i < len(typed):
+            prefetch(typed.data.as_chars + i * typed.ob_descr.itemsize)  # noqa: F821 (a C builtin, _c_columns.pxd)
 
 
 import_c_accel(globals(), "mqdb._c_columns")

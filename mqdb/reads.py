@@ -28,7 +28,7 @@ import lz4.block
 from ._accel import import_c_accel
 from .coding import FrameError, checksum, split
 from .coding import skip as skip_frames
-from .columns import item
+from .columns import item, touch
 from .errors import ClosedError, CorruptionError
 from .format import ENTRY_LENGTH, ENTRY_SHIFT, FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE, entry_offset
 from .stage import distribute
@@ -46,6 +46,8 @@ def locate(sh, qid: int, k: int) -> int:
     last = item(sh.last_b, qid)
     if last < 0:
         return OPEN
+    touch(sh.b_count, last)  # its three columns are read next: their cache misses overlap
+    touch(sh.b_entry, last)
     end = item(b_end, last)
     if k >= end:
         return OPEN
@@ -75,6 +77,7 @@ def read_queue(sh, raw: bytes, offset: int, num: int) -> list[bytes] | None:
 
 
 def read(sh, qid: int, offset: int, num: int) -> list[bytes]:
+    touch(sh.last_b, qid)  # locate reads it next
     count = item(sh.count, qid)
     if (sh.stage_qids or sh.stage_tail) and sh.staged[qid]:  # some of its messages are still staged
         distribute(sh)

@@ -348,6 +348,11 @@ def test_columns_read_alike_in_both_builds(columns, typecode, items, i):
     same(compiled, pure, "item", column, i)
     for other in (items, bytes(8), memoryview(array("q", [1, 2])).cast("B")):
         same(compiled, pure, "item", other, 0)
+    # touch: a hint only, in range or not, for any object: returns None and leaves the column as it was
+    before = column.tobytes()
+    for target in (column, items, bytes(8), None):
+        assert same(compiled, pure, "touch", target, i) == ("returned", None)
+    assert column.tobytes() == before
 
 
 # -- queue directories -----------------------------------------------------------------------------
