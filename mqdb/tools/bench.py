@@ -17,7 +17,12 @@ Reads run in chunks of 1%: the clock covers the gets only, and every message of 
 after the clock stops. The stores filled by the other thread counts are spot-checked, untimed.
 
 Every run (one store, one thread count) happens in a fresh Python process, so its peak RSS is its
-own. Library only: the click command in `mqdb.cli` calls `run_bench()` and prints `format_report()`.
+own. The reading runs of all the stores are alive together: they fill and reopen their stores one
+after another, then take their read phases in turns, 1% of the gets (or of the consumed queues) at
+a time (`measure_interleaved`), so that whatever else loads the machine during the reads weighs on
+every store's figures alike instead of on whichever store happened to be reading.
+
+Library only: the click command in `mqdb.cli` calls `run_bench()` and prints `format_report()`.
 
 `redis-cluster` (mqdb over a Redis Cluster) runs against a cluster of 3 primaries and 3 replicas that
 the bench starts on loopback in its work directory (`mqdb.tools.redis_cluster`), or the one at
@@ -45,6 +50,7 @@ from collections.abc import Callable
 from mqdb.tools.bench_peers import PEERS, MqdbStore
 
 Progress = Callable[[str, int, int], None]
+Gate = Callable[[], None]
 
 SIZES = {
     "tiny": (10_000, 10),
@@ -172,10 +178,13 @@ def put_phase(put, order, per_queue: int, threads: int, progress: Progress, phas
     progress(phase, total, total)
 
 
-def get_phase(get, qis, offsets, per_queue: int, progress: Progress, phase: str) -> tuple[float, int, int]:
+def get_phase(
+    get, qis, offsets, per_queue: int, progress: Progress, phase: str, gate: Gate | None = None
+) -> tuple[float, int, int]:
     """get(queue, offset, GET_BATCH) for each pair: (seconds in gets, messages read, verify errors).
 
-    Gets run in chunks of 1%; each chunk is verified after its clock stops.
+    Gets run in chunks of 1%; each chunk is verified after its clock stops. ``gate``, if given, is
+    called before each chunk, outside the clock.
     """
     batch, clock = GET_BATCH, time.perf_counter
     n = len(qis)
@@ -183,6 +192,8 @@ def get_phase(get, qis, offsets, per_queue: int, progress: Progress, phase: str)
     seconds = 0.0
     read = errors = 0
     for start in range(0, n, step):
+        if gate is not None:
+            gate()
         part_q, part_o = qis[start : start + step], offsets[start : start + step]
         t0 = clock()
         got = [get(f"Queue-{qi}", off, batch) for qi, off in zip(part_q, part_o, strict=True)]
@@ -194,14 +205,19 @@ def get_phase(get, qis, offsets, per_queue: int, progress: Progress, phase: str)
     return seconds, read, errors
 
 
-def consume_phase(get, qis, per_queue: int, progress: Progress, phase: str) -> tuple[float, int, int]:
-    """Read each queue start to end, GET_BATCH per get: (seconds in gets, messages read, verify errors)."""
+def consume_phase(
+    get, qis, per_queue: int, progress: Progress, phase: str, gate: Gate | None = None
+) -> tuple[float, int, int]:
+    """Read each queue start to end, GET_BATCH per get: (seconds in gets, messages read, verify errors).
+    Chunks of 1% and ``gate`` as in get_phase."""
     batch, clock = GET_BATCH, time.perf_counter
     n = len(qis)
     step = max(1, n // 100)
     seconds = 0.0
     read = errors = 0
     for start in range(0, n, step):
+        if gate is not None:
+            gate()
         part = qis[start : start + step]
         got = []
         t0 = clock()
@@ -256,8 +272,10 @@ def measure(
     progress: Progress | None = None,
     read: bool = True,
     options: dict | None = None,
+    gate: Gate | None = None,
 ) -> dict:
-    """One run in this process: fill a fresh store at `path`, then read it back (or spot-check it)."""
+    """One run in this process: fill a fresh store at `path`, then read it back (or spot-check it).
+    ``gate`` is called before each chunk of the timed read phases (see run_bench)."""
     progress = progress or no_progress
     options = options or {}
     label = f"{store_cls.name} "
@@ -289,13 +307,13 @@ def measure(
     if read:
         qis, offsets = _samples(plan, plan["get_samples"])
         out["get_s"], read_msgs, get_errors = get_phase(
-            store.get, qis, offsets, per_queue, progress, f"{label}random get"
+            store.get, qis, offsets, per_queue, progress, f"{label}random get", gate
         )
         out["gets"], out["get_messages"] = len(qis), read_msgs
         out["gets_per_s"] = len(qis) / out["get_s"]
         sample = random.Random(plan["seed"] + 1).sample(range(plan["queues"]), plan["consume_queues"])
         out["consume_s"], consumed, consume_errors = consume_phase(
-            store.get, sample, per_queue, progress, f"{label}consume"
+            store.get, sample, per_queue, progress, f"{label}consume", gate
         )
         out["consumed"] = consumed
         out["consume_per_s"] = consumed / out["consume_s"]
@@ -321,7 +339,8 @@ def store_class(spec):
 
 
 def _child_main() -> None:
-    """Entry of the child process: a job as JSON on stdin, JSON lines on stdout."""
+    """Entry of the child process: a job as JSON on stdin, JSON lines on stdout. A gated job sends
+    ``{"gate": true}`` before each chunk of its read phases and waits for a line on stdin."""
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything else printed goes to stderr
 
@@ -329,13 +348,96 @@ def _child_main() -> None:
         out.write(json.dumps(msg) + "\n")
         out.flush()
 
+    def gate() -> None:
+        send(gate=True)
+        if not sys.stdin.readline():
+            raise BenchError("the benchmark's parent went away")
+
     try:
         job = json.loads(sys.stdin.readline())
         report = lambda phase, done, total: send(progress=[phase, done, total])
         store_cls = store_class(job.pop("spec"))
-        send(result=measure(store_cls, progress=report, **job))
+        gated = job.pop("gated", False)
+        send(result=measure(store_cls, progress=report, gate=gate if gated else None, **job))
     except BaseException:
         send(error=traceback.format_exc())
+
+
+class _Child:
+    """`measure()` in a fresh Python process, so peak RSS is this run's; progress is relayed. A gated
+    child stops before each chunk of its read phases: `step()` returns True there, and `go()` lets
+    it read the next chunk."""
+
+    def __init__(self, spec, plan, threads, path, progress, read, options, gated: bool = False) -> None:
+        self.progress = progress or no_progress
+        if not isinstance(spec, str):
+            spec = f"{spec.__module__}:{spec.__qualname__}"
+        job = {"spec": spec, "plan": plan, "threads": threads, "path": path, "read": read, "options": options}
+        job["gated"] = gated
+        paths = [p for p in sys.path if p] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))  # the child imports what this process can
+        code = "import mqdb.tools.bench; mqdb.tools.bench._child_main()"
+        self.result = self.error = None
+        self.errors = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.errors,
+            env=env,
+        )
+        self.proc.stdin.write(json.dumps(job).encode() + b"\n")
+        self.proc.stdin.flush()
+        if not gated:
+            self.proc.stdin.close()
+
+    def step(self) -> bool:
+        """Relay the child's messages until it waits at a gate (True) or has ended (False)."""
+        try:
+            for line in self.proc.stdout:
+                msg = json.loads(line)
+                if "progress" in msg:
+                    self.progress(*msg["progress"])
+                elif "gate" in msg:
+                    return True
+                elif "result" in msg:
+                    self.result = msg["result"]
+                else:
+                    self.error = msg["error"]
+        except BaseException:
+            self.proc.kill()
+            raise
+        return False
+
+    def go(self) -> None:
+        try:
+            self.proc.stdin.write(b"go\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:  # it died: step() finds out why
+            pass
+
+    def finish(self) -> dict:
+        """The run's figures; BenchError with the child's traceback or exit status if it failed."""
+        proc = self.proc
+        if proc.poll() is None and self.result is None and self.error is None:
+            proc.kill()
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        proc.wait()
+        error = self.error
+        if self.result is None and error is None:
+            self.errors.seek(0)
+            tail = self.errors.read()[-2000:].decode(errors="replace").strip()
+            error = f"the benchmark process exited with code {proc.returncode}"
+            if tail:
+                error += f":\n{tail}"
+        self.errors.close()
+        if error is not None:
+            raise BenchError(error.rstrip())
+        return self.result
 
 
 def measure_isolated(
@@ -348,47 +450,53 @@ def measure_isolated(
     options: dict | None = None,
 ) -> dict:
     """`measure()` in a fresh Python process, so peak RSS is this run's; progress is relayed."""
-    progress = progress or no_progress
-    if not isinstance(spec, str):
-        spec = f"{spec.__module__}:{spec.__qualname__}"
-    job = {"spec": spec, "plan": plan, "threads": threads, "path": path, "read": read, "options": options}
-    paths = [p for p in sys.path if p] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))  # the child imports what this process can
-    code = "import mqdb.tools.bench; mqdb.tools.bench._child_main()"
-    result = error = None
-    with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            env=env,
-        )
+    child = _Child(spec, plan, threads, path, progress, read, options)
+    child.step()
+    return child.finish()
+
+
+def measure_interleaved(jobs: list, progress: Progress | None = None) -> list:
+    """Reading runs of several stores, each in a process of its own (see `measure_isolated`), their
+    read phases taken in turns: the stores fill and reopen one after another, then each reads 1% of
+    its gets (or consumed queues) in turn, so that whatever else loads the machine meanwhile weighs
+    on every store's figures alike. ``jobs``: (spec, plan, threads, path, options) per store; the
+    result per job is its figures or the exception it failed with."""
+    children: list = []
+    waiting: list = []
+    for spec, plan, threads, path, options in jobs:
         try:
-            proc.stdin.write(json.dumps(job).encode() + b"\n")
-            proc.stdin.close()
-            for line in proc.stdout:
-                msg = json.loads(line)
-                if "progress" in msg:
-                    progress(*msg["progress"])
-                elif "result" in msg:
-                    result = msg["result"]
-                else:
-                    error = msg["error"]
-        finally:
-            if proc.poll() is None and result is None and error is None:
-                proc.kill()
-            proc.stdout.close()
-            proc.wait()
-        if result is None and error is None:
-            errors.seek(0)
-            tail = errors.read()[-2000:].decode(errors="replace").strip()
-            error = f"the benchmark process exited with code {proc.returncode}"
-            if tail:
-                error += f":\n{tail}"
-    if error is not None:
-        raise BenchError(error.rstrip())
-    return result
+            child = _Child(spec, plan, threads, path, progress, True, options, gated=True)
+        except OSError as exc:
+            children.append(exc)
+            continue
+        children.append(child)
+        try:
+            if child.step():  # filled and reopened: it waits before its first read
+                waiting.append(child)
+        except BaseException:
+            for c in children:
+                if isinstance(c, _Child):
+                    c.proc.kill()
+            raise
+    try:
+        while waiting:
+            for child in list(waiting):
+                child.go()
+                if not child.step():
+                    waiting.remove(child)
+    finally:
+        for child in waiting:
+            child.proc.kill()
+    results = []
+    for child in children:
+        if isinstance(child, Exception):
+            results.append(child)
+            continue
+        try:
+            results.append(child.finish())
+        except BenchError as exc:
+            results.append(exc)
+    return results
 
 
 def run_bench(
@@ -422,6 +530,7 @@ def run_bench(
     results = {}
     cluster = None
     try:
+        runnable = []
         for spec, store_cls in store_classes:
             options = mqdb_options if store_cls.name == "mqdb" else None
             if store_cls.name == "redis-cluster" and not store_cls.missing():
@@ -431,8 +540,19 @@ def run_bench(
                     results[store_cls.name] = {"status": cluster}
                     continue
                 options = {"url": redis_url}
+            runnable.append((spec, store_cls, options))
+        firsts = [None] * len(runnable)
+        if isolate:  # the reading runs (the first thread count) of all stores, read phases in turns
+            jobs = [
+                (spec, plan, threads[0], _run_path(workdir, store_cls, threads[0]), _run_options(options, threads[0]))
+                for spec, store_cls, options in runnable
+                if not store_cls.missing()
+            ]
+            done = iter(measure_interleaved(jobs, progress))
+            firsts = [None if store_cls.missing() else next(done) for _, store_cls, _ in runnable]
+        for (spec, store_cls, options), first in zip(runnable, firsts, strict=True):
             results[store_cls.name] = _bench_store(
-                spec, store_cls, plan, threads, workdir, progress, isolate, options, keep
+                spec, store_cls, plan, threads, workdir, progress, isolate, options, keep, first
             )
     finally:
         if cluster is not None and not isinstance(cluster, str):
@@ -453,18 +573,32 @@ def _start_cluster(workdir: str):
     return cluster, cluster.url
 
 
-def _bench_store(spec, store_cls, plan, threads, workdir, progress, isolate, options, keep) -> dict:
+def _run_path(workdir: str, store_cls, n: int) -> str:
+    return os.path.join(workdir, f"{store_cls.name}-{n}thr")
+
+
+def _run_options(options: dict | None, n: int) -> dict | None:
+    if options and "url" in options:  # a store name of this run's own in the cluster
+        return {**options, "url": f"{options['url']}/bench-{os.getpid()}-{n}thr"}
+    return options
+
+
+def _bench_store(spec, store_cls, plan, threads, workdir, progress, isolate, options, keep, first=None) -> dict:
+    """The runs of one store, one per thread count; ``first``: the first run's figures (or the
+    exception it failed with) when it was already measured (measure_interleaved)."""
     why = store_cls.missing()
     if why:
         return {"status": why}
     runs = []
     for i, n in enumerate(threads):
-        path = os.path.join(workdir, f"{store_cls.name}-{n}thr")
-        run_options = options
-        if options and "url" in options:  # a store name of this run's own in the cluster
-            run_options = {**options, "url": f"{options['url']}/bench-{os.getpid()}-{n}thr"}
+        path = _run_path(workdir, store_cls, n)
+        run_options = _run_options(options, n)
         try:
-            if isolate:
+            if i == 0 and first is not None:
+                if isinstance(first, Exception):
+                    raise first
+                runs.append(first)
+            elif isolate:
                 runs.append(measure_isolated(spec, plan, n, path, progress, i == 0, run_options))
             else:
                 runs.append(measure(store_cls, plan, n, path, progress, i == 0, run_options))

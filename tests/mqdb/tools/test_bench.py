@@ -239,6 +239,33 @@ def test_child_process_failure_carries_the_traceback(tmp_path):
     assert "failed: OSError: disk on fire" in format_report(result)
 
 
+class OtherStore(FakeStore):
+    name = "other"
+
+
+def test_stores_read_in_turns_each_in_its_own_process(tmp_path):
+    """The stores fill one after another, then take their read phases in turns, 1% at a time: a
+    second store's gets come between the first store's, and every figure is still each store's own."""
+    seen = []
+    result = run_fake(tmp_path, FakeStore, OtherStore, isolate=True, progress=lambda *a: seen.append(a[0]))
+    for name in ("fake", "other"):
+        entry = result["stores"][name]
+        assert entry["status"] == "ok", entry.get("error")
+        assert entry["verify_errors"] == 0 and entry["gets_per_s"] > 0 and entry["consume_per_s"] > 0
+    reads = [phase for phase in seen if phase.endswith(("random get", "consume"))]
+    puts = [i for i, phase in enumerate(seen) if " put, 1 thread" in phase]
+    assert max(puts) < seen.index(reads[0])  # both filled before either reads
+    turns = sum(1 for a, b in zip(reads, reads[1:], strict=False) if a.split()[0] != b.split()[0])
+    assert turns > 20  # 100 chunks of gets and 100 of consumption each, taken in turns
+
+
+def test_a_store_failing_while_the_others_read_in_turns_is_reported_alone(tmp_path):
+    result = run_fake(tmp_path, FakeStore, BrokenStore, OtherStore, isolate=True)
+    assert result["stores"]["broken"]["status"] == "failed"
+    assert "OSError: disk on fire" in result["stores"]["broken"]["error"]
+    assert result["stores"]["fake"]["status"] == result["stores"]["other"]["status"] == "ok"
+
+
 @pytest.mark.parametrize("peer", ["lmdb", "rocksdb"])
 def test_key_value_peers(tmp_path, peer):
     if bench.STORES[peer].missing():
