@@ -37,8 +37,8 @@ from urllib.parse import unquote
 
 from sidecar._accel import import_c_accel
 from sidecar.codecs import dubbo, fastjson
-from sidecar.codecs.dubbo import Frame, Request, Serialization, Status, parse_descriptor, to_descriptor
-from sidecar.codecs.dubbo_messages import HEADER, HEADER_LENGTH, MAGIC
+from sidecar.codecs.dubbo import Request, Serialization, Status, parse_descriptor, to_descriptor
+from sidecar.codecs.dubbo_messages import FLAG_EVENT, FLAG_REQUEST, HEADER, HEADER_LENGTH, MAGIC
 from sidecar.codecs.http1_wire import get_header, parse_form
 from sidecar.codecs.javatypes import Long, describe_exception
 from sidecar.errors import LocalProtocolError, RemoteProtocolError
@@ -57,6 +57,7 @@ _INTEGER = re.compile(r"[+-]?[0-9]+")
 # before failing on what follows it (quadratic in the length of the parameter).
 _DECIMAL = re.compile(r"[+-]?(?:NaN|Infinity|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)")
 _LINE_BREAK = re.compile(r"[\r\n]")
+_OK = Status.OK  # bound once: an enum class resolves its members through a Python-level __getattr__
 
 
 @dataclass(slots=True)
@@ -363,7 +364,7 @@ def reply_for(call: Call, frame: bytes) -> Reply:
         response = _response(frame)
     except RemoteProtocolError as exc:
         return error_reply(502, f"bad reply from provider: {exc.reason}", form=call.form)
-    if response.status != Status.OK:
+    if response.status != _OK:
         status = response.status
         name = status.name if isinstance(status, Status) else f"status {status}"
         line = _one_line(f"Dubbo status {name}: {response.error_message or 'no message'}")
@@ -389,10 +390,9 @@ def _response(frame: bytes) -> dubbo.Response:
         raise RemoteProtocolError(f"bad magic 0x{magic:04x}, expected 0xdabb")
     if length != len(frame) - HEADER_LENGTH:
         raise RemoteProtocolError(f"frame {request_id} says {length} body bytes, has {len(frame) - HEADER_LENGTH}")
-    parsed = Frame(flags, status, request_id, bytes(frame[HEADER_LENGTH:]))
-    if parsed.is_request or parsed.is_event:
+    if flags & (FLAG_REQUEST | FLAG_EVENT):
         raise RemoteProtocolError(f"frame {request_id} is a request or an event, not a response")
-    return dubbo.parse(parsed)
+    return dubbo.parse_response(bytes(frame))
 
 
 def _as_text(value: Any) -> bytes:

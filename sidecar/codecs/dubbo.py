@@ -66,6 +66,7 @@ __all__ = [
     "CLOSED",
     "encode",
     "parse",
+    "parse_response",
     "DubboDecoder",
     "RequestTemplate",
     "parse_descriptor",
@@ -79,6 +80,13 @@ _READERS = {Serialization.HESSIAN2: Hessian2Decoder, Serialization.FASTJSON: Fas
 _STATUSES = {status.value: status for status in Status}
 _FLAGS = {flag.value: flag for flag in ResultFlag}
 _SERIALIZATIONS = {kind.value: kind for kind in Serialization}
+# Members bound once: an enum class resolves its members through a Python-level __getattr__.
+_OK = Status.OK
+_WITH_EXCEPTION, _VALUE, _NULL_VALUE = (
+    ResultFlag.RESPONSE_WITH_EXCEPTION,
+    ResultFlag.RESPONSE_VALUE,
+    ResultFlag.RESPONSE_NULL_VALUE,
+)
 _LONGS = frozenset(["J", "Ljava/lang/Long;"])
 _DOUBLES = frozenset(["D", "F", "Ljava/lang/Double;", "Ljava/lang/Float;"])
 
@@ -120,7 +128,7 @@ def encode(message: Message, *, max_payload: int | None = DEFAULT_PAYLOAD) -> by
         else:
             status = message.status
         writer = _writer(message.serialization)
-        failed = not message.is_request and status != Status.OK
+        failed = not message.is_request and status != _OK
         writer.write(_text(message.error_message, "error_message") if failed else message.data)
         body = writer.getvalue()
     else:
@@ -271,7 +279,7 @@ class RequestTemplate:
 
 def _response_body(response: Response) -> bytes:
     writer = _writer(response.serialization)
-    if response.status != Status.OK:
+    if response.status != _OK:
         writer.write(_text(response.error_message, "error_message"))
         return writer.getvalue()
     flag = response.flag
@@ -285,11 +293,11 @@ def _response_body(response: Response) -> bytes:
     writer.write_int(flag)
     base = flag % 3
     written = None
-    if base == ResultFlag.RESPONSE_WITH_EXCEPTION:
+    if base == _WITH_EXCEPTION:
         written = response.exception
-    elif base == ResultFlag.RESPONSE_VALUE:
+    elif base == _VALUE:
         written = response.value
-    if base != ResultFlag.RESPONSE_NULL_VALUE:
+    if base != _NULL_VALUE:
         writer.write(written)
     if flag < 3:
         return writer.getvalue()
@@ -338,7 +346,7 @@ def _attachments(reader: Any) -> dict[str, Any]:
 
 
 def _parse_event(frame: Frame, reader: Any) -> Event:
-    status = _status(frame.status) if not frame.is_request else Status.OK
+    status = _status(frame.status) if not frame.is_request else _OK
     event = Event(
         frame.request_id,
         frame.is_request,
@@ -348,7 +356,7 @@ def _parse_event(frame: Frame, reader: Any) -> Event:
     )
     if reader.at_end():
         return event
-    if status == Status.OK:
+    if status == _OK:
         event.data = reader.read()
     else:
         event.error_message = reader.read_string()
@@ -382,10 +390,30 @@ def _parse_request(frame: Frame, reader: Any) -> Request:
     )
 
 
+def parse_response(data: bytes) -> Response:
+    """The response in ``data``, the bytes of one whole response frame (header and body) whose header
+    was checked: ``parse(Frame(flags, status, request_id, body))`` of its fields, read in place
+    rather than from a copy of the body. Raises what :func:`parse` raises."""
+    _, flags, status, request_id, _ = HEADER.unpack_from(data)
+    serialization = flags & SERIALIZATION_MASK
+    reader_class = _READERS.get(serialization)
+    if reader_class is not None and not flags & (FLAG_REQUEST | FLAG_EVENT):
+        try:
+            return _read_response(request_id, status, serialization, reader_class(data, HEADER_LENGTH), data)
+        except RemoteProtocolError:
+            pass  # said below as parse() says it: with offsets into the body
+    return parse(Frame(flags, status, request_id, bytes(data[HEADER_LENGTH:])))
+
+
 def _parse_response(frame: Frame, reader: Any) -> Response:
-    serialization = _SERIALIZATIONS[frame.serialization]
-    response = Response(frame.request_id, _status(frame.status), serialization=serialization)
-    if response.status != Status.OK:
+    return _read_response(frame.request_id, frame.status, frame.serialization, reader, frame.body)
+
+
+def _read_response(request_id: int, status: int, serialization: int, reader: Any, data: bytes) -> Response:
+    """The response that ``reader`` reads from ``data``, which ends where the frame's body ends."""
+    serialization = _SERIALIZATIONS[serialization]
+    response = Response(request_id, _status(status), serialization=serialization)
+    if response.status != _OK:
         response.error_message = None if reader.at_end() else reader.read_string()
         return response
     value = reader.read_int()
@@ -393,14 +421,13 @@ def _parse_response(frame: Frame, reader: Any) -> Response:
     if flag is None:
         raise RemoteProtocolError(f"unknown result flag {value}")
     base = flag % 3
-    if base == ResultFlag.RESPONSE_WITH_EXCEPTION:
+    if base == _WITH_EXCEPTION:
         response.exception = reader.read()
-    elif base == ResultFlag.RESPONSE_VALUE:
+    elif base == _VALUE:
         response.value = reader.read()
     if flag >= 3:
         tail = _PROVIDER_ATTACHMENTS[serialization]
-        body = frame.body
-        if reader.position + len(tail) == len(body) and body.endswith(tail):
+        if reader.position + len(tail) == len(data) and data.endswith(tail):
             response.attachments = {"dubbo": DUBBO_VERSION}  # what nearly every reply carries
         else:
             response.attachments = _attachments(reader)
