@@ -47,4 +47,9 @@ cdef class Connection:
     cdef public Py_ssize_t drained
     cdef public bint in_process
     cdef public str stage
+    cdef public object due
+    cdef public double due_deadline
     cdef object __weakref__
+
+    cpdef _phase(self, phase, double deadline)
+    cpdef settle(self)
