@@ -40,7 +40,6 @@ from typing import NamedTuple
 
 from sidecar._accel import import_c_accel
 from sidecar.codecs.dubbo_messages import FLAG_REQUEST, HEADER_LENGTH
-from sidecar.codecs.dubbo_messages import HEADER as DUBBO_HEADER
 from sidecar.codecs.dubbo_messages import MAGIC as DUBBO_MAGIC
 from sidecar.errors import LocalProtocolError, RemoteProtocolError
 
@@ -566,7 +565,13 @@ def _check_frame(
     if length < HEADER_LENGTH:
         problem = f"{length} bytes, shorter than the {HEADER_LENGTH}-byte Dubbo header"
     else:
-        magic, dubbo_flags, _, _, body_length = DUBBO_HEADER.unpack_from(data, start)
+        # The three header fields this needs, read byte by byte: unpacking the whole header made
+        # five ints, the 64-bit request id among them, for every call.
+        magic = data[start] << 8 | data[start + 1]
+        dubbo_flags = data[start + 2]
+        at = start + 12  # the body length, big-endian, in two halves (each fits a C int, the whole may not)
+        high, low = data[at] << 8 | data[at + 1], data[at + 2] << 8 | data[at + 3]
+        body_length = high << 16 | low
         if magic != DUBBO_MAGIC:
             problem = f"bad Dubbo magic 0x{magic:04x}"
         elif body_length != length - HEADER_LENGTH:
