@@ -361,19 +361,17 @@ def reply_for(call: Call, frame: bytes) -> Reply:
     """The HTTP reply for the Dubbo response ``frame`` to ``call``: 200 with the value, 500 for an
     exception result, 502 for a status other than OK or a frame that cannot be decoded."""
     try:
-        response = _response(frame)
+        status, error_message, exception, value = _result(frame)
     except RemoteProtocolError as exc:
         return error_reply(502, f"bad reply from provider: {exc.reason}", form=call.form)
-    if response.status != _OK:
-        status = response.status
+    if status != _OK:
         name = status.name if isinstance(status, Status) else f"status {status}"
-        line = _one_line(f"Dubbo status {name}: {response.error_message or 'no message'}")
+        line = _one_line(f"Dubbo status {name}: {error_message or 'no message'}")
         return _reply(502, call.form, line, {"error": line, "dubbo_status": name})
-    if response.exception is not None:
-        kind, message = describe_exception(response.exception)
+    if exception is not None:
+        kind, message = describe_exception(exception)
         line = _one_line(kind if message is None else f"{kind}: {message}")
         return _reply(500, call.form, line, {"error": line, "type": kind})
-    value = response.value
     try:
         if not call.form:
             return Reply(200, [("Content-Type", JSON)], fastjson.dumps({"result": value}))
@@ -382,7 +380,9 @@ def reply_for(call: Call, frame: bytes) -> Reply:
         return error_reply(502, f"bad reply from provider: {exc.reason}", form=call.form)
 
 
-def _response(frame: bytes) -> dubbo.Response:
+def _result(frame: bytes) -> tuple[int, str | None, object, object]:
+    """``(status, error_message, exception, value)`` of the Dubbo response ``frame``
+    (:func:`sidecar.codecs.dubbo.read_reply`), once its header says it is one."""
     if len(frame) < HEADER_LENGTH:
         raise RemoteProtocolError(f"{len(frame)} bytes, shorter than a Dubbo header")
     magic, flags, status, request_id, length = HEADER.unpack_from(frame)
@@ -392,7 +392,7 @@ def _response(frame: bytes) -> dubbo.Response:
         raise RemoteProtocolError(f"frame {request_id} says {length} body bytes, has {len(frame) - HEADER_LENGTH}")
     if flags & (FLAG_REQUEST | FLAG_EVENT):
         raise RemoteProtocolError(f"frame {request_id} is a request or an event, not a response")
-    return dubbo.parse_response(bytes(frame))
+    return dubbo.read_reply(bytes(frame))
 
 
 def _as_text(value: Any) -> bytes:

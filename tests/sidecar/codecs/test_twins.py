@@ -322,6 +322,13 @@ def test_responses_read_in_place_alike(builds, frame):
     _, flags, status, request_id, _ = pure.dubbo.HEADER.unpack_from(frame)
     copied = pure.dubbo.Frame(flags, status, request_id, frame[pure.dubbo.HEADER_LENGTH :])
     assert in_place == outcome(pure.dubbo.parse, copied)
+    # read_reply: the fields of that response that a reply needs, without making the response
+    fields = same(compiled.dubbo.read_reply, pure.dubbo.read_reply, frame)
+    if in_place[0] == "raised":
+        assert fields == in_place
+    else:
+        response = pure.dubbo.parse_response(frame)
+        assert fields == outcome(lambda: (response.status, response.error_message, response.exception, response.value))
 
 
 # -- Hessian 2 -------------------------------------------------------------------------------------
