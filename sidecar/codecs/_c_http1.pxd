@@ -17,7 +17,10 @@ cdef class _Connection:
 cdef class ServerConnection(_Connection):
     cdef public object _request
 
+    cpdef _next_event(self)
     cpdef take_body(self)
+    cpdef send(self, event)
+    cpdef start_next_cycle(self)
 
 
 cdef class ClientConnection(_Connection):

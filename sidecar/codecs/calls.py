@@ -37,8 +37,8 @@ from urllib.parse import unquote
 
 from sidecar._accel import import_c_accel
 from sidecar.codecs import dubbo, fastjson
-from sidecar.codecs.dubbo import Frame, Request, Serialization, Status, parse_descriptor, to_descriptor
-from sidecar.codecs.dubbo_messages import HEADER, HEADER_LENGTH, MAGIC
+from sidecar.codecs.dubbo import Request, Serialization, Status, parse_descriptor, to_descriptor
+from sidecar.codecs.dubbo_messages import FLAG_EVENT, FLAG_REQUEST, HEADER, HEADER_LENGTH, MAGIC
 from sidecar.codecs.http1_wire import get_header, parse_form
 from sidecar.codecs.javatypes import Long, describe_exception
 from sidecar.errors import LocalProtocolError, RemoteProtocolError
@@ -57,6 +57,7 @@ _INTEGER = re.compile(r"[+-]?[0-9]+")
 # before failing on what follows it (quadratic in the length of the parameter).
 _DECIMAL = re.compile(r"[+-]?(?:NaN|Infinity|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)")
 _LINE_BREAK = re.compile(r"[\r\n]")
+_OK = Status.OK  # bound once: an enum class resolves its members through a Python-level __getattr__
 
 
 @dataclass(slots=True)
@@ -360,19 +361,17 @@ def reply_for(call: Call, frame: bytes) -> Reply:
     """The HTTP reply for the Dubbo response ``frame`` to ``call``: 200 with the value, 500 for an
     exception result, 502 for a status other than OK or a frame that cannot be decoded."""
     try:
-        response = _response(frame)
+        status, error_message, exception, value = _result(frame)
     except RemoteProtocolError as exc:
         return error_reply(502, f"bad reply from provider: {exc.reason}", form=call.form)
-    if response.status != Status.OK:
-        status = response.status
+    if status != _OK:
         name = status.name if isinstance(status, Status) else f"status {status}"
-        line = _one_line(f"Dubbo status {name}: {response.error_message or 'no message'}")
+        line = _one_line(f"Dubbo status {name}: {error_message or 'no message'}")
         return _reply(502, call.form, line, {"error": line, "dubbo_status": name})
-    if response.exception is not None:
-        kind, message = describe_exception(response.exception)
+    if exception is not None:
+        kind, message = describe_exception(exception)
         line = _one_line(kind if message is None else f"{kind}: {message}")
         return _reply(500, call.form, line, {"error": line, "type": kind})
-    value = response.value
     try:
         if not call.form:
             return Reply(200, [("Content-Type", JSON)], fastjson.dumps({"result": value}))
@@ -381,7 +380,9 @@ def reply_for(call: Call, frame: bytes) -> Reply:
         return error_reply(502, f"bad reply from provider: {exc.reason}", form=call.form)
 
 
-def _response(frame: bytes) -> dubbo.Response:
+def _result(frame: bytes) -> tuple[int, str | None, object, object]:
+    """``(status, error_message, exception, value)`` of the Dubbo response ``frame``
+    (:func:`sidecar.codecs.dubbo.read_reply`), once its header says it is one."""
     if len(frame) < HEADER_LENGTH:
         raise RemoteProtocolError(f"{len(frame)} bytes, shorter than a Dubbo header")
     magic, flags, status, request_id, length = HEADER.unpack_from(frame)
@@ -389,10 +390,9 @@ def _response(frame: bytes) -> dubbo.Response:
         raise RemoteProtocolError(f"bad magic 0x{magic:04x}, expected 0xdabb")
     if length != len(frame) - HEADER_LENGTH:
         raise RemoteProtocolError(f"frame {request_id} says {length} body bytes, has {len(frame) - HEADER_LENGTH}")
-    parsed = Frame(flags, status, request_id, bytes(frame[HEADER_LENGTH:]))
-    if parsed.is_request or parsed.is_event:
+    if flags & (FLAG_REQUEST | FLAG_EVENT):
         raise RemoteProtocolError(f"frame {request_id} is a request or an event, not a response")
-    return dubbo.parse(parsed)
+    return dubbo.read_reply(bytes(frame))
 
 
 def _as_text(value: Any) -> bytes:

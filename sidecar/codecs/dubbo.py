@@ -66,6 +66,8 @@ __all__ = [
     "CLOSED",
     "encode",
     "parse",
+    "parse_response",
+    "read_reply",
     "DubboDecoder",
     "RequestTemplate",
     "parse_descriptor",
@@ -79,6 +81,13 @@ _READERS = {Serialization.HESSIAN2: Hessian2Decoder, Serialization.FASTJSON: Fas
 _STATUSES = {status.value: status for status in Status}
 _FLAGS = {flag.value: flag for flag in ResultFlag}
 _SERIALIZATIONS = {kind.value: kind for kind in Serialization}
+# Members bound once: an enum class resolves its members through a Python-level __getattr__.
+_OK = Status.OK
+_WITH_EXCEPTION, _VALUE, _NULL_VALUE = (
+    ResultFlag.RESPONSE_WITH_EXCEPTION,
+    ResultFlag.RESPONSE_VALUE,
+    ResultFlag.RESPONSE_NULL_VALUE,
+)
 _LONGS = frozenset(["J", "Ljava/lang/Long;"])
 _DOUBLES = frozenset(["D", "F", "Ljava/lang/Double;", "Ljava/lang/Float;"])
 
@@ -120,7 +129,7 @@ def encode(message: Message, *, max_payload: int | None = DEFAULT_PAYLOAD) -> by
         else:
             status = message.status
         writer = _writer(message.serialization)
-        failed = not message.is_request and status != Status.OK
+        failed = not message.is_request and status != _OK
         writer.write(_text(message.error_message, "error_message") if failed else message.data)
         body = writer.getvalue()
     else:
@@ -271,7 +280,7 @@ class RequestTemplate:
 
 def _response_body(response: Response) -> bytes:
     writer = _writer(response.serialization)
-    if response.status != Status.OK:
+    if response.status != _OK:
         writer.write(_text(response.error_message, "error_message"))
         return writer.getvalue()
     flag = response.flag
@@ -285,11 +294,11 @@ def _response_body(response: Response) -> bytes:
     writer.write_int(flag)
     base = flag % 3
     written = None
-    if base == ResultFlag.RESPONSE_WITH_EXCEPTION:
+    if base == _WITH_EXCEPTION:
         written = response.exception
-    elif base == ResultFlag.RESPONSE_VALUE:
+    elif base == _VALUE:
         written = response.value
-    if base != ResultFlag.RESPONSE_NULL_VALUE:
+    if base != _NULL_VALUE:
         writer.write(written)
     if flag < 3:
         return writer.getvalue()
@@ -338,7 +347,7 @@ def _attachments(reader: Any) -> dict[str, Any]:
 
 
 def _parse_event(frame: Frame, reader: Any) -> Event:
-    status = _status(frame.status) if not frame.is_request else Status.OK
+    status = _status(frame.status) if not frame.is_request else _OK
     event = Event(
         frame.request_id,
         frame.is_request,
@@ -348,7 +357,7 @@ def _parse_event(frame: Frame, reader: Any) -> Event:
     )
     if reader.at_end():
         return event
-    if status == Status.OK:
+    if status == _OK:
         event.data = reader.read()
     else:
         event.error_message = reader.read_string()
@@ -382,29 +391,87 @@ def _parse_request(frame: Frame, reader: Any) -> Request:
     )
 
 
+def parse_response(data: bytes) -> Response:
+    """The response in ``data``, the bytes of one whole response frame (header and body) whose header
+    was checked: ``parse(Frame(flags, status, request_id, body))`` of its fields, read in place
+    rather than from a copy of the body. Raises what :func:`parse` raises."""
+    fields = _read_in_place(data)
+    if fields is None:
+        return parse(_frame_of(data))
+    return _response_of(HEADER.unpack_from(data)[3], data[2] & SERIALIZATION_MASK, fields)
+
+
+def read_reply(data: bytes) -> tuple[int, str | None, Any, Any]:
+    """``(status, error_message, exception, value)`` of ``parse_response(data)``, without making the
+    :class:`Response` (what the consumer's reply needs of each one). Raises what :func:`parse` raises."""
+    fields = _read_in_place(data)
+    if fields is None:
+        response = parse(_frame_of(data))
+        return response.status, response.error_message, response.exception, response.value
+    return fields[0], fields[2], fields[3], fields[4]
+
+
+def _read_in_place(data: bytes) -> tuple | None:
+    """The fields (:func:`_read_fields`) of the response frame in ``data``, read where they are; None
+    for a frame that is not such a response or does not decode: ``parse()`` of a copy of its body
+    says why, its offsets counted in the body."""
+    if len(data) < HEADER_LENGTH:
+        return None
+    flags, status = data[2], data[3]
+    serialization = flags & SERIALIZATION_MASK
+    reader_class = _READERS.get(serialization)
+    if reader_class is None or flags & (FLAG_REQUEST | FLAG_EVENT):
+        return None
+    try:
+        return _read_fields(status, serialization, reader_class(data, HEADER_LENGTH), data)
+    except RemoteProtocolError:
+        return None
+
+
+def _frame_of(data: bytes) -> Frame:
+    _, flags, status, request_id, _ = HEADER.unpack_from(data)
+    return Frame(flags, status, request_id, bytes(data[HEADER_LENGTH:]))
+
+
 def _parse_response(frame: Frame, reader: Any) -> Response:
-    serialization = _SERIALIZATIONS[frame.serialization]
-    response = Response(frame.request_id, _status(frame.status), serialization=serialization)
-    if response.status != Status.OK:
-        response.error_message = None if reader.at_end() else reader.read_string()
-        return response
+    fields = _read_fields(frame.status, frame.serialization, reader, frame.body)
+    return _response_of(frame.request_id, frame.serialization, fields)
+
+
+def _response_of(request_id: int, serialization: int, fields: tuple) -> Response:
+    status, flag, error_message, exception, value, attachments = fields
+    if attachments is _USUAL_ATTACHMENTS:
+        attachments = {"dubbo": DUBBO_VERSION}  # a map of its own for each response: callers may change it
+    return Response(
+        request_id, status, value, exception, attachments, error_message, flag, _SERIALIZATIONS[serialization]
+    )
+
+
+def _read_fields(status: int, serialization: int, reader: Any, data: bytes) -> tuple:
+    """``(status, flag, error_message, exception, value, attachments)`` of the response whose body
+    ``reader`` reads from ``data`` (which ends where the body ends): the fields of its
+    :class:`Response`, attachments being :data:`_USUAL_ATTACHMENTS` for the map nearly every reply
+    carries, which is then not decoded."""
+    status = _status(status)
+    if status != _OK:
+        return status, None, None if reader.at_end() else reader.read_string(), None, None, None
     value = reader.read_int()
-    flag = response.flag = _FLAGS.get(value)
+    flag = _FLAGS.get(value)
     if flag is None:
         raise RemoteProtocolError(f"unknown result flag {value}")
     base = flag % 3
-    if base == ResultFlag.RESPONSE_WITH_EXCEPTION:
-        response.exception = reader.read()
-    elif base == ResultFlag.RESPONSE_VALUE:
-        response.value = reader.read()
+    exception = result = attachments = None
+    if base == _WITH_EXCEPTION:
+        exception = reader.read()
+    elif base == _VALUE:
+        result = reader.read()
     if flag >= 3:
         tail = _PROVIDER_ATTACHMENTS[serialization]
-        body = frame.body
-        if reader.position + len(tail) == len(body) and body.endswith(tail):
-            response.attachments = {"dubbo": DUBBO_VERSION}  # what nearly every reply carries
+        if reader.position + len(tail) == len(data) and data.endswith(tail):
+            attachments = _USUAL_ATTACHMENTS
         else:
-            response.attachments = _attachments(reader)
-    return response
+            attachments = _attachments(reader)
+    return status, flag, None, exception, result, attachments
 
 
 def _encoded(serialization: int, value: Any) -> bytes:
@@ -418,6 +485,7 @@ def _encoded(serialization: int, value: Any) -> bytes:
 # reply with a scalar value (no stream state to share) gets them without encoding the map.
 _DUBBO_ATTACHMENTS = {"dubbo": DUBBO_VERSION}
 _PROVIDER_ATTACHMENTS = {kind: _encoded(kind, _DUBBO_ATTACHMENTS) for kind in Serialization}
+_USUAL_ATTACHMENTS = object()  # read: the body ended with exactly the bytes of _DUBBO_ATTACHMENTS
 _SCALARS = frozenset([type(None), bool, int, Long, float, str])
 
 

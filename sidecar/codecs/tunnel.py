@@ -10,7 +10,8 @@ Pure like the other codecs: no sockets, no clock (timestamps are passed in), no 
 * :class:`ReplyBatcher` packs the ready replies for one consumer into as few REPLY_BATCH datagrams as
   a size limit allows; :func:`encode_replies` writes one such datagram directly.
 * :func:`decode` turns a datagram into a :class:`Request`, a :class:`RequestBatch` or a :class:`ReplyBatch`, or raises
-  :class:`RemoteProtocolError` saying what was wrong.
+  :class:`RemoteProtocolError` saying what was wrong; :func:`decode_replies` gives a reply batch's
+  replies as plain ``(request id, frame)`` pairs.
 * :func:`make_request_id`, :func:`split_request_id`, :func:`age_ms` and :class:`RequestIds`: 64-bit
   request ids that carry the consumer id and the time of the call, so either side can tell whose a
   reply is and how old it is without a lookup.
@@ -39,7 +40,6 @@ from typing import NamedTuple
 
 from sidecar._accel import import_c_accel
 from sidecar.codecs.dubbo_messages import FLAG_REQUEST, HEADER_LENGTH
-from sidecar.codecs.dubbo_messages import HEADER as DUBBO_HEADER
 from sidecar.codecs.dubbo_messages import MAGIC as DUBBO_MAGIC
 from sidecar.errors import LocalProtocolError, RemoteProtocolError
 
@@ -68,6 +68,7 @@ __all__ = [
     "rewrite_id",
     "encode_replies",
     "decode",
+    "decode_replies",
     "ReplyBatcher",
     "max_request_frame",
     "max_reply_frame",
@@ -90,6 +91,10 @@ class Kind(IntEnum):
     REQUEST = 1
     REPLY_BATCH = 2
     REQUEST_BATCH = 3  # sent only to a provider whose registry entry says it takes them
+
+
+# The kinds as ints, bound once: an enum class resolves its members through a Python-level __getattr__.
+_REQUEST, _REPLY_BATCH, _REQUEST_BATCH = int(Kind.REQUEST), int(Kind.REPLY_BATCH), int(Kind.REQUEST_BATCH)
 
 
 MAX_UDP_PAYLOAD = 65507  # 65535 - 8 (UDP header) - 20 (IPv4 header)
@@ -262,7 +267,7 @@ def encode_request(request_id: int, frame: bytes, *, limit: int = DEFAULT_LIMIT)
             status_hint=413,
             request_id=request_id,
         )
-    return REQUEST_HEADER.pack(MAGIC, VERSION, Kind.REQUEST, 0, request_id) + frame
+    return REQUEST_HEADER.pack(MAGIC, VERSION, _REQUEST, 0, request_id) + frame
 
 
 def join_requests(datagrams: Iterable[bytes], *, limit: int = DEFAULT_LIMIT) -> bytes:
@@ -275,7 +280,7 @@ def join_requests(datagrams: Iterable[bytes], *, limit: int = DEFAULT_LIMIT) -> 
     if not datagrams:
         raise LocalProtocolError("a request batch needs at least one request")
     consumer = _checked_request(datagrams[0], -1) >> CONSUMER_SHIFT
-    parts = [BATCH_HEADER.pack(MAGIC, VERSION, Kind.REQUEST_BATCH, 0, len(datagrams))]
+    parts = [BATCH_HEADER.pack(MAGIC, VERSION, _REQUEST_BATCH, 0, len(datagrams))]
     size = BATCH_OVERHEAD
     for datagram in datagrams:
         request_id = _checked_request(datagram, consumer)
@@ -368,7 +373,7 @@ def _checked_reply(request_id: int, frame: bytes, consumer_id: int) -> tuple[int
 
 
 def _pack(entries: list[tuple[int, bytes]]) -> bytes:
-    parts = [BATCH_HEADER.pack(MAGIC, VERSION, Kind.REPLY_BATCH, 0, len(entries))]
+    parts = [BATCH_HEADER.pack(MAGIC, VERSION, _REPLY_BATCH, 0, len(entries))]
     for request_id, frame in entries:
         parts.append(ENTRY.pack(request_id, len(frame)))
         parts.append(frame)
@@ -437,10 +442,40 @@ def decode(datagram: bytes | bytearray | memoryview) -> Request | RequestBatch |
     batch) naming the
     reason and, once it was readable, the ``request_id`` of the call concerned. Only a value that is
     not bytes-like at all (a bug in the caller, not a bad datagram) raises ``TypeError``."""
+    datagram = _as_bytes(datagram)
+    kind, flags = _header(datagram)
+    if kind == _REQUEST:
+        return _decode_request(datagram, flags)
+    if kind == _REPLY_BATCH:
+        return ReplyBatch(tuple([Reply(*entry) for entry in _decode_entries(datagram, flags, False)]))
+    if kind == _REQUEST_BATCH:
+        return RequestBatch(tuple([Request(*entry) for entry in _decode_entries(datagram, flags, True)]))
+    raise _error(f"unknown kind {kind}")
+
+
+def decode_replies(datagram: bytes | bytearray | memoryview) -> list[tuple[int, bytes]] | None:
+    """The replies of a REPLY_BATCH datagram as ``(request id, frame)`` pairs, in order: what
+    :func:`decode` gives as a :class:`ReplyBatch`, without a value per reply (the consumer's reader
+    takes every reply this way). None for a well-formed datagram of another kind; a malformed one
+    raises exactly what :func:`decode` raises."""
+    datagram = _as_bytes(datagram)
+    kind, flags = _header(datagram)
+    if kind == _REPLY_BATCH:
+        return _decode_entries(datagram, flags, False)
+    decode(datagram)  # its error, if it has one
+    return None
+
+
+def _as_bytes(datagram: bytes | bytearray | memoryview) -> bytes:
     if not isinstance(datagram, bytes):
         if not isinstance(datagram, bytearray | memoryview):
             raise TypeError(f"a datagram is bytes, not {type(datagram).__qualname__}")
         datagram = bytes(datagram)
+    return datagram
+
+
+def _header(datagram: bytes) -> tuple[int, int]:
+    """The kind and the flags of ``datagram``, once its common header checks out."""
     size = len(datagram)
     if size < HEADER_SIZE:
         raise _error(f"{size} bytes, shorter than the {HEADER_SIZE}-byte header")
@@ -450,13 +485,7 @@ def decode(datagram: bytes | bytearray | memoryview) -> Request | RequestBatch |
         raise _error(f"bad magic 0x{magic:04x}, expected 0x{MAGIC:04x}{hint}")
     if version != VERSION:
         raise _error(f"version {version} is not supported (this side speaks {VERSION})")
-    if kind == Kind.REQUEST:
-        return _decode_request(datagram, flags)
-    if kind == Kind.REPLY_BATCH:
-        return ReplyBatch(tuple(_decode_entries(datagram, flags, False)))
-    if kind == Kind.REQUEST_BATCH:
-        return RequestBatch(tuple(_decode_entries(datagram, flags, True)))
-    raise _error(f"unknown kind {kind}")
+    return kind, flags
 
 
 def _error(reason: str, *, status_hint: int = 400, request_id: int | None = None) -> RemoteProtocolError:
@@ -479,10 +508,10 @@ def _decode_request(datagram: bytes, flags: int) -> Request:
     return Request(request_id, datagram[REQUEST_OVERHEAD:])
 
 
-def _decode_entries(datagram: bytes, flags: int, request: bool) -> list:
-    """The entries of a batch: :class:`Request` values (status hint 400) or :class:`Reply` values (502)."""
+def _decode_entries(datagram: bytes, flags: int, request: bool) -> list[tuple[int, bytes]]:
+    """The entries of a batch as ``(request id, frame)`` pairs: of requests (errors with status hint
+    400) or of replies (502)."""
     status_hint = 400 if request else 502
-    value = Request if request else Reply
     what, noun = ("request batch", "requests") if request else ("reply batch", "replies")
     _check_flags(flags, status_hint)
     size = len(datagram)
@@ -517,7 +546,7 @@ def _decode_entries(datagram: bytes, flags: int, request: bool) -> list:
             )
         end = start + length
         _check_frame(datagram, start, end, request, request_id, RemoteProtocolError, status_hint)
-        entries.append(value(request_id, datagram[start:end]))
+        entries.append((request_id, datagram[start:end]))
         pos = end
     if pos != size:
         raise _error(
@@ -536,7 +565,13 @@ def _check_frame(
     if length < HEADER_LENGTH:
         problem = f"{length} bytes, shorter than the {HEADER_LENGTH}-byte Dubbo header"
     else:
-        magic, dubbo_flags, _, _, body_length = DUBBO_HEADER.unpack_from(data, start)
+        # The three header fields this needs, read byte by byte: unpacking the whole header made
+        # five ints, the 64-bit request id among them, for every call.
+        magic = data[start] << 8 | data[start + 1]
+        dubbo_flags = data[start + 2]
+        at = start + 12  # the body length, big-endian, in two halves (each fits a C int, the whole may not)
+        high, low = data[at] << 8 | data[at + 1], data[at + 2] << 8 | data[at + 3]
+        body_length = high << 16 | low
         if magic != DUBBO_MAGIC:
             problem = f"bad Dubbo magic 0x{magic:04x}"
         elif body_length != length - HEADER_LENGTH:

@@ -70,6 +70,10 @@ class Outcome(StrEnum):
     TIMEOUT = "timeout"
 
 
+# The members, bound once: an enum class resolves its members through a Python-level __getattr__.
+_OK, _ERROR, _TIMEOUT = Outcome.OK, Outcome.ERROR, Outcome.TIMEOUT
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderStats:
     """A snapshot of one provider. ``answered`` counts replies (``errors`` of them were errors);
@@ -276,11 +280,11 @@ class Balancer:
             raise ValueError(f"call {call_id!r} went to {target.key!r}, not {provider!r}")
         del self._calls[call_id]
         target.in_flight -= 1
-        if outcome is Outcome.TIMEOUT:
+        if outcome is _TIMEOUT:
             target.timeouts += 1
         else:
             target.answered += 1
-            target.errors += outcome is Outcome.ERROR
+            target.errors += outcome is _ERROR
         self._health(target, call_id, now, outcome)
         if not target.in_flight and self._draining.get(target.key) is target:
             del self._draining[target.key]
@@ -369,17 +373,17 @@ class Balancer:
             if call_id != provider.probe:  # a late end of a call sent before the ejection
                 return
             provider.probe = None
-            if outcome is Outcome.TIMEOUT:
+            if outcome is _TIMEOUT:
                 self._eject(provider, now)
                 return
             provider.ejected_until = None  # it answered: close the circuit
-        if outcome is Outcome.TIMEOUT:
+        if outcome is _TIMEOUT:
             provider.consecutive_timeouts += 1
             if provider.consecutive_timeouts >= self.eject_after:
                 self._eject(provider, now)
             return
         provider.consecutive_timeouts = 0
-        if outcome is Outcome.OK:
+        if outcome is _OK:
             provider.streak = 0
 
     def _eject(self, provider: _Provider, now: float) -> None:

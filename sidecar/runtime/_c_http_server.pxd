@@ -23,6 +23,10 @@ cdef class HttpServer:
     cdef public object _next_turn
     cdef object __weakref__
 
+    cpdef later(self, connection)
+    cpdef reserve(self, size, total)
+    cpdef release(self, size)
+
 
 cdef class Connection:
     cdef public HttpServer server
@@ -47,4 +51,25 @@ cdef class Connection:
     cdef public Py_ssize_t drained
     cdef public bint in_process
     cdef public str stage
+    cdef public object due
+    cdef public double due_deadline
     cdef object __weakref__
+
+    cpdef _phase(self, phase, double deadline)
+    cpdef settle(self)
+    # What a request passes through, called as C methods within the server:
+    cpdef _head_begins(self)
+    cpdef process(self)
+    cpdef _process(self)
+    cpdef _end(self)
+    cpdef _begin(self, request)
+    cpdef _reserve(self, size)
+    cpdef _read_more(self)
+    cpdef _pause_reading(self)
+    cpdef _resume_reading(self)
+    cpdef respond(self, response)
+    cpdef _write(self, data)
+    cpdef _sent(self)
+    cpdef _fail(self, status, reason, headers=*)
+    cpdef _release(self)
+    cpdef close(self)

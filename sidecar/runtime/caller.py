@@ -57,6 +57,9 @@ __all__ = ["CallError", "TunnelCaller"]
 log = logging.getLogger(module_name(__name__))
 
 RECV_BUFFER = 4 * 1024 * 1024  # asked of the kernel for the UDP socket; bursts of replies fit
+# Enum members and values bound once: an enum class resolves its members through a Python-level __getattr__.
+_OK, _ERROR, _TIMEOUT = Outcome.OK, Outcome.ERROR, Outcome.TIMEOUT
+_STATUS_OK, _REQUEST_BATCH = int(Status.OK), int(tunnel.Kind.REQUEST_BATCH)
 
 
 class CallError(Exception):
@@ -320,7 +323,7 @@ class TunnelCaller:
             for address, datagrams in batches.items():
                 if len(datagrams) > 1:
                     datagrams, calls = tunnel.batch_requests(datagrams, limit=self._request_limit), len(datagrams)
-                    batches_out = sum(1 for datagram in datagrams if datagram[3] == tunnel.Kind.REQUEST_BATCH)
+                    batches_out = sum(1 for datagram in datagrams if datagram[3] == _REQUEST_BATCH)
                     counters["request_batches"] += batches_out
                     counters["batched_calls"] += calls - (len(datagrams) - batches_out)
                 for datagram in datagrams:
@@ -384,32 +387,33 @@ class TunnelCaller:
                     log.debug("dropped a datagram from %s: %s", source, e.reason)
                     continue
             try:
-                batch = tunnel.decode(datagram)
+                replies = tunnel.decode_replies(datagram)
             except RemoteProtocolError as e:
                 dropped["malformed"] += 1
                 log.debug("dropped a datagram from %s: %s", source, e.reason)
                 continue
-            if not isinstance(batch, tunnel.ReplyBatch):
+            if replies is None:
                 dropped["not a reply"] += 1
                 continue
-            for reply in batch.replies:
-                pending = pending_calls.get(reply.request_id)
+            address = source[:2]
+            for request_id, frame in replies:
+                pending = pending_calls.get(request_id)
                 if pending is None or pending.provider is None:
                     dropped["late or unknown"] += 1
                     continue
-                if pending.address != source[:2]:
+                if pending.address != address:
                     dropped["wrong source"] += 1
                     continue
-                del pending_calls[reply.request_id]
-                frame = reply.frame
-                outcome = Outcome.OK if frame[3] == Status.OK else Outcome.ERROR
-                released += complete(reply.request_id, pending.provider, now, outcome)
+                del pending_calls[request_id]
+                provider = pending.provider
+                outcome = _OK if frame[3] == _STATUS_OK else _ERROR
+                released += complete(request_id, provider, now, outcome)
                 counters["answered"] += 1
-                histogram = latency.get(pending.provider)
+                histogram = latency.get(provider)
                 if histogram is None:
-                    histogram = latency[pending.provider] = Histogram()
+                    histogram = latency[provider] = Histogram()
                 histogram.observe(now - pending.sent)
-                self._wake(pending, (frame, pending.provider))
+                self._wake(pending, (frame, provider))
         if released:
             self._dispatch(released)
 
@@ -434,7 +438,7 @@ class TunnelCaller:
                 balancer.cancel(request_id)
                 self._fail(request_id, self._queue_timeout())
                 continue
-            released += balancer.complete(request_id, pending.provider, now, Outcome.TIMEOUT)
+            released += balancer.complete(request_id, pending.provider, now, _TIMEOUT)
             self.counters["timeouts"] += 1
             waited = now - pending.sent
             self._fail(

@@ -243,10 +243,10 @@ class ConsumerSidecar:
         self._send(request, reply, respond, started, client, frame, tunnel_id, provider)
 
     def _send(self, request, reply, respond, started, client, frame=None, tunnel_id=None, provider=None) -> None:
-        headers = reply.headers
+        headers = reply.headers  # a fresh list (Reply)
         request_id = http1.get_header(request.headers, "x-request-id")
         if request_id is not None:
-            headers = [*headers, ("X-Request-Id", request_id)]
+            headers.append(("X-Request-Id", request_id))
         if client is not None:
             _log_access(request, reply.status, client, started, frame, tunnel_id, provider, request_id)
         respond(http1.Response(reply.status, headers, reply.body))

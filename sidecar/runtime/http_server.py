@@ -52,7 +52,7 @@ from sidecar._accel import import_c_accel, module_name
 from sidecar.codecs import http1
 from sidecar.codecs.http1_wire import closing_response
 from sidecar.errors import ProtocolError
-from sidecar.policies.connections import ConnectionLimits
+from sidecar.policies.connections import BUSY, IDLE, WAITING, ConnectionLimits
 
 __all__ = ["Connection", "HttpServer", "Limits"]
 
@@ -267,7 +267,7 @@ class Connection:
     __slots__ = (
         "server", "sock", "fd", "address", "conn", "reader", "writer", "out", "request", "body", "reserved",
         "declared", "rejected", "started", "waiting_turn", "answering", "closed", "eof", "draining", "drained",
-        "in_process", "stage", "__weakref__",
+        "in_process", "stage", "due", "due_deadline", "__weakref__",
     )  # fmt: skip
 
     def __init__(self, server: HttpServer, sock: socket.socket, address):
@@ -291,6 +291,8 @@ class Connection:
         self.in_process = False
         self.waiting_turn = False  # in the server's list of connections to go on after the others
         self.stage = "idle"  # what the deadline is for: idle, head, body, send, drain
+        self.due: str | None = None  # the phase to tell the connection limits when this callback ends
+        self.due_deadline = 0.0  # and its deadline
 
     def __repr__(self) -> str:
         return f"<Connection {self.address} {self.stage}{' closed' if self.closed else ''}>"
@@ -337,11 +339,12 @@ class Connection:
         if self.conn.buffered > self.server.limits.max_buffered:
             self._pause_reading()  # later requests wait in the kernel until these are answered
         self.process()
+        self.settle()
 
     def _head_begins(self) -> None:
         self.started = time.monotonic()
         self.stage = "head"
-        self.server.connections.waiting(self, self.started + self.server.limits.header_timeout)
+        self._phase(WAITING, self.started + self.server.limits.header_timeout)
 
     def process(self) -> None:
         """Handle what the parser has, at most ``EVENTS_PER_TURN`` events; then let others run."""
@@ -355,6 +358,7 @@ class Connection:
             self._fail(500, "internal error in the sidecar")
         finally:
             self.in_process = False
+            self.settle()
 
     def _process(self) -> None:
         conn = self.conn
@@ -400,7 +404,7 @@ class Connection:
         """The request in hand came whole: to the handler (or, refused by its head, to ``refused``)."""
         server = self.server
         self.answering = True
-        server.connections.busy(self)
+        self._phase(BUSY, 0.0)
         server.counters["requests"] += 1
         request, body = self.request, b"".join(self.body)
         self.body = []
@@ -418,7 +422,7 @@ class Connection:
         if self.stage != "head":  # its head came with the bytes of the previous request
             self.started = time.monotonic()
         self.stage = "body"
-        server.connections.waiting(self, self.started + limits.request_timeout)
+        self._phase(WAITING, self.started + limits.request_timeout)
         expect = http1.get_header(request.headers, "expect")
         continues = expect is not None and expect.lower() == "100-continue" and request.http_version == "1.1"
         problem = server.handler.check(request)
@@ -475,6 +479,7 @@ class Connection:
             return
         self._release()
         self._write(data)
+        self.settle()
 
     def _write(self, data: bytes) -> None:
         try:
@@ -487,7 +492,7 @@ class Connection:
         if sent < len(data):
             self.out = memoryview(data)[sent:]
             self.stage = "send"
-            self.server.connections.waiting(self, time.monotonic() + self.server.limits.send_timeout)
+            self._phase(WAITING, time.monotonic() + self.server.limits.send_timeout)
             self._pause_reading()
             self.writer = self.server.loop.io(self.fd, _WRITE)
             self.writer.start(self._writable)
@@ -516,6 +521,7 @@ class Connection:
             self.writer.close()
             self.writer = None
             self._sent()
+            self.settle()
 
     def _sent(self) -> None:
         conn, server = self.conn, self.server
@@ -532,7 +538,7 @@ class Connection:
             self._head_begins()
         else:
             self.stage = "idle"
-            server.connections.idle(self, time.monotonic() + server.limits.idle_timeout)
+            self._phase(IDLE, time.monotonic() + server.limits.idle_timeout)
         self._resume_reading()
         if not self.in_process and (conn.buffered or self.eof):  # else the parser would only ask for bytes
             self.process()
@@ -578,7 +584,7 @@ class Connection:
             self.close()
             return
         self.draining, self.stage = True, "drain"
-        self.server.connections.waiting(self, time.monotonic() + DRAIN_TIMEOUT)
+        self._phase(WAITING, time.monotonic() + DRAIN_TIMEOUT)
         self._resume_reading()
 
     def late(self) -> None:
@@ -592,6 +598,31 @@ class Connection:
             self.reset()
         else:
             self.close()
+        self.settle()
+
+    def _phase(self, phase: str, deadline: float) -> None:
+        """From now on the connection is in ``phase`` of the connection limits (idle, waiting, busy)
+        until ``deadline`` (none when busy). The limits hear of it when the callback that set it ends
+        (:meth:`settle`): nothing else runs before then, so a request that comes whole and goes to
+        the handler in one callback sets its last phase only, not the three it passed through."""
+        self.due, self.due_deadline = phase, deadline
+
+    def settle(self) -> None:
+        """Tell the connection limits the phase set last, if one is due; the end of every callback
+        that may set one (reading, processing, answering, writing, a deadline) calls it."""
+        phase = self.due
+        if phase is None:
+            return
+        self.due = None
+        if self.closed:
+            return
+        limits = self.server.connections
+        if phase is BUSY:
+            limits.busy(self)
+        elif phase is IDLE:
+            limits.idle(self, self.due_deadline)
+        else:
+            limits.waiting(self, self.due_deadline)
 
     def reset(self) -> None:
         """Close with a reset (``SO_LINGER`` 0): the bytes the client has not taken are dropped at

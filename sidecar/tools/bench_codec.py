@@ -168,7 +168,7 @@ class _Path:
         http1, calls, tunnel = self.b.http1, self.b.calls, self.b.tunnel
         out = []
         for (server, request, call, _), datagram in zip(calls_in_flight, datagrams, strict=True):
-            frame = tunnel.decode(datagram).replies[0].frame
+            frame = tunnel.decode_replies(datagram)[0][1]
             reply = calls.reply_for(call, frame)
             headers = [*reply.headers, ("X-Request-Id", http1.get_header(request.headers, "x-request-id"))]
             out.append(server.send(http1.Response(reply.status, headers, reply.body)))

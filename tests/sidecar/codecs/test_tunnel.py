@@ -254,6 +254,9 @@ def test_request_id_checks():
         (b"\xca\xfe" + request_frame(1)[2:], "bad Dubbo magic 0xcafe"),
         (request_frame(1, b"xy") + b"!", "declares a body of 2 bytes, 3 present"),
         (request_frame(1, b"xy")[:-1], "declares a body of 2 bytes, 1 present"),
+        # the body length is read byte by byte: its top bit is not a sign
+        (request_frame(1)[:12] + b"\x80\x00\x00\x01", "declares a body of 2147483649 bytes, 0 present"),
+        (request_frame(1)[:12] + b"\xff\xff\xff\xff", "declares a body of 4294967295 bytes, 0 present"),
         (response_frame(1), "not those of a request"),
     ],
 )

@@ -310,6 +310,27 @@ def test_replies_alike(builds, frame, form):
     )
 
 
+@PROPERTY
+@given(frame=mutated(response_frames()) | response_frames())
+def test_responses_read_in_place_alike(builds, frame):
+    """parse_response reads a frame in place: the value or the error that parse() gives of its header
+    fields and a copy of its body, in both builds."""
+    compiled, pure = builds
+    if len(frame) < pure.dubbo.HEADER_LENGTH:
+        return
+    in_place = same(compiled.dubbo.parse_response, pure.dubbo.parse_response, frame)
+    _, flags, status, request_id, _ = pure.dubbo.HEADER.unpack_from(frame)
+    copied = pure.dubbo.Frame(flags, status, request_id, frame[pure.dubbo.HEADER_LENGTH :])
+    assert in_place == outcome(pure.dubbo.parse, copied)
+    # read_reply: the fields of that response that a reply needs, without making the response
+    fields = same(compiled.dubbo.read_reply, pure.dubbo.read_reply, frame)
+    if in_place[0] == "raised":
+        assert fields == in_place
+    else:
+        response = pure.dubbo.parse_response(frame)
+        assert fields == outcome(lambda: (response.status, response.error_message, response.exception, response.value))
+
+
 # -- Hessian 2 -------------------------------------------------------------------------------------
 
 EDGE_VALUES = st.one_of(
@@ -446,6 +467,15 @@ def test_tunnel_decoding_alike(builds, data, kind):
     compiled, pure = builds
     datagram = kind(data) if kind is not str else data.hex()
     same(lambda: compiled.tunnel.decode(datagram), lambda: pure.tunnel.decode(datagram))
+    replies = same(lambda: compiled.tunnel.decode_replies(datagram), lambda: pure.tunnel.decode_replies(datagram))
+    # decode_replies is decode for a reply batch, as pairs: None for any other kind, the same errors
+    decoded = outcome(pure.tunnel.decode, datagram)
+    if decoded[0] == "raised":
+        assert replies == decoded
+    else:
+        batch = pure.tunnel.decode(datagram)
+        pairs = [(r.request_id, r.frame) for r in batch.replies] if isinstance(batch, pure.tunnel.ReplyBatch) else None
+        assert replies == outcome(lambda: pairs)
 
 
 @PROPERTY

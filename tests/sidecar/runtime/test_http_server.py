@@ -176,6 +176,37 @@ def test_at_the_connection_limit_the_longest_idle_connection_makes_room(start, p
             sock.close()
 
 
+def test_a_request_that_comes_whole_tells_the_connection_limits_one_phase_and_its_answer_another(start, provider):
+    """The limits hear of a connection's phase when the callback that set it ends: a request whose
+    head and body come in one read goes straight to busy (not through waiting for its head, then its
+    body), and to idle once answered."""
+    sidecar = start([provider.entry()])
+    server = sidecar._server
+    told = []
+
+    class Recording(type(server.connections)):  # the compiled build's limits call overrides too
+        def idle(self, key, deadline):
+            told.append("idle")
+            super().idle(key, deadline)
+
+        def waiting(self, key, deadline):
+            told.append("waiting")
+            super().waiting(key, deadline)
+
+        def busy(self, key):
+            told.append("busy")
+            super().busy(key)
+
+    server.connections = Recording(max_connections=server.limits.max_connections)
+    client = Client(sidecar.address)
+    try:
+        for text in ("a", "bb", "ccc"):
+            assert client.request(form(text), headers=FORM_HEADERS).body == str(java_hash(text)).encode()
+    finally:
+        client.close()
+    assert told == ["busy", "idle"] * 3
+
+
 def test_a_spent_body_budget_is_a_503_that_returns_when_the_body_goes(start, provider):
     sidecar = start([provider.entry()], body_budget=100_000, max_body=1_000_000)
     holder = socket.create_connection(sidecar.address)
