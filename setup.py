@@ -80,16 +80,19 @@ def extensions() -> list[Extension]:
     from Cython.Compiler.Errors import CompileError
 
     modules = []
+    # every .pxd of the twins: a twin may cimport types from another package (the sidecar's runtime
+    # from its codecs), so a change to any of them translates every twin with a .pxd again
+    pxds = [path for package in ("sidecar", "mqdb") for path in glob.glob(f"{package}/**/_c_*.pxd", recursive=True)]
     for name in COMPILED:
         folder, _, short = name.replace(".", "/").rpartition("/")
         pxd = f"{folder}/_c_{short}.pxd"
         depends = [pxd] if os.path.exists(pxd) else []
         module = Extension(f"{name.rpartition('.')[0]}._c_{short}", [f"{folder}/{short}.py"], depends=depends)
         # Cython looks for the C types of NAME.py in NAME.pxd when it decides what is stale, not in the
-        # twin's _c_NAME.pxd: a changed .pxd (its own, or one of the package's that it may cimport, whose
-        # types' layout it compiles in) forces the translation again itself.
+        # twin's _c_NAME.pxd: a changed .pxd (its own, or any it may cimport, whose types' layout it
+        # compiles in) forces the translation again itself.
         c_file = f"{BUILD_DIR}/{folder}/{short}.c"
-        force = bool(depends) and any(_newer(other, c_file) for other in glob.glob(f"{folder}/_c_*.pxd"))
+        force = bool(depends) and any(_newer(other, c_file) for other in pxds)
         try:  # one at a time: a module Cython refuses stays pure Python, the others are still built
             modules += cythonize([module], compiler_directives=DIRECTIVES, build_dir=BUILD_DIR, quiet=True, force=force)
         except CompileError as exc:
