@@ -244,7 +244,7 @@ class OtherStore(FakeStore):
 
 
 def test_stores_read_in_turns_each_in_its_own_process(tmp_path):
-    """The stores fill one after another, then take their read phases in turns, 1% at a time: a
+    """The stores fill one after another, then take their read phases in turns, 10% at a time: a
     second store's gets come between the first store's, and every figure is still each store's own."""
     seen = []
     result = run_fake(tmp_path, FakeStore, OtherStore, isolate=True, progress=lambda *a: seen.append(a[0]))
@@ -256,7 +256,7 @@ def test_stores_read_in_turns_each_in_its_own_process(tmp_path):
     puts = [i for i, phase in enumerate(seen) if " put, 1 thread" in phase]
     assert max(puts) < seen.index(reads[0])  # both filled before either reads
     turns = sum(1 for a, b in zip(reads, reads[1:], strict=False) if a.split()[0] != b.split()[0])
-    assert turns > 20  # 100 chunks of gets and 100 of consumption each, taken in turns
+    assert turns >= 20  # 10 turns of gets and 10 of consumption each
 
 
 def test_a_store_failing_while_the_others_read_in_turns_is_reported_alone(tmp_path):
