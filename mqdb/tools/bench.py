@@ -544,18 +544,15 @@ def run_bench(
                     continue
                 options = {"url": redis_url}
             runnable.append((spec, store_cls, options))
-        firsts = [None] * len(runnable)
+        firsts = {}  # store name -> its first run's figures, or the exception it failed with
         if isolate:  # the reading runs (the first thread count) of all stores, read phases in turns
-            jobs = [
-                (spec, plan, threads[0], _run_path(workdir, store_cls, threads[0]), _run_options(options, threads[0]))
-                for spec, store_cls, options in runnable
-                if not store_cls.missing()
-            ]
-            done = iter(measure_interleaved(jobs, progress))
-            firsts = [None if store_cls.missing() else next(done) for _, store_cls, _ in runnable]
-        for (spec, store_cls, options), first in zip(runnable, firsts, strict=True):
+            ready = [(spec, store_cls, options) for spec, store_cls, options in runnable if not store_cls.missing()]
+            n = threads[0]
+            jobs = [(spec, plan, n, _run_path(workdir, cls, n), _run_options(opts, n)) for spec, cls, opts in ready]
+            firsts = dict(zip([cls.name for _, cls, _ in ready], measure_interleaved(jobs, progress), strict=True))
+        for spec, store_cls, options in runnable:
             results[store_cls.name] = _bench_store(
-                spec, store_cls, plan, threads, workdir, progress, isolate, options, keep, first
+                spec, store_cls, plan, threads, workdir, progress, isolate, options, keep, firsts.get(store_cls.name)
             )
     finally:
         if cluster is not None and not isinstance(cluster, str):
