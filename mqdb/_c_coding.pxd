@@ -1,5 +1,20 @@
 # C types for the compiled twin of coding.py (the Python module stays the implementation).
 cimport cython
+from libc.stdint cimport uint64_t
+# MurmurHash3 as C functions (the murmurhash package's Cython API): the same hashes mmh3 gives Python,
+# without a call through Python's arguments and a tuple of results.
+from murmurhash.mrmr cimport hash128_x64
+
+
+cdef inline long long _murmur_low32(bytes raw, Py_ssize_t start, Py_ssize_t end):
+    cdef uint64_t out[2]
+    hash128_x64(<const char*>raw + start, <int>(end - start), 0, out)
+    return out[0] & 0xFFFFFFFF
+
+cpdef long long checksum_at(bytes raw, Py_ssize_t start, Py_ssize_t end) except -1
+
+@cython.locals(value=cython.ulonglong, i=Py_ssize_t)
+cpdef unsigned long long le_uint(bytes raw, Py_ssize_t at, Py_ssize_t n) except? 0xFFFFFFFFFFFFFFFF
 
 @cython.locals(end=Py_ssize_t)
 cpdef tuple decode_varint(buf, Py_ssize_t pos)

@@ -1,5 +1,15 @@
 # C types for the compiled twin of hashing.py (the Python module stays the implementation).
 cimport cython
+from murmurhash.mrmr cimport hash32
+
+
+cdef inline long long _murmur_u64(unsigned long long value) noexcept:
+    """mmh3.hash(value.to_bytes(8, "little"), 0, signed=False)"""
+    cdef unsigned char b[8]
+    cdef int i
+    for i in range(8):
+        b[i] = (value >> (8 * i)) & 0xFF
+    return hash32(b, 8, 0)
 
 @cython.locals(text=str, end=Py_ssize_t, start=Py_ssize_t, digits=Py_ssize_t, i=Py_ssize_t, number=cython.longlong,
                run=cython.longlong)

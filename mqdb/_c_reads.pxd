@@ -2,6 +2,7 @@
 # behind read() are cpdef: read() calls them as C functions, and Python (the tests) still can.
 cimport cython
 from mqdb._c_columns cimport item, touch
+from mqdb._c_coding cimport checksum_at, le_uint
 # Aliased: reads.py imports neither; the shard and its directory are typed by them.
 from mqdb._c_directory cimport Directory as _Directory
 from mqdb._c_shard cimport Shard as _Shard
@@ -19,6 +20,9 @@ cpdef list _messages(_Shard sh, Py_ssize_t qid, long long k, long long end, Py_s
 
 cpdef _remember(_Shard sh, Py_ssize_t qid, long long k, Py_ssize_t b)
 
+@cython.locals(offset=cython.longlong, entry=cython.longlong, _=Py_ssize_t)
+cpdef _readahead(_Shard sh, Py_ssize_t b, Py_ssize_t ahead)
+
 @cython.locals(cache=dict, order=list, i=Py_ssize_t, msgs=list, p=Py_ssize_t, over=Py_ssize_t)
 cpdef tuple _decoded(_Shard sh, Py_ssize_t b, bytes raw, Py_ssize_t start, Py_ssize_t skip, Py_ssize_t count, long long first)
 
@@ -27,5 +31,5 @@ cpdef _continued(_Shard sh, Py_ssize_t qid, Py_ssize_t b, head, Py_ssize_t need)
 
 cpdef Py_ssize_t _after(_Shard sh, Py_ssize_t qid, Py_ssize_t b) except? -2
 
-@cython.locals(bcount=Py_ssize_t, entry=cython.longlong, offset=cython.longlong, size=Py_ssize_t, skip=Py_ssize_t, flags=Py_ssize_t, got_qid=Py_ssize_t, psize=Py_ssize_t, got_count=Py_ssize_t, kind=Py_ssize_t, sealed=cython.longlong, data=cython.p_char)
+@cython.locals(bcount=Py_ssize_t, entry=cython.longlong, offset=cython.longlong, size=Py_ssize_t, skip=Py_ssize_t, flags=Py_ssize_t, got_qid=Py_ssize_t, psize=Py_ssize_t, got_count=Py_ssize_t, kind=Py_ssize_t, sealed=cython.longlong, cs=cython.longlong, rec=bytes)
 cpdef tuple _load(_Shard sh, Py_ssize_t qid, Py_ssize_t b)

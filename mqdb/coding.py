@@ -36,6 +36,8 @@ __all__ = [
     "encode_varint",
     "decode_varint",
     "checksum",
+    "checksum_at",
+    "le_uint",
     "skip",
     "split",
     "measure_runs",
@@ -83,6 +85,28 @@ def decode_varint(buf, pos: int) -> tuple[int, int]:
 def checksum(data) -> int:
     """32-bit checksum of a record: the low 32 bits of the first word of MurmurHash3_x64_128."""
     return mmh3.mmh3_x64_128_utupledigest(data, 0)[0] & 0xFFFFFFFF
+
+
+def checksum_at(raw: bytes, start: int, end: int) -> int:
+    """``checksum(raw[start:end])``. The compiled twin hashes the bytes where they lie, through the C
+    function of the ``murmurhash`` package, instead of copying them and calling mmh3 from Python. A range
+    outside ``raw`` is a ValueError in both builds."""
+    if not 0 <= start <= end <= len(raw):
+        raise ValueError(f"checksum of bytes {start}..{end} of a buffer of {len(raw)}")
+    if cython.compiled and end - start < 0x7FFFFFFF:
+        return _murmur_low32(raw, start, end)  # noqa: F821 (a C function of _c_coding.pxd)
+    return checksum(raw[start:end])
+
+
+def le_uint(raw: bytes, at: int, n: int) -> int:
+    """The unsigned little-endian integer of ``raw[at:at + n]`` (``n`` at most 8), read in place by the
+    compiled twin; a range outside ``raw`` is a ValueError in both builds."""
+    if not (0 <= at and 0 <= n <= 8 and at + n <= len(raw)):
+        raise ValueError(f"bytes {at}..{at + n} of a buffer of {len(raw)}")
+    value = 0
+    for i in range(at + n - 1, at - 1, -1):
+        value = (value << 8) | raw[i]
+    return value
 
 
 def _frame(raw: bytes, p: int, end: int) -> int:

@@ -21,6 +21,13 @@ from array import array
 
 import mmh3
 
+try:
+    import cython
+except ImportError:  # installed without Cython: runs as the Python source, as it does without the twin
+    from types import SimpleNamespace
+
+    cython = SimpleNamespace(compiled=False)
+
 from ._accel import import_c_accel
 from .coding import VarintError, decode_varint, encode_varint
 from .columns import item
@@ -38,10 +45,6 @@ def slots_for(queues: int) -> int:
     return cap
 
 
-def name_hash(raw) -> int:
-    return mmh3.hash(raw, NAME_SEED, signed=False)
-
-
 def probe(slots, mask: int, arena: bytearray, offs, raw: bytes, i: int) -> int:
     """The queue id of the UTF-8 name ``raw`` whose hash gives slot ``i``, or -1 (the loop of
     :meth:`Directory.find`). The signed hash of a name has the low bits of the unsigned one."""
@@ -56,13 +59,28 @@ def probe(slots, mask: int, arena: bytearray, offs, raw: bytes, i: int) -> int:
         o = item(offs, s - 1)
         n = arena[o]
         if n < 0x80:
-            if n == size and arena.startswith(raw, o + 1):
+            if n == size and _holds(arena, o + 1, raw):
                 return s - 1
         elif size >= 0x80:  # a two-byte length prefix (its first byte alone may equal a size of 128..255)
             n, p = decode_varint(arena, o)
-            if n == size and arena.startswith(raw, p):
+            if n == size and _holds(arena, p, raw):
                 return s - 1
         i = (i + 1) & mask
+
+
+def _holds(arena: bytearray, at: int, raw: bytes) -> bool:
+    """Whether ``raw`` lies in ``arena`` at ``at``: a ``memcmp`` in the compiled twin, no method call."""
+    if cython.compiled:
+        return _same_bytes(arena, at, raw)  # noqa: F821 (a C function of _c_directory.pxd)
+    return at >= 0 and arena.startswith(raw, at)
+
+
+def name_hash(raw: bytes) -> int:
+    """The hash that places the UTF-8 name ``raw`` in the table: mmh3's, unsigned; the compiled twin
+    computes the same through murmurhash's C function."""
+    if cython.compiled:
+        return _murmur32(raw, NAME_SEED)  # noqa: F821 (a C function of _c_directory.pxd)
+    return mmh3.hash(raw, NAME_SEED, signed=False)
 
 
 class Directory:
@@ -85,7 +103,7 @@ class Directory:
     def find(self, raw: bytes) -> int:
         """The queue id of the UTF-8 name ``raw``, or -1."""
         mask = self.mask
-        return probe(self.slots, mask, self.arena, self.offs, raw, mmh3.hash(raw, NAME_SEED) & mask)
+        return probe(self.slots, mask, self.arena, self.offs, raw, name_hash(raw) & mask)
 
     def add(self, raw: bytes) -> int:
         """Append the UTF-8 name ``raw`` (not yet present); return its queue id."""
@@ -94,7 +112,7 @@ class Directory:
         self.offs.append(len(self.arena))
         self.arena += encode_varint(len(raw))
         self.arena += raw
-        self._place(qid, mmh3.hash(raw, NAME_SEED, signed=False))
+        self._place(qid, name_hash(raw))
         return qid
 
     def extend(self, path: str, records) -> int:

@@ -9,6 +9,13 @@ without a numeric suffix are hashed whole.
 
 import mmh3
 
+try:
+    import cython
+except ImportError:  # installed without Cython: runs as the Python source, as it does without the twin
+    from types import SimpleNamespace
+
+    cython = SimpleNamespace(compiled=False)
+
 from ._accel import import_c_accel
 
 _MAX_DIGITS = 18
@@ -29,7 +36,10 @@ def shard_of(name: str, shards: int) -> int:
     number = 0
     for i in range(start, end):  # int(name[start:]), without making the string and parsing it
         number = number * 10 + (ord(text[i]) - 48)
-    run = _hash((number // shards).to_bytes(8, "little"), 0, False)
+    if cython.compiled:  # the same hash, of the same 8 bytes, through murmurhash's C function
+        run = _murmur_u64(number // shards)  # noqa: F821 (a C function of _c_hashing.pxd)
+    else:
+        run = _hash((number // shards).to_bytes(8, "little"), 0, False)
     return (_prefix_hash(text[:start]) + number + run) % shards
 
 

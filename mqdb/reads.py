@@ -25,8 +25,15 @@ from typing import NamedTuple
 
 import lz4.block
 
+try:
+    import cython
+except ImportError:  # installed without Cython: runs as the Python source, as it does without the twin
+    from types import SimpleNamespace
+
+    cython = SimpleNamespace(compiled=False)
+
 from ._accel import import_c_accel
-from .coding import FrameError, checksum, split
+from .coding import FrameError, checksum_at, le_uint, split
 from .coding import skip as skip_frames
 from .columns import item, touch
 from .errors import ClosedError, CorruptionError
@@ -263,9 +270,14 @@ def _load(sh, qid: int, b: int) -> Block:
     sh.block_reads += 1
     if len(rec) != size:
         raise CorruptionError(sh.data_path, offset, f"block cut short ({len(rec)} of {size} bytes)", sh.name(qid))
-    cs, kind, flags, got_qid, psize, skip, got_count = _unpack_record(rec)
-    data = rec  # the compiled twin takes a C pointer to the bytes: the cut below is one copy, no views
-    if checksum(data[4:size]) != cs:
+    if size < RECORD_SIZE:
+        raise CorruptionError(sh.data_path, offset, f"the index gives a block of {size} bytes", sh.name(qid))
+    if cython.compiled:  # the header read in place, without a tuple of seven ints
+        cs, kind, flags, got_qid = le_uint(rec, 0, 4), rec[4], rec[5], le_uint(rec, 6, 4)
+        psize, skip, got_count = le_uint(rec, 10, 2), le_uint(rec, 12, 2), le_uint(rec, 14, 2)
+    else:
+        cs, kind, flags, got_qid, psize, skip, got_count = _unpack_record(rec)
+    if checksum_at(rec, 4, size) != cs:
         raise CorruptionError(sh.data_path, offset, "block checksum mismatch", sh.name(qid))
     if kind != KIND_BLOCK or got_qid != qid or psize + RECORD_SIZE != size or got_count != bcount:
         raise CorruptionError(sh.data_path, offset, "the index and the block header disagree", sh.name(qid))

@@ -19,6 +19,7 @@ import sys
 from array import array
 from pathlib import Path
 
+import mmh3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,6 +27,7 @@ from hypothesis import strategies as st
 import mqdb
 from mqdb import _accel
 from mqdb.errors import FrameError
+from mqdb.format import NAME_SEED
 
 NAME = "mqdb.coding"
 ROOT = Path(__file__).resolve().parents[2]
@@ -355,6 +357,31 @@ def test_columns_read_alike_in_both_builds(columns, typecode, items, i):
     assert column.tobytes() == before
 
 
+# -- checksums and header fields read in place ----------------------------------------------------
+
+
+@SETTINGS
+@given(raw=st.binary(max_size=300), start=st.integers(-3, 310), length=st.integers(-3, 310))
+def test_checksums_of_a_range_agree_with_the_checksum_of_its_copy(builds, raw, start, length):
+    """checksum_at hashes the bytes where they lie in the compiled build (murmurhash's C function): the
+    same value as mmh3's checksum of the copied range, and the same ValueError for a range outside."""
+    compiled, pure = builds
+    want = same(compiled, pure, "checksum_at", raw, start, start + length)
+    if 0 <= start <= start + length <= len(raw):
+        assert want == ("returned", pure.checksum(raw[start : start + length]))
+    else:
+        assert want[:2] == ("raised", "ValueError")
+
+
+@SETTINGS
+@given(raw=st.binary(max_size=20), at=st.integers(-2, 22), n=st.integers(-1, 9))
+def test_little_endian_fields_read_alike(builds, raw, at, n):
+    compiled, pure = builds
+    want = same(compiled, pure, "le_uint", raw, at, n)
+    if 0 <= at and 0 <= n <= 8 and at + n <= len(raw):
+        assert want == ("returned", int.from_bytes(raw[at : at + n], "little"))
+
+
 # -- queue directories -----------------------------------------------------------------------------
 
 names = st.text(min_size=1, max_size=6).map(lambda s: s * 30) | st.text(min_size=1, max_size=12)
@@ -376,7 +403,10 @@ def test_names_are_found_alike_in_both_builds(directories, held, asked, bad):
     assert tables[0].slots == tables[1].slots and tables[0].arena == tables[1].arena
     table = tables[1]
     for raw in raws + [name.encode() for name in asked]:
+        assert same(compiled, pure, "name_hash", raw) == ("returned", mmh3.hash(raw, NAME_SEED, signed=False))
         i = pure.name_hash(raw) & table.mask
+        for at in (-1, 0, 16, len(table.arena) - len(raw), len(table.arena) + 1):
+            same(compiled, pure, "_holds", table.arena, at, raw)
         want = same(compiled, pure, "probe", table.slots, table.mask, table.arena, table.offs, raw, i)
         assert want == ("returned", raws.index(raw) if raw in raws else -1)
         assert tables[0].find(raw) == tables[1].find(raw) == want[1]
