@@ -386,3 +386,30 @@ def test_a_version_1_checkpoint_in_a_version_2_store_is_not_misread(tmp_path):
         assert report["shard"] == 2 and report["rebuilt"] is True
         assert "not a version-3 (or -2) index of shard 2" in report["reason"]
         assert all(db.get(f"Queue-{i}", 0, 9) == [b"%d:%d" % (i, s) for s in range(2)] for i in range(200))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "O_NOATIME"), reason="no O_NOATIME on this system")
+@pytest.mark.parametrize("readonly", [False, True])
+def test_the_data_logs_are_read_without_access_time_updates_and_opened_anyway_when_that_is_refused(
+    tmp_path, monkeypatch, readonly
+):
+    """The owner of a store opens its data logs with O_NOATIME; a reader the kernel refuses it to
+    (EPERM: not the file's owner) opens them without, and reads the same messages."""
+    import fcntl
+    import os
+
+    with mqdb.open(tmp_path) as db:
+        db.put("q", b"m")
+    with mqdb.open(tmp_path, readonly=readonly) as db:
+        assert all(fcntl.fcntl(sh.fd, fcntl.F_GETFL) & os.O_NOATIME for sh in db._shards)
+    real_open = os.open
+
+    def refusing(path, flags, mode=0o777, **kw):
+        if flags & os.O_NOATIME:
+            raise PermissionError(1, "Operation not permitted", path)
+        return real_open(path, flags, mode, **kw)
+
+    monkeypatch.setattr(os, "open", refusing)
+    with mqdb.open(tmp_path, readonly=readonly) as db:
+        assert not any(fcntl.fcntl(sh.fd, fcntl.F_GETFL) & os.O_NOATIME for sh in db._shards)
+        assert db.get("q", 0, 10) == [b"m"]
