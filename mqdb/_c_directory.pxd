@@ -2,7 +2,7 @@
 cimport cython
 from libc.string cimport memcmp
 from murmurhash.mrmr cimport hash32
-from mqdb._c_columns cimport item
+from mqdb._c_columns cimport item, touch
 
 
 cdef inline bint _same_bytes(bytearray arena, Py_ssize_t at, bytes raw):
@@ -17,7 +17,7 @@ cpdef bint _holds(bytearray arena, Py_ssize_t at, bytes raw) except -1
 cpdef long long name_hash(bytes raw) except -1
 
 @cython.locals(size=Py_ssize_t, known=Py_ssize_t, s=Py_ssize_t, o=Py_ssize_t, n=Py_ssize_t)
-cpdef Py_ssize_t probe(slots, Py_ssize_t mask, bytearray arena, offs, bytes raw, Py_ssize_t i) except? -2
+cpdef Py_ssize_t probe(slots, Py_ssize_t mask, bytearray arena, offs, bytes raw, Py_ssize_t i, tuple then=*) except? -2
 
 
 cdef class Directory:
@@ -26,4 +26,4 @@ cdef class Directory:
     cdef public object slots
     cdef public Py_ssize_t mask
 
-    cpdef Py_ssize_t find(self, bytes raw) except? -2
+    cpdef Py_ssize_t find(self, bytes raw, tuple then=*) except? -2

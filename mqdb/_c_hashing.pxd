@@ -12,7 +12,7 @@ cdef inline long long _murmur_u64(unsigned long long value) noexcept:
     return hash32(b, 8, 0)
 
 @cython.locals(text=str, end=Py_ssize_t, start=Py_ssize_t, digits=Py_ssize_t, i=Py_ssize_t, number=cython.longlong,
-               run=cython.longlong)
+               run=cython.longlong, last=tuple, prefix=str, head=cython.longlong)
 cpdef Py_ssize_t shard_of(name, Py_ssize_t shards) except -1
 
 cdef long long _prefix_hash(str prefix) except -1

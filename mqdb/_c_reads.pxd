@@ -1,6 +1,25 @@
 # C types for the compiled twin of reads.py (the Python module stays the implementation). The helpers
 # behind read() are cpdef: read() calls them as C functions, and Python (the tests) still can.
 cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
+from libc.errno cimport EINTR, errno
+from posix.unistd cimport pread
+
+
+cdef inline bytes _c_pread(int fd, Py_ssize_t size, long long offset):
+    """os.pread(fd, size, offset): a fresh bytes object read into, cut to what was read."""
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
+    cdef char *buf = PyBytes_AS_STRING(out)
+    cdef Py_ssize_t n
+    while True:
+        with nogil:
+            n = pread(fd, buf, size, offset)
+        if n >= 0:
+            return out if n == size else out[:n]
+        if errno != EINTR:
+            PyErr_SetFromErrno(OSError)  # raises
+        PyErr_CheckSignals()  # interrupted: a signal handler that raises ends the read, as in os.pread
 from mqdb._c_columns cimport item, touch
 from mqdb._c_coding cimport checksum_at, le_uint
 # Aliased: reads.py imports neither; the shard and its directory are typed by them.
@@ -19,6 +38,8 @@ cpdef Py_ssize_t locate(_Shard sh, Py_ssize_t qid, long long k) except? -2
 cpdef list _messages(_Shard sh, Py_ssize_t qid, long long k, long long end, Py_ssize_t b, Py_ssize_t ahead)
 
 cpdef _remember(_Shard sh, Py_ssize_t qid, long long k, Py_ssize_t b)
+
+cpdef bytes _pread(int fd, Py_ssize_t size, long long offset)
 
 @cython.locals(offset=cython.longlong, entry=cython.longlong, _=Py_ssize_t)
 cpdef _readahead(_Shard sh, Py_ssize_t b, Py_ssize_t ahead)

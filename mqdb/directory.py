@@ -30,7 +30,7 @@ except ImportError:  # installed without Cython: runs as the Python source, as i
 
 from ._accel import import_c_accel
 from .coding import VarintError, decode_varint, encode_varint
-from .columns import item
+from .columns import item, touch
 from .errors import FormatError
 from .format import NAME_SEED
 
@@ -45,9 +45,12 @@ def slots_for(queues: int) -> int:
     return cap
 
 
-def probe(slots, mask: int, arena: bytearray, offs, raw: bytes, i: int) -> int:
+def probe(slots, mask: int, arena: bytearray, offs, raw: bytes, i: int, then: tuple = ()) -> int:
     """The queue id of the UTF-8 name ``raw`` whose hash gives slot ``i``, or -1 (the loop of
-    :meth:`Directory.find`). The signed hash of a name has the low bits of the unsigned one."""
+    :meth:`Directory.find`). The signed hash of a name has the low bits of the unsigned one.
+    ``then``: columns indexed by queue id that the caller reads next; the item of each candidate is
+    touched (:func:`mqdb.columns.touch`) as soon as the candidate is known, so that their cache misses
+    overlap those of checking the name."""
     size = len(raw)
     known = len(offs)
     while True:
@@ -56,6 +59,8 @@ def probe(slots, mask: int, arena: bytearray, offs, raw: bytes, i: int) -> int:
             return -1
         if s > known:
             raise FormatError(f"the name table of the index checkpoint names queue {s - 1} of {known}")
+        for column in then:
+            touch(column, s - 1)
         o = item(offs, s - 1)
         n = arena[o]
         if n < 0x80:
@@ -100,10 +105,10 @@ class Directory:
     def __len__(self) -> int:
         return len(self.offs)
 
-    def find(self, raw: bytes) -> int:
-        """The queue id of the UTF-8 name ``raw``, or -1."""
+    def find(self, raw: bytes, then: tuple = ()) -> int:
+        """The queue id of the UTF-8 name ``raw``, or -1; ``then`` as for :func:`probe`."""
         mask = self.mask
-        return probe(self.slots, mask, self.arena, self.offs, raw, name_hash(raw) & mask)
+        return probe(self.slots, mask, self.arena, self.offs, raw, name_hash(raw) & mask, then)
 
     def add(self, raw: bytes) -> int:
         """Append the UTF-8 name ``raw`` (not yet present); return its queue id."""

@@ -22,6 +22,7 @@ _MAX_DIGITS = 18
 _MAX_PREFIXES = 1024
 _hash = mmh3.hash  # called with positional arguments: (key, seed, signed); keywords cost a parse per call
 _prefixes: dict[str, int] = {}  # prefix -> its hash: a store's names share a few prefixes
+_last = ("", _hash("", 0, False))  # (prefix, its hash) of the last name with a numeric suffix
 
 
 def shard_of(name: str, shards: int) -> int:
@@ -40,15 +41,23 @@ def shard_of(name: str, shards: int) -> int:
         run = _murmur_u64(number // shards)  # noqa: F821 (a C function of _c_hashing.pxd)
     else:
         run = _hash((number // shards).to_bytes(8, "little"), 0, False)
-    return (_prefix_hash(text[:start]) + number + run) % shards
+    last = _last  # the prefix met last, and its hash: one store's names mostly share a prefix
+    prefix = last[0]
+    if len(prefix) == start and text.startswith(prefix):
+        head = last[1]
+    else:
+        head = _prefix_hash(text[:start])
+    return (head + number + run) % shards
 
 
 def _prefix_hash(prefix: str) -> int:
+    global _last
     head = _prefixes.get(prefix)
     if head is None:
         if len(_prefixes) >= _MAX_PREFIXES:
             _prefixes.clear()
         head = _prefixes[prefix] = _hash(prefix, 0, False)
+    _last = (prefix, head)
     return head
 
 

@@ -79,7 +79,7 @@ def read_queue(sh, raw: bytes, offset: int, num: int) -> list[bytes] | None:
     if sh.closed:
         raise ClosedError()
     directory = sh.directory  # a C method call in the twin
-    qid = directory.find(raw)
+    qid = directory.find(raw, (sh.count, sh.last_b))  # read() reads both first
     return read(sh, qid, offset, num) if qid >= 0 else None
 
 
@@ -266,7 +266,7 @@ def _load(sh, qid: int, b: int) -> Block:
     size = entry & ENTRY_LENGTH
     if offset + size > sh.written:
         sh.write_pending()
-    rec = os.pread(sh.fd, size, offset)
+    rec = _pread(sh.fd, size, offset)
     sh.block_reads += 1
     if len(rec) != size:
         raise CorruptionError(sh.data_path, offset, f"block cut short ({len(rec)} of {size} bytes)", sh.name(qid))
@@ -284,6 +284,14 @@ def _load(sh, qid: int, b: int) -> Block:
     if flags & FLAG_LZ4:
         return (_decompress(sh, qid, offset, rec), 0, skip, bcount, item(sh.b_end, b) - bcount)
     return (rec, RECORD_SIZE, skip, bcount, item(sh.b_end, b) - bcount)
+
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    """``os.pread``. The compiled twin calls the C function, the GIL released as os.pread releases it,
+    without a call through Python and its arguments; both raise OSError and retry on EINTR alike."""
+    if cython.compiled:
+        return _c_pread(fd, size, offset)  # noqa: F821 (a C function of _c_reads.pxd)
+    return os.pread(fd, size, offset)
 
 
 def _decompress(sh, qid: int, offset: int, rec: bytes) -> bytes:

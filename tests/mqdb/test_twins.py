@@ -382,6 +382,28 @@ def test_little_endian_fields_read_alike(builds, raw, at, n):
         assert want == ("returned", int.from_bytes(raw[at : at + n], "little"))
 
 
+@pytest.fixture(scope="module")
+def readers():
+    return both("mqdb.reads")
+
+
+@SETTINGS
+@given(size=st.integers(0, 300), offset=st.integers(-2, 300))
+def test_blocks_are_read_from_a_file_alike(readers, tmp_path_factory, size, offset):
+    """The compiled read path calls pread(2) itself: the same bytes as os.pread, cut at the end of the
+    file, and the same OSError for a negative offset or a descriptor that is not open."""
+    compiled, pure = readers
+    path = tmp_path_factory.getbasetemp() / "pread.bin"
+    if not path.exists():
+        path.write_bytes(bytes(range(256)) * 1)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        same(compiled, pure, "_pread", fd, size, offset)
+    finally:
+        os.close(fd)
+    same(compiled, pure, "_pread", fd, size, offset)  # closed
+
+
 # -- queue directories -----------------------------------------------------------------------------
 
 names = st.text(min_size=1, max_size=6).map(lambda s: s * 30) | st.text(min_size=1, max_size=12)
@@ -409,6 +431,9 @@ def test_names_are_found_alike_in_both_builds(directories, held, asked, bad):
             same(compiled, pure, "_holds", table.arena, at, raw)
         want = same(compiled, pure, "probe", table.slots, table.mask, table.arena, table.offs, raw, i)
         assert want == ("returned", raws.index(raw) if raw in raws else -1)
+        then = (array("q", range(len(raws))), array("i"))  # touched for each candidate: a hint, nothing else
+        assert same(compiled, pure, "probe", table.slots, table.mask, table.arena, table.offs, raw, i, then) == want
+        assert then[0].tolist() == list(range(len(raws))) and not then[1]
         assert tables[0].find(raw) == tables[1].find(raw) == want[1]
     broken = array("i", table.slots)
     broken[bad & table.mask] = len(raws) + 1 + bad  # a queue id past the end of the table
