@@ -29,6 +29,7 @@ from mqdb._c_shard cimport Shard as _Shard
 @cython.locals(qid=Py_ssize_t, directory=_Directory)
 cpdef list read_queue(_Shard sh, bytes raw, offset, num)
 
+@cython.locals(last=Py_ssize_t)
 cpdef list read(_Shard sh, Py_ssize_t qid, offset, num)
 
 @cython.locals(last=Py_ssize_t, b=Py_ssize_t, end=cython.longlong)

@@ -84,7 +84,12 @@ def read_queue(sh, raw: bytes, offset: int, num: int) -> list[bytes] | None:
 
 
 def read(sh, qid: int, offset: int, num: int) -> list[bytes]:
-    touch(sh.last_b, qid)  # locate reads it next
+    if cython.compiled:  # locate reads the columns of the queue's last block: start their cache misses now
+        last = item(sh.last_b, qid)
+        if last >= 0:
+            touch(sh.b_end, last)
+            touch(sh.b_count, last)
+            touch(sh.b_entry, last)
     count = item(sh.count, qid)
     if (sh.stage_qids or sh.stage_tail) and sh.staged[qid]:  # some of its messages are still staged
         distribute(sh)
@@ -146,7 +151,9 @@ def _messages(sh, qid: int, k: int, end: int, b: int, ahead: int) -> list[bytes]
         hit = cache.get(b) if b >= 0 else None
         if hit is None:
             raw, start, skip, count, first = _load(sh, qid, b)
-            if b >= 0 and ahead and _WILLNEED is not None:
+            # blocks after b to read ahead; none after the queue's last (whose id is in a cache line
+            # the read has just used: the next-block column would cost a cache miss of its own)
+            if ahead and b >= 0 and _WILLNEED is not None and b != item(sh.last_b, qid):
                 _readahead(sh, b, ahead)
             if end - first < count:  # the read stops before the block's last message: split it all
                 hit = _decoded(sh, b, raw, start, skip, count, first)  # and keep it, for the next read
