@@ -29,7 +29,7 @@ from mqdb._c_shard cimport Shard as _Shard
 @cython.locals(qid=Py_ssize_t, directory=_Directory)
 cpdef list read_queue(_Shard sh, bytes raw, offset, num)
 
-@cython.locals(last=Py_ssize_t)
+@cython.locals(last=Py_ssize_t, cursors=dict)
 cpdef list read(_Shard sh, Py_ssize_t qid, offset, num)
 
 @cython.locals(last=Py_ssize_t, b=Py_ssize_t, end=cython.longlong)
@@ -38,6 +38,7 @@ cpdef Py_ssize_t locate(_Shard sh, Py_ssize_t qid, long long k) except? -2
 @cython.locals(i=Py_ssize_t, first=cython.longlong, out=list, take=list, msgs=list, cache=dict, start=Py_ssize_t, skip=Py_ssize_t, count=Py_ssize_t, p=Py_ssize_t)
 cpdef list _messages(_Shard sh, Py_ssize_t qid, long long k, long long end, Py_ssize_t b, Py_ssize_t ahead)
 
+@cython.locals(cursors=dict)
 cpdef _remember(_Shard sh, Py_ssize_t qid, long long k, Py_ssize_t b)
 
 cpdef bytes _pread(int fd, Py_ssize_t size, long long offset)

@@ -97,7 +97,8 @@ def read(sh, qid: int, offset: int, num: int) -> list[bytes]:
     if offset >= count or num <= 0:
         return []
     end = offset + num if offset + num < count else count
-    cursor = sh.cursors.get(qid)
+    cursors = sh.cursors
+    cursor = cursors.get(qid) if cursors else None  # empty unless reads stopped inside sealed blocks
     try:
         if cursor is not None and cursor[0] == offset:  # a sequential reader: read its next blocks ahead
             return _messages(sh, qid, offset, end, cursor[1], sh.readahead)
@@ -148,7 +149,7 @@ def _messages(sh, qid: int, k: int, end: int, b: int, ahead: int) -> list[bytes]
     out = None
     cache = sh.cache
     while True:
-        hit = cache.get(b) if b >= 0 else None
+        hit = cache.get(b) if b >= 0 and cache else None
         if hit is None:
             raw, start, skip, count, first = _load(sh, qid, b)
             # blocks after b to read ahead; none after the queue's last (whose id is in a cache line
@@ -209,7 +210,7 @@ def _remember(sh, qid: int, k: int, b: int) -> None:
         if len(cursors) >= _MAX_CURSORS:
             cursors.clear()
         cursors[qid] = (k, b)
-    elif qid in cursors:
+    elif cursors and qid in cursors:
         del cursors[qid]
 
 
