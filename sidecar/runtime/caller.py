@@ -14,10 +14,9 @@ call: the request id, the deadline, the balancer's slot and its accounting of th
 Callbacks of the hub's loop do the rest, on a non-blocking socket (no greenlet wakes per datagram):
 
 * the reader, when the socket is readable, takes up to ``DRAIN`` REPLY_BATCH datagrams off it and
-  hands each reply to its call's ``done``; it runs first among the watchers ready in a turn of the loop
-  (the highest priority), and the queued calls that the replies free slots for are sent before any
-  ``done`` runs, so that a provider's slot waits neither for the HTTP replies nor for the end of the
-  turn; a reply whose
+  hands each reply to its call's ``done``; the queued calls that the replies free slots for are sent
+  before any ``done`` runs, so that a provider's slot waits neither for the HTTP replies nor for the
+  end of the turn; a reply whose
   call is unknown (late, after its 504; duplicate; or never ours) or that comes from another address
   than the call went to is dropped and counted, never delivered; with tunnel ``keys`` so is a datagram
   whose tag or timestamp does not check out (:class:`~sidecar.codecs.tunnel_auth.TunnelAuth`; a replayed
@@ -60,7 +59,6 @@ __all__ = ["CallError", "TunnelCaller"]
 log = logging.getLogger(module_name(__name__))
 
 RECV_BUFFER = 4 * 1024 * 1024  # asked of the kernel for the UDP socket; bursts of replies fit
-READER_PRIORITY = 2  # libev's EV_MAXPRI: the watchers of a turn run in priority order
 # Enum members and values bound once: an enum class resolves its members through a Python-level __getattr__.
 _OK, _ERROR, _TIMEOUT = Outcome.OK, Outcome.ERROR, Outcome.TIMEOUT
 _STATUS_OK, _REQUEST_BATCH = int(Status.OK), int(tunnel.Kind.REQUEST_BATCH)
@@ -167,10 +165,7 @@ class TunnelCaller:
         self._sock = sock
         loop = self._loop
         self._out = DatagramSender(sock, loop, self.counters, self._send_failed, limit=self.BACKLOG)
-        # The reader at the highest priority: a turn of the loop reads the replies, and so frees slots
-        # for queued calls, before it serves the HTTP connections that became ready with them.
-        reader = loop.io(sock.fileno(), 1, priority=READER_PRIORITY)
-        self._watchers = [reader, loop.timer(self.TICK, self.TICK)]
+        self._watchers = [loop.io(sock.fileno(), 1), loop.timer(self.TICK, self.TICK)]
         self._watchers[0].start(self._read_replies)
         self._watchers[1].start(self._sweep)
 

@@ -511,8 +511,3 @@ def test_calls_queued_for_slots_that_replies_free_go_out_before_those_replies_ar
     answer_all(provider, released, source)
     wait_until(lambda: len(sent_before_answer) == 4, "the released calls' answers")
     assert caller.pending == 0 and caller.balancer.in_flight == 0 and caller.balancer.queued == 0
-
-
-def test_the_reply_reader_runs_first_in_a_turn_of_the_loop(make_caller):
-    caller = make_caller()
-    assert caller._watchers[0].priority == 2  # libev's highest: before the HTTP connections of the turn
