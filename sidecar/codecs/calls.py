@@ -1,6 +1,8 @@
 """The consumer sidecar's translation between HTTP calls and Dubbo 2 frames. Pure: no sockets, no clock.
 
-* :func:`parse_call` turns a whole HTTP request (method, target, headers, body) into a :class:`Call`;
+* :func:`parse_call` turns a whole HTTP request (method, target, headers, body) into a :class:`Call`:
+  :func:`check_route` of its head (which a server runs before it reads the body), then
+  :func:`parse_checked_call` of the path that returned and the body;
 * :func:`encode_call` turns a :class:`Call` into the bytes of its Dubbo request frame;
 * :func:`reply_for` turns the Dubbo response frame into the HTTP :class:`Reply`;
 * :func:`error_reply` is the canned reply for every other failure (400, 404, 503, 504 ...).
@@ -43,7 +45,7 @@ from sidecar.codecs.http1_wire import get_header, parse_form
 from sidecar.codecs.javatypes import Long, describe_exception
 from sidecar.errors import LocalProtocolError, RemoteProtocolError
 
-__all__ = ["Call", "Reply", "BadCall", "parse_call", "encode_call", "reply_for", "error_reply"]
+__all__ = ["Call", "Reply", "BadCall", "parse_call", "parse_checked_call", "encode_call", "reply_for", "error_reply"]
 
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
@@ -96,7 +98,12 @@ class BadCall(RemoteProtocolError):
 
 def parse_call(method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> Call:
     """The call an HTTP request makes (see the module docstring); raises :class:`BadCall`."""
-    path = check_route(method, target, headers)
+    return parse_checked_call(check_route(method, target, headers), body)
+
+
+def parse_checked_call(path: str, body: bytes) -> Call:
+    """The call of a request whose head :func:`check_route` passed, returning ``path``, and whose body
+    is ``body``: what :func:`parse_call` does after that check. Raises :class:`BadCall`."""
     if path == "/":
         return _form_call(parse_form(body))
     parts = path.split("/")

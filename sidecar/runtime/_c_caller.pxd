@@ -52,5 +52,5 @@ cdef class TunnelCaller:
     cpdef _dispatch(self, list released)
     @cython.locals(pending=_Pending)
     cpdef _fail(self, request_id, error)
-    @cython.locals(pending=_Pending, pending_calls=dict, released=list, replies=list)
+    @cython.locals(pending=_Pending, pending_calls=dict, released=list, replies=list, answers=list)
     cpdef _read_replies(self)

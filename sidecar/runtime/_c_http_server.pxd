@@ -42,6 +42,7 @@ cdef class Connection:
     cdef public Py_ssize_t reserved
     cdef public bint declared
     cdef public object rejected
+    cdef public object route
     cdef public double started
     cdef public bint waiting_turn
     cdef public bint answering

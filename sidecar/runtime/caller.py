@@ -14,7 +14,9 @@ call: the request id, the deadline, the balancer's slot and its accounting of th
 Callbacks of the hub's loop do the rest, on a non-blocking socket (no greenlet wakes per datagram):
 
 * the reader, when the socket is readable, takes up to ``DRAIN`` REPLY_BATCH datagrams off it and
-  hands each reply to its call's ``done``; a reply whose
+  hands each reply to its call's ``done``; the queued calls that the replies free slots for are sent
+  before any ``done`` runs, so that a provider's slot waits neither for the HTTP replies nor for the
+  end of the turn; a reply whose
   call is unknown (late, after its 504; duplicate; or never ours) or that comes from another address
   than the call went to is dropped and counted, never delivered; with tunnel ``keys`` so is a datagram
   whose tag or timestamp does not check out (:class:`~sidecar.codecs.tunnel_auth.TunnelAuth`; a replayed
@@ -369,6 +371,7 @@ class TunnelCaller:
         complete = self.balancer.complete
         counters, dropped, latency = self.counters, self.dropped, self.latency
         released = []
+        answers = []  # (call, its result): woken once the slots they freed are given to queued calls
         now = self.clock()
         for _ in range(self.DRAIN):
             try:
@@ -413,9 +416,13 @@ class TunnelCaller:
                 if histogram is None:
                     histogram = latency[provider] = Histogram()
                 histogram.observe(now - pending.sent)
-                self._wake(pending, (frame, provider))
-        if released:
+                answers.append((pending, (frame, provider)))
+        if released:  # the queued calls go out before the replies are written: a slot idles for no reply
             self._dispatch(released)
+            if self._flush_scheduled:
+                self._flush_requests()
+        for pending, result in answers:
+            self._wake(pending, result)
 
     def _sweep(self) -> None:
         try:

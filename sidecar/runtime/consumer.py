@@ -4,7 +4,8 @@ The HTTP side is :class:`~sidecar.runtime.http_server.HttpServer`: callbacks on 
 greenlet per connection, and the limits that keep one client from starving the others (work per
 turn, deadlines, a cap on connections, a budget for buffered bodies). This module is its handler: a
 request head is checked before its body is read (:func:`sidecar.codecs.calls.check_route`), a whole
-request becomes a call (:func:`sidecar.codecs.calls.parse_call`) that
+request becomes a call from the path that check returned and the body
+(:func:`sidecar.codecs.calls.parse_checked_call`) that
 :meth:`~sidecar.runtime.caller.TunnelCaller.submit` sends, and the reply, when the tunnel reader
 hands it over, becomes the response (:func:`sidecar.codecs.calls.reply_for`), written at once.
 
@@ -174,12 +175,8 @@ class ConsumerSidecar:
 
     # -- the HTTP server's handler --------------------------------------------------------------
 
-    def check(self, request: http1.Request) -> ProtocolError | None:
-        try:
-            calls.check_route(request.method, request.target, request.headers)
-        except ProtocolError as e:
-            return e
-        return None
+    def check(self, request: http1.Request) -> str:
+        return calls.check_route(request.method, request.target, request.headers)  # the path, for handle
 
     def error(self, status: int, reason: str, headers: tuple = (), request: http1.Request | None = None):
         form = request is None or _form(request)
@@ -198,12 +195,12 @@ class ConsumerSidecar:
         reply = calls.error_reply(error.status_hint, error.reason, form=form, headers=getattr(error, "headers", ()))
         self._send(request, reply, respond, started, client)
 
-    def handle(self, request: http1.Request, body: bytes, connection) -> None:
+    def handle(self, request: http1.Request, path: str, body: bytes, connection) -> None:
         started = time.monotonic()
         respond = connection.respond
         client = self._client(connection)
         try:
-            call = calls.parse_call(request.method, request.target, request.headers, body)
+            call = calls.parse_checked_call(path, body)
             serialization = self._serialization
             self.caller.submit(
                 lambda request_id: calls.encode_call(call, request_id, serialization=serialization),

@@ -4,10 +4,12 @@ Each connection is a :class:`Connection`: a non-blocking socket, a read watcher 
 waits for room in the socket buffer, a write watcher on the hub's loop; the pure
 :class:`~sidecar.codecs.http1.ServerConnection`; and its phase in the server's
 :class:`~sidecar.policies.connections.ConnectionLimits`. When the loop says a socket is readable its
-bytes are parsed, and a whole request goes to the handler, ``handler.handle(request, body, connection)``,
-which calls ``connection.respond(response)`` at once or later (when a call's reply comes back); the
-answer is written without waking anything. Pipelined requests are taken one at a time, the next once the
-previous answer went out, so answers leave in request order.
+bytes are parsed; the handler checks each request head before its body is read
+(``handler.check(request)``), and a whole request goes to the handler with what that check returned,
+``handler.handle(request, route, body, connection)``, which calls ``connection.respond(response)`` at
+once or later (when a call's reply comes back); the answer is written without waking anything.
+Pipelined requests are taken one at a time, the next once the previous answer went out, so answers
+leave in request order.
 
 Everything runs in the hub's callbacks, one after another: the reaper that ends late connections and
 the code that answers them never run at the same time, so no socket is ever used by two parties.
@@ -91,13 +93,16 @@ class Limits:
 
 class Handler:
     """What the server asks of its owner. :meth:`check` sees a request head before its body is read
-    (and before ``100 Continue`` is sent): an error to answer at once, or None to read on."""
+    (and before ``100 Continue`` is sent): it raises a :class:`ProtocolError` to refuse the request, or
+    returns what :meth:`handle` gets with the whole request as ``route`` (what the handler learnt of
+    the head, so that it need not look again)."""
 
-    def check(self, request: http1.Request) -> ProtocolError | None:
+    def check(self, request: http1.Request) -> object:
         return None
 
-    def handle(self, request: http1.Request, body: bytes, connection: Connection) -> None:
-        """Answer ``request`` with ``connection.respond(response)``, now or later, exactly once."""
+    def handle(self, request: http1.Request, route: object, body: bytes, connection: Connection) -> None:
+        """Answer ``request`` (whose head :meth:`check` passed, returning ``route``) with
+        ``connection.respond(response)``, now or later, exactly once."""
         raise NotImplementedError
 
     def refused(self, request: http1.Request, error: ProtocolError, connection: Connection) -> None:
@@ -266,7 +271,7 @@ class Connection:
 
     __slots__ = (
         "server", "sock", "fd", "address", "conn", "reader", "writer", "out", "request", "body", "reserved",
-        "declared", "rejected", "started", "waiting_turn", "answering", "closed", "eof", "draining", "drained",
+        "declared", "rejected", "route", "started", "waiting_turn", "answering", "closed", "eof", "draining", "drained",
         "in_process", "stage", "due", "due_deadline", "__weakref__",
     )  # fmt: skip
 
@@ -282,6 +287,7 @@ class Connection:
         self.reserved = 0  # bytes of the body budget this request holds
         self.declared = False  # its Content-Length was reserved whole: its pieces need nothing more
         self.rejected: ProtocolError | None = None  # the handler refused its head: its body is dropped
+        self.route = None  # what the handler's check of the head returned, for its handle
         self.started = 0.0  # when the first byte of the current request came
         self.answering = False  # a whole request went to the handler and its answer is not out yet
         self.closed = False
@@ -410,8 +416,9 @@ class Connection:
         self.body = []
         self.stage = "busy"
         rejected, self.rejected = self.rejected, None
+        route, self.route = self.route, None
         if rejected is None:
-            server.handler.handle(request, body, self)
+            server.handler.handle(request, route, body, self)
         else:
             server.handler.refused(request, rejected, self)
 
@@ -425,8 +432,9 @@ class Connection:
         self._phase(WAITING, self.started + limits.request_timeout)
         expect = http1.get_header(request.headers, "expect")
         continues = expect is not None and expect.lower() == "100-continue" and request.http_version == "1.1"
-        problem = server.handler.check(request)
-        if problem is not None:
+        try:
+            self.route = server.handler.check(request)
+        except ProtocolError as problem:
             if continues:  # the client waits to hear before sending its body: it hears no, and the end
                 self._fail(problem.status_hint, problem.reason, _headers(problem))
                 return False
@@ -656,7 +664,7 @@ class Connection:
             return
         self.closed = True
         self._release()
-        self.body = []
+        self.body, self.route = [], None
         for watcher in (self.reader, self.writer):
             if watcher is not None:
                 watcher.stop()

@@ -290,6 +290,28 @@ def test_call_mapping_alike(builds, method, target, headers, body, request_id, s
         )
 
 
+@PROPERTY
+@given(
+    method=st.sampled_from(["POST", "GET"]),
+    target=CALL_TARGETS | st.text(max_size=20),
+    headers=CALL_HEADERS,
+    body=mutated(CALL_BODIES),
+)
+def test_a_call_from_its_checked_path_alike_and_as_parse_call_makes_it(builds, method, target, headers, body):
+    compiled, pure = builds
+    route = same(
+        lambda: compiled.calls.check_route(method, target, headers),
+        lambda: pure.calls.check_route(method, target, headers),
+    )
+    if route[0] != "returned":
+        return
+    path = route[1]
+    checked = same(
+        lambda: compiled.calls.parse_checked_call(path, body), lambda: pure.calls.parse_checked_call(path, body)
+    )
+    assert outcome(pure.calls.parse_call, method, target, headers, body) == checked
+
+
 @st.composite
 def response_frames(draw) -> bytes:
     message = draw(dubbo_messages())

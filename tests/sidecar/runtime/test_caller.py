@@ -489,3 +489,25 @@ def test_stopping_with_a_batch_not_yet_sent_fails_its_calls_and_sends_nothing(ma
     gevent.sleep(0.05)  # the flush the loop had scheduled runs, and finds nothing
     assert provider.idle()
     assert caller.counters.get("send_errors", 0) == 0 and "request_batches" not in caller.counters
+
+
+def test_calls_queued_for_slots_that_replies_free_go_out_before_those_replies_are_handed_over(make_caller, provider):
+    caller = make_caller()
+    caller.set_providers([batch_entry(provider, threshold=2)])
+    sent_before_answer = []
+
+    def done(result):  # runs in the reader: have the released calls left already?
+        sent_before_answer.append(not provider.idle())
+
+    for _ in range(4):
+        caller.submit(hash_call, done)
+    first, source = receive_calls(provider)
+    assert len(first) == 2 and caller.balancer.queued == 2
+    answer_all(provider, first, source)
+    released, _ = receive_calls(provider)
+    assert len(released) == 2  # the two freed slots, in one datagram
+    wait_until(lambda: len(sent_before_answer) == 2, "both answers")
+    assert sent_before_answer == [True, True]
+    answer_all(provider, released, source)
+    wait_until(lambda: len(sent_before_answer) == 4, "the released calls' answers")
+    assert caller.pending == 0 and caller.balancer.in_flight == 0 and caller.balancer.queued == 0
