@@ -243,6 +243,14 @@ CALL_HEADERS = st.lists(
 
 CALL_TARGETS = st.sampled_from(["/", "/?q", "/dubbo/Svc/hash", "/dubbo/a%2Fb/%ff", "/dubbo//x", "http://h", "/x"])
 
+# The arguments of calls.parse_call as the property tests draw them: @given(**CALL_REQUESTS)
+CALL_REQUESTS = {
+    "method": st.sampled_from(["POST", "GET"]),
+    "target": CALL_TARGETS | st.text(max_size=20),
+    "headers": CALL_HEADERS,
+    "body": mutated(CALL_BODIES),
+}
+
 LIMITS = st.fixed_dictionaries(
     {},
     optional={

@@ -52,9 +52,7 @@ from sidecar.codecs.http1 import Response as HttpResponse
 from sidecar.codecs.javatypes import JavaObject
 from sidecar.errors import ProtocolError, RemoteProtocolError
 from tests.support.codec_inputs import (
-    CALL_BODIES,
-    CALL_HEADERS,
-    CALL_TARGETS,
+    CALL_REQUESTS,
     CUTS,
     DUBBO_STREAMS,
     HESSIAN_CORPUS,
@@ -445,12 +443,7 @@ def call_of(method: str, target: str, headers: list, body: bytes) -> object:
 
 
 @FUZZ
-@given(
-    method=st.sampled_from(["POST", "GET"]),
-    target=CALL_TARGETS | st.text(max_size=20),
-    headers=CALL_HEADERS,
-    body=mutated(CALL_BODIES),
-)
+@given(**CALL_REQUESTS)
 def test_parse_call_mutated_bodies(method, target, headers, body):
     result = bounded(len(body) + len(target), call_of, method, target, headers, body)
     if isinstance(result, calls.Call):  # a call that parsed can be encoded, or refused as ours

@@ -30,8 +30,7 @@ from sidecar.codecs.javatypes import Date, JavaObject, Long, TypedList, TypedMap
 from sidecar.tools.builds import load_build
 from tests.support.codec_inputs import (
     CALL_BODIES,
-    CALL_HEADERS,
-    CALL_TARGETS,
+    CALL_REQUESTS,
     CUTS,
     DUBBO_STREAMS,
     HESSIAN_CORPUS,
@@ -269,10 +268,7 @@ def test_percent_decoding_alike(builds, raw, cut):
 
 @PROPERTY
 @given(
-    method=st.sampled_from(["POST", "GET"]),
-    target=CALL_TARGETS | st.text(max_size=20),
-    headers=CALL_HEADERS,
-    body=mutated(CALL_BODIES),
+    **CALL_REQUESTS,
     request_id=st.integers(-1, 2**64),
     serialization=st.sampled_from([Serialization.HESSIAN2, Serialization.FASTJSON, 3]),
 )
@@ -291,12 +287,7 @@ def test_call_mapping_alike(builds, method, target, headers, body, request_id, s
 
 
 @PROPERTY
-@given(
-    method=st.sampled_from(["POST", "GET"]),
-    target=CALL_TARGETS | st.text(max_size=20),
-    headers=CALL_HEADERS,
-    body=mutated(CALL_BODIES),
-)
+@given(**CALL_REQUESTS)
 def test_a_call_from_its_checked_path_alike_and_as_parse_call_makes_it(builds, method, target, headers, body):
     compiled, pure = builds
     route = same(
