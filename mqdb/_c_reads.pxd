@@ -5,6 +5,11 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
 from libc.errno cimport EINTR, errno
 from posix.unistd cimport pread
+from mqdb._c_columns cimport item, touch
+from mqdb._c_coding cimport checksum_at, le_uint
+# Aliased: reads.py imports neither; the shard and its directory are typed by them.
+from mqdb._c_directory cimport Directory as _Directory
+from mqdb._c_shard cimport Shard as _Shard
 
 
 cdef inline bytes _c_pread(int fd, Py_ssize_t size, long long offset):
@@ -20,11 +25,6 @@ cdef inline bytes _c_pread(int fd, Py_ssize_t size, long long offset):
         if errno != EINTR:
             PyErr_SetFromErrno(OSError)  # raises
         PyErr_CheckSignals()  # interrupted: a signal handler that raises ends the read, as in os.pread
-from mqdb._c_columns cimport item, touch
-from mqdb._c_coding cimport checksum_at, le_uint
-# Aliased: reads.py imports neither; the shard and its directory are typed by them.
-from mqdb._c_directory cimport Directory as _Directory
-from mqdb._c_shard cimport Shard as _Shard
 
 @cython.locals(qid=Py_ssize_t, directory=_Directory)
 cpdef list read_queue(_Shard sh, bytes raw, offset, num)
