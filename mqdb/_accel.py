@@ -36,6 +36,7 @@ TWINS = (
     "mqdb.db",
     "mqdb.directory",
     "mqdb.hashing",
+    "mqdb.locks",
     "mqdb.reads",
     "mqdb.shard",
     "mqdb.stage",

@@ -22,7 +22,6 @@ read path and the staging log reach as C fields; every other attribute lives in 
 """
 
 import os
-import threading
 import time
 from array import array
 
@@ -46,6 +45,7 @@ from .format import (
     pack_entry,
     seal_record,
 )
+from .locks import ShardLock
 
 _IOV_MAX = 1024
 
@@ -65,7 +65,7 @@ class Shard:
         self.cache_blocks = opts["cache_blocks"]
         self.readahead = opts["readahead_blocks"]
         self.pool = pool
-        self.lock = threading.Lock()
+        self.lock = ShardLock()
         self.closed = False
         self.fd = self.names_fd = -1
         self.data_path = os.path.join(self.dir, format.data_name(number))
