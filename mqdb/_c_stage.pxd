@@ -5,7 +5,7 @@ from mqdb._c_shard cimport Shard as _Shard
 @cython.locals(n=Py_ssize_t, buf=bytearray, head=bytes, c=cython.longlong)
 cpdef long long put(_Shard sh, Py_ssize_t qid, msg) except -1
 
-@cython.locals(chunks=list, frames=bytes, total=cython.longlong, i=Py_ssize_t, pmax=Py_ssize_t, qid=Py_ssize_t,
+@cython.locals(frames=bytes, total=cython.longlong, i=Py_ssize_t, pmax=Py_ssize_t, qid=Py_ssize_t,
                varint_extra=cython.longlong, at=cython.longlong, n=Py_ssize_t, p=Py_ssize_t, start=Py_ssize_t,
                stop=Py_ssize_t, size=Py_ssize_t, nframes=cython.longlong, out=bytearray)
 cpdef distribute(sh, bint sealing=*)

@@ -100,12 +100,13 @@ def distribute(sh, sealing: bool = False) -> None:
     if not sh.stage_qids and not sh.stage_tail:
         return
     # A counting sort: measure every queue's run, lay the runs out side by side in the order of each
-    # queue's first staged frame, then copy each frame to its place. No object per message.
-    chunks = list(_chunks(sh))
+    # queue's first staged frame, then copy each frame to its place. No object per message. The chunks
+    # are read one at a time, once to measure and once more to place: the stage is never in memory
+    # twice over (its chunks and the runs laid out), only the runs and one chunk.
     sizes = sh.run_bytes
     order = array("i")
     try:
-        for qids, frames, where in chunks:
+        for qids, frames, where in _chunks(sh):
             try:
                 measure_runs(qids, frames, sizes, order)
             except FrameError as e:
@@ -118,13 +119,16 @@ def distribute(sh, sealing: bool = False) -> None:
             sizes[qid] = total  # where the run of qid starts
             total += n
         out = bytearray(total)
-        for qids, frames, _ in chunks:
-            place_runs(qids, frames, out, sizes)  # measured above: it cannot fail
+        for qids, frames, where in _chunks(sh):
+            try:
+                place_runs(qids, frames, out, sizes)  # the frames measured above, read again
+            except FrameError as e:  # only if the staging file changed under the shard's lock
+                at = where + e.offset if where >= 0 else -1
+                raise CorruptionError(sh.stage_path, at, f"staged frames changed while read ({e.reason})") from None
     except BaseException:
         for i in range(len(order)):
             sizes[order[i]] = 0
         raise
-    del chunks
     view = memoryview(out)
     varint_extra = sh.varint_extra + sh.stage_varint_extra
     pmax = sh.payload_max

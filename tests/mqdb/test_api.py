@@ -460,3 +460,27 @@ def test_a_reader_of_whole_blocks_loads_each_block_once_and_reads_ahead(tmp_path
     assert 0 < st["cache_hits"] <= gets - 1
     # every block loaded once, and once more at most for the end of a message that crosses into it
     assert blocks <= st["block_reads"] <= 2 * blocks - 1
+
+
+def test_a_distribution_holds_the_staged_messages_in_memory_once(tmp_path):
+    """Puts are staged to a file in chunks; a flush distributes them to their queues' blocks, laying
+    each queue's run out in one buffer. It reads the chunks one at a time, to measure the runs and then
+    to place them, so its memory peak is that buffer and a chunk, not the whole stage twice over."""
+    rnd = random.Random(5)
+    with mqdb.open(tmp_path, shards=1) as db:
+        staged = 0
+        while staged < 8 << 20:
+            msg = rnd.randbytes(rnd.randrange(20, 200))
+            db.put(f"q{rnd.randrange(3000)}", msg)
+            staged += len(msg)
+        staged = db.stats()["staged_bytes"]  # the frames: each message and its length prefix
+        assert staged > 8 << 20
+        tracemalloc.start()
+        try:
+            db.flush()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert db.stats()["staged_bytes"] == 0
+        assert sum(db.count(f"q{i}") for i in range(3000)) > 8 << 20 >> 8
+    assert peak < 1.4 * staged, (peak, staged)
