@@ -230,11 +230,7 @@ class Balancer:
         """Admit a call: ``("send", key)``, ``("queued",)`` until a slot frees or ``deadline`` passes,
         or ``("reject", reason)`` with :data:`NO_PROVIDER`, :data:`ALL_EJECTED` or :data:`QUEUE_FULL`.
         While calls are queued a new call queues behind them."""
-        if (
-            call_id in self._calls
-            or call_id in self._queued
-            or (self._expired and any(c == call_id for c, _ in self._expired))
-        ):
+        if call_id in self._calls or call_id in self._queued or (self._expired and self._expiring(call_id)):
             raise ValueError(f"call {call_id!r} is already in flight or queued")
         if not self._providers:
             return ("reject", NO_PROVIDER)
@@ -249,6 +245,11 @@ class Balancer:
         self._queue.append((call_id, deadline))
         self._queued.add(call_id)
         return ("queued",)
+
+    def _expiring(self, call_id: Hashable) -> bool:
+        """Whether ``call_id`` is among the queued calls found expired and not yet handed out (a method
+        of its own: a generator inside :meth:`submit` would cost its compiled twin a closure per call)."""
+        return any(c == call_id for c, _ in self._expired)
 
     def refusal(self, now: float) -> str | None:
         """Why a call submitted now would be rejected at once (:data:`NO_PROVIDER`, :data:`ALL_EJECTED`

@@ -20,3 +20,12 @@ cdef class ConsumerSidecar:
 
     cpdef _answer(self, request, call, result, respond, started, client, form=*)
     cpdef _send(self, request, reply, respond, started, client, frame=*, tunnel_id=*, provider=*)
+
+
+cdef class _Exchange:
+    cdef ConsumerSidecar sidecar
+    cdef object request
+    cdef object call
+    cdef object respond
+    cdef double started
+    cdef object client

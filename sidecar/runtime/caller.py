@@ -28,7 +28,9 @@ Callbacks of the hub's loop do the rest, on a non-blocking socket (no greenlet w
 * the writer, only while the socket buffer is full, sends the datagrams that waited for room.
 
 Every call gets the same timeout, so deadlines are in the order calls start and the sweeper only looks
-at the front of a deque. Balancer time is this module's monotonic clock in seconds.
+at the front of a deque of request ids; the id of a call that ended leaves it as soon as a sweep finds
+it in front, so the deque holds about the calls in flight, not every call of the last timeout. Balancer
+time is this module's monotonic clock in seconds.
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ class _Pending:
 
     def __init__(self, done: Callable[[object], None], datagram: bytes, deadline: float):
         self.done: Callable[[object], None] | None = done  # gets the result once; None after
-        self.datagram = datagram  # the REQUEST datagram, not tagged yet (tagged when sent, alone or in a batch)
+        # The REQUEST datagram, not tagged yet (tagged when sent, alone or in a batch); None once sent.
+        self.datagram: bytes | None = datagram
         self.deadline = deadline
         self.provider: str | None = None  # None while queued
         self.address: tuple[str, int] | None = None  # where it was sent; a reply must come from there
@@ -127,7 +130,7 @@ class TunnelCaller:
         self.balancer = Balancer(threshold=threshold, queue_size=queue_size)
         self._ids = tunnel.RequestIds(consumer_id)
         self._pending: dict[int, _Pending] = {}
-        self._deadlines: deque[tuple[float, int]] = deque()
+        self._deadlines: deque[int] = deque()  # request ids in the order of their deadlines (see _sweep_once)
         self._addresses: dict[str, tuple[str, int]] = {}  # provider key -> its tunnel address, known providers only
         self._entries: list[ProviderEntry] = []  # the last registry update
         self._resolving = None  # the timer that tries an update again while a host name does not resolve
@@ -261,7 +264,7 @@ class TunnelCaller:
             raise self._rejection(decision[1])
         pending = _Pending(done, datagram, deadline)
         self._pending[request_id] = pending
-        self._deadlines.append((deadline, request_id))
+        self._deadlines.append(request_id)
         self.counters["calls"] += 1
         if verdict == "send":
             self._send(pending, decision[1], now)
@@ -304,8 +307,10 @@ class TunnelCaller:
                     self._loop.run_callback(self._flush_requests)  # once the loop ran what was ready this turn
             else:
                 batch.append(pending.datagram)
+            pending.datagram = None  # sent once: the bytes need not wait for the reply
             return
         datagram = pending.datagram
+        pending.datagram = None  # sent once: the bytes need not wait for the reply
         if self.auth is not None:
             datagram = self.auth.seal(datagram, int(self.wall_clock() * 1000))
         self._out.send(datagram, address)
@@ -436,11 +441,15 @@ class TunnelCaller:
             self._fail(request_id, self._queue_timeout())
         released = []
         deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= now:
-            _, request_id = deadlines.popleft()
+        while deadlines:
+            request_id = deadlines[0]
             pending = self._pending.get(request_id)
-            if pending is None:
+            if pending is None:  # answered (or failed): its deadline no longer matters
+                deadlines.popleft()
                 continue
+            if pending.deadline > now:
+                break
+            deadlines.popleft()
             if pending.provider is None:
                 balancer.cancel(request_id)
                 self._fail(request_id, self._queue_timeout())

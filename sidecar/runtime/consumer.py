@@ -196,16 +196,13 @@ class ConsumerSidecar:
         self._send(request, reply, respond, started, client)
 
     def handle(self, request: http1.Request, path: str, body: bytes, connection) -> None:
-        started = time.monotonic()
         respond = connection.respond
         client = self._client(connection)
+        started = time.monotonic() if client is not None else 0.0  # for the access log only
         try:
             call = calls.parse_checked_call(path, body)
-            serialization = self._serialization
-            self.caller.submit(
-                lambda request_id: calls.encode_call(call, request_id, serialization=serialization),
-                lambda result: self._answer(request, call, result, respond, started, client),
-            )
+            exchange = _Exchange(self, request, call, respond, started, client)
+            self.caller.submit(exchange.encode, exchange.done)
         except CallError as e:
             self._answer(request, None, e, respond, started, client, form=_form(request))
         except ProtocolError as e:
@@ -247,6 +244,25 @@ class ConsumerSidecar:
         if client is not None:
             _log_access(request, reply.status, client, started, frame, tunnel_id, provider, request_id)
         respond(http1.Response(reply.status, headers, reply.body))
+
+
+class _Exchange:
+    """One call from its request to its reply, as the tunnel caller sees it: :meth:`encode` gives
+    the call's Dubbo frame once the caller chose its request id, :meth:`done` takes the result. One
+    small object per call, where two closures over the same names cost two function objects and the
+    cell they share."""
+
+    __slots__ = ("sidecar", "request", "call", "respond", "started", "client")
+
+    def __init__(self, sidecar: ConsumerSidecar, request, call: calls.Call, respond, started: float, client):
+        self.sidecar, self.request, self.call = sidecar, request, call
+        self.respond, self.started, self.client = respond, started, client
+
+    def encode(self, request_id: int) -> bytes:
+        return calls.encode_call(self.call, request_id, serialization=self.sidecar._serialization)
+
+    def done(self, result) -> None:
+        self.sidecar._answer(self.request, self.call, result, self.respond, self.started, self.client)
 
 
 def _form(request: http1.Request) -> bool:
