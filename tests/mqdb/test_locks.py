@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import mqdb
 from mqdb import _accel
-from tests.mqdb.test_twins import both
+from tests.support.mqdb_twins import both
 
 
 @pytest.fixture(scope="module")
