@@ -182,14 +182,22 @@ def put_phase(put, order, per_queue: int, threads: int, progress: Progress, phas
 
 
 def get_phase(
-    get, qis, offsets, per_queue: int, progress: Progress, phase: str, gate: Gate | None = None
+    get,
+    qis,
+    offsets,
+    per_queue: int,
+    progress: Progress,
+    phase: str,
+    gate: Gate | None = None,
+    cpu: list | None = None,
 ) -> tuple[float, int, int]:
     """get(queue, offset, GET_BATCH) for each pair: (seconds in gets, messages read, verify errors).
 
     Gets run in chunks of 1%; each chunk is verified after its clock stops. ``gate``, if given, is
-    called outside the clock before every TURN_CHUNKS-th chunk, the first included.
+    called outside the clock before every TURN_CHUNKS-th chunk, the first included. ``cpu``, if given,
+    a one-item list: the process's CPU seconds while the clock ran are added to its item.
     """
-    batch, clock = GET_BATCH, time.perf_counter
+    batch, clock, cpu_clock = GET_BATCH, time.perf_counter, time.process_time
     n = len(qis)
     step = max(1, n // 100)
     seconds = 0.0
@@ -198,9 +206,11 @@ def get_phase(
         if gate is not None and start % (step * TURN_CHUNKS) == 0:
             gate()
         part_q, part_o = qis[start : start + step], offsets[start : start + step]
-        t0 = clock()
+        c0, t0 = cpu_clock(), clock()
         got = [get(f"Queue-{qi}", off, batch) for qi, off in zip(part_q, part_o, strict=True)]
         seconds += clock() - t0
+        if cpu is not None:
+            cpu[0] += cpu_clock() - c0
         for qi, off, msgs in zip(part_q, part_o, got, strict=True):
             read += len(msgs)
             errors += (len(msgs) != min(batch, per_queue - off)) + _wrong(qi, off, msgs)
@@ -209,11 +219,11 @@ def get_phase(
 
 
 def consume_phase(
-    get, qis, per_queue: int, progress: Progress, phase: str, gate: Gate | None = None
+    get, qis, per_queue: int, progress: Progress, phase: str, gate: Gate | None = None, cpu: list | None = None
 ) -> tuple[float, int, int]:
     """Read each queue start to end, GET_BATCH per get: (seconds in gets, messages read, verify errors).
-    Chunks of 1% and ``gate`` as in get_phase."""
-    batch, clock = GET_BATCH, time.perf_counter
+    Chunks of 1%, ``gate`` and ``cpu`` as in get_phase."""
+    batch, clock, cpu_clock = GET_BATCH, time.perf_counter, time.process_time
     n = len(qis)
     step = max(1, n // 100)
     seconds = 0.0
@@ -223,7 +233,7 @@ def consume_phase(
             gate()
         part = qis[start : start + step]
         got = []
-        t0 = clock()
+        c0, t0 = cpu_clock(), clock()
         for qi in part:
             name = f"Queue-{qi}"
             whole: list = []
@@ -234,6 +244,8 @@ def consume_phase(
                     break
             got.append(whole)
         seconds += clock() - t0
+        if cpu is not None:
+            cpu[0] += cpu_clock() - c0
         for qi, msgs in zip(part, got, strict=True):
             read += len(msgs)
             errors += (len(msgs) != per_queue) + _wrong(qi, 0, msgs)
@@ -309,17 +321,20 @@ def measure(
     out["reopen_s"] = time.perf_counter() - t0
     if read:
         qis, offsets = _samples(plan, plan["get_samples"])
+        get_cpu, consume_cpu = [0.0], [0.0]
         out["get_s"], read_msgs, get_errors = get_phase(
-            store.get, qis, offsets, per_queue, progress, f"{label}random get", gate
+            store.get, qis, offsets, per_queue, progress, f"{label}random get", gate, get_cpu
         )
         out["gets"], out["get_messages"] = len(qis), read_msgs
         out["gets_per_s"] = len(qis) / out["get_s"]
+        out["get_cpu_us"] = get_cpu[0] / len(qis) * 1e6
         sample = random.Random(plan["seed"] + 1).sample(range(plan["queues"]), plan["consume_queues"])
         out["consume_s"], consumed, consume_errors = consume_phase(
-            store.get, sample, per_queue, progress, f"{label}consume", gate
+            store.get, sample, per_queue, progress, f"{label}consume", gate, consume_cpu
         )
         out["consumed"] = consumed
         out["consume_per_s"] = consumed / out["consume_s"]
+        out["consume_cpu_us"] = consume_cpu[0] / max(1, consumed) * 1e6
         out["verify_errors"] = get_errors + consume_errors
     else:  # untimed spot check of what these threads wrote
         qis, offsets = _samples(plan, max(1, plan["get_samples"] // 10))
@@ -619,6 +634,8 @@ def _bench_store(spec, store_cls, plan, threads, workdir, progress, isolate, opt
     entry.update(
         gets_per_s=first["gets_per_s"],
         consume_per_s=first["consume_per_s"],
+        get_cpu_us=first["get_cpu_us"],
+        consume_cpu_us=first["consume_cpu_us"],
         open_s=first["reopen_s"],
         flush_s=first["flush_s"],
         bytes_per_payload=None if disk is None else disk / plan["payload_bytes"],
@@ -773,6 +790,25 @@ def format_report(result: dict) -> str:
         "disk/payload = bytes of all files after close / payload bytes. Lower is better for open s (opening",
         "the filled store again after closing it) and final flush s (the flush after the last put).",
     ]
+    cpu = [(name, e) for name, e in stores.items() if e.get("status") == "ok" and e.get("get_cpu_us") is not None]
+    if cpu:
+        lines += [
+            "",
+            "CPU per read, while the read clocks ran (the process's CPU time, its other threads included;",
+            "where it is well below the wall time per read, the store was waiting, or other work had the CPU):",
+        ]
+        rows = [["store", "CPU µs/get", "wall µs/get", "CPU µs/consumed msg", "wall µs/consumed msg"]]
+        for name, e in cpu:
+            rows.append(
+                [
+                    name,
+                    f"{e['get_cpu_us']:.2f}",
+                    f"{1e6 / e['gets_per_s']:.2f}",
+                    f"{e['consume_cpu_us']:.3f}",
+                    f"{1e6 / e['consume_per_s']:.3f}",
+                ]
+            )
+        lines += ["  " + line for line in _table(rows)]
     if any(col["key"] == "cluster_bytes_per_msg" for col in columns):
         lines += [
             "redis-cluster is mqdb over a Redis Cluster (3 primaries, 3 replicas on loopback unless given by URL);",

@@ -5,6 +5,7 @@ import os
 import pickle
 import re
 import threading
+import time
 from array import array
 
 import pytest
@@ -152,8 +153,10 @@ def test_get_and_consume_phases_verify_every_message():
     store.queues = {f"Queue-{qi}": [message(qi, seq) for seq in range(12)] for qi in range(4)}
     seconds, read, errors = bench.get_phase(store.get, [0, 1, 3], [0, 5, 11], 12, bench.no_progress, "g")
     assert (read, errors) == (10 + 7 + 1, 0)
-    seconds, read, errors = bench.consume_phase(store.get, [2, 0], 12, bench.no_progress, "c")
+    cpu = [0.0]
+    seconds, read, errors = bench.consume_phase(store.get, [2, 0], 12, bench.no_progress, "c", cpu=cpu)
     assert (read, errors) == (24, 0)
+    assert 0 <= cpu[0] <= time.process_time()  # the process's CPU seconds while its clock ran
     store.queues["Queue-2"][3] = b"2:3:wrong"
     assert bench.consume_phase(store.get, [2, 0], 12, bench.no_progress, "c")[2] == 1
     assert bench.consume_phase(store.get, [2, 0], 13, bench.no_progress, "c")[2] == 3  # and both too short
@@ -170,6 +173,7 @@ def test_fake_store_run_reports_every_column_and_no_errors(tmp_path):
     assert entry["verify_errors"] == 0
     for key in ("puts_per_s_1thr", "puts_per_s_4thr", "gets_per_s", "consume_per_s", "peak_rss_mb"):
         assert entry[key] > 0
+    assert entry["get_cpu_us"] >= 0 and entry["consume_cpu_us"] >= 0
     first = entry["runs"][0]
     assert (entry["open_s"], entry["flush_s"]) == (first["reopen_s"], first["flush_s"])
     assert 0 < entry["flush_s"] < first["put_s"] and entry["open_s"] > 0
@@ -183,6 +187,7 @@ def test_fake_store_run_reports_every_column_and_no_errors(tmp_path):
     report = format_report(result)
     for title in COLUMN_TITLES:
         assert title in report
+    assert "CPU µs/get" in report and "CPU µs/consumed msg" in report
     assert "fake" in report
     assert "in this process" in report
     json.dumps(result)
