@@ -90,6 +90,12 @@ def _chunks(sh):
         yield sh.stage_qids, bytes(sh.stage_buf), -1
 
 
+def _stage_error(sh, where: int, e: FrameError, what: str) -> CorruptionError:
+    """The CorruptionError for a FrameError in a chunk whose frames start at ``where`` in the staging
+    file (-1: the chunk still in memory, which has no file offset)."""
+    return CorruptionError(sh.stage_path, where + e.offset if where >= 0 else -1, f"{what} ({e.reason})")
+
+
 def distribute(sh, sealing: bool = False) -> None:
     """Append every staged message to its queue's blocks, in put order per queue; empty the stage.
 
@@ -110,8 +116,7 @@ def distribute(sh, sealing: bool = False) -> None:
             try:
                 measure_runs(qids, frames, sizes, order)
             except FrameError as e:
-                at = where + e.offset if where >= 0 else -1
-                raise CorruptionError(sh.stage_path, at, f"staged frames do not parse ({e.reason})") from None
+                raise _stage_error(sh, where, e, "staged frames do not parse") from None
         total = 0
         for i in range(len(order)):
             qid = order[i]
@@ -123,8 +128,7 @@ def distribute(sh, sealing: bool = False) -> None:
             try:
                 place_runs(qids, frames, out, sizes)  # the frames measured above, read again
             except FrameError as e:  # only if the staging file changed under the shard's lock
-                at = where + e.offset if where >= 0 else -1
-                raise CorruptionError(sh.stage_path, at, f"staged frames changed while read ({e.reason})") from None
+                raise _stage_error(sh, where, e, "staged frames changed while read") from None
     except BaseException:
         for i in range(len(order)):
             sizes[order[i]] = 0

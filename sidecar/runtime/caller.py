@@ -298,19 +298,17 @@ class TunnelCaller:
     def _send(self, pending: _Pending, key: str, now: float) -> None:
         address = self._addresses[key]
         pending.provider, pending.address, pending.sent = key, address, now
+        datagram, pending.datagram = pending.datagram, None  # sent once: the bytes need not wait for the reply
         if key in self._batching:
             batch = self._batches.get(address)
             if batch is None:
-                self._batches[address] = [pending.datagram]
+                self._batches[address] = [datagram]
                 if not self._flush_scheduled:
                     self._flush_scheduled = True
                     self._loop.run_callback(self._flush_requests)  # once the loop ran what was ready this turn
             else:
-                batch.append(pending.datagram)
-            pending.datagram = None  # sent once: the bytes need not wait for the reply
+                batch.append(datagram)
             return
-        datagram = pending.datagram
-        pending.datagram = None  # sent once: the bytes need not wait for the reply
         if self.auth is not None:
             datagram = self.auth.seal(datagram, int(self.wall_clock() * 1000))
         self._out.send(datagram, address)
