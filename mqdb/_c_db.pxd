@@ -2,6 +2,8 @@
 # every get and put reads are typed slots of the extension type; every other attribute lives in the
 # instance's __dict__, as in the Python class (a read-only handle's put, for one).
 cimport cython
+from mqdb._c_directory cimport Directory as _Directory
+from mqdb._c_locks cimport ShardLock as _ShardLock
 from mqdb._c_shard cimport Shard as _Shard
 
 
@@ -12,5 +14,8 @@ cdef class DB:
     cdef public bint reading
     cdef public bint _closed
 
-    @cython.locals(sh=_Shard, raw=bytes)
+    @cython.locals(sh=_Shard, name=str, raw=bytes, lock=_ShardLock, directory=_Directory, qid=Py_ssize_t, c=cython.longlong)
+    cpdef put(self, queue, msg)
+
+    @cython.locals(sh=_Shard, name=str, raw=bytes, lock=_ShardLock)
     cpdef list get(self, queue, offset, num)

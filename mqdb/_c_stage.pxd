@@ -1,5 +1,6 @@
 # C types for the compiled twin of stage.py (the Python module stays the implementation).
 cimport cython
+from mqdb._c_columns cimport append, item, put_item
 from mqdb._c_shard cimport Shard as _Shard
 
 @cython.locals(n=Py_ssize_t, buf=bytearray, head=bytes, c=cython.longlong)

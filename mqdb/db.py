@@ -65,22 +65,28 @@ class DB:
         self._closed = False
         self._nshards = len(self._shards)
         if self.readonly:
-            self.put = self._put_slow  # every put of a read-only handle raises ReadOnlyError there
+            # every put of a read-only handle raises ReadOnlyError there: an instance attribute, which
+            # shadows the compiled twin's put method as it shadows the class's in Python
+            object.__setattr__(self, "put", self._put_slow)
 
     # --- writing ----------------------------------------------------------------------------------
     def put(self, queue: str, msg: bytes) -> int:
         """Append ``msg`` to ``queue``; return its offset (0 for the first message of a queue)."""
         if queue.__class__ is not str or msg.__class__ is not bytes or not queue:
             return self._put_slow(queue, msg)
+        name = queue  # a str, typed so in the twin: encoded by a C call, not a method lookup
         try:
-            raw = queue.encode()
+            raw = name.encode()
         except UnicodeEncodeError:
             return self._put_slow(queue, msg)
         sh = self._shards[shard_of(queue, self._nshards)]
-        with sh.lock:
+        lock = sh.lock  # acquire and release as method calls, as in get
+        lock.acquire()
+        try:
             if sh.closed:
                 raise ClosedError()
-            qid = sh.directory.find(raw)
+            directory = sh.directory  # a C method call in the twin
+            qid = directory.find(raw)
             if qid < 0:
                 if len(raw) > _MAX_NAME_BYTES:
                     self._check_name(queue)
@@ -88,7 +94,9 @@ class DB:
             c = stage_put(sh, qid, msg)
             if sh.grew:
                 self._grew(sh)
-            return c
+        finally:
+            lock.release()
+        return c
 
     def _put_slow(self, queue, msg) -> int:
         self._check_name(queue)
@@ -152,8 +160,9 @@ class DB:
             self._check_read(queue, offset, num)
         if offset < 0 or num < 0:
             self._check_read(queue, offset, num)
+        name = queue  # a str, as in put
         try:  # self._locate(queue), inline: a get is short enough for a call to count
-            raw = queue.encode()
+            raw = name.encode()
         except UnicodeEncodeError:
             raise ValueError(f"queue name {queue!r} is not valid Unicode text") from None
         sh = self._shards[shard_of(queue, self._nshards)]

@@ -20,8 +20,16 @@ import os
 import struct
 from array import array
 
+try:
+    import cython
+except ImportError:  # installed without Cython: runs as the Python source, as it does without the twin
+    from types import SimpleNamespace
+
+    cython = SimpleNamespace(compiled=False)
+
 from ._accel import import_c_accel
 from .coding import FrameError, decode_varint, encode_varint, measure_runs, place_runs
+from .columns import append, item, put_item
 from .errors import CorruptionError
 
 CHUNK = struct.Struct("<II")
@@ -43,11 +51,17 @@ def put(sh, qid: int, msg) -> int:
         buf += head
         sh.stage_varint_extra += len(head) - 1
     buf += msg
-    sh.stage_qids.append(qid)
     staged = sh.staged
-    c = staged[qid]
-    staged[qid] = c + 1
-    c += sh.count[qid]
+    if cython.compiled:  # the same four lines as C reads and writes of the columns' memory
+        append(sh.stage_qids, qid)
+        c = item(staged, qid)
+        put_item(staged, qid, c + 1)
+        c += item(sh.count, qid)
+    else:
+        sh.stage_qids.append(qid)
+        c = staged[qid]
+        staged[qid] = c + 1
+        c += sh.count[qid]
     sh.message_total += 1
     if len(buf) >= sh.stage_chunk:
         write_chunk(sh)
