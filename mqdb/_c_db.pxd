@@ -3,6 +3,9 @@
 # instance's __dict__, as in the Python class (a read-only handle's put, for one).
 cimport cython
 from mqdb._c_directory cimport Directory as _Directory
+from mqdb._c_hashing cimport shard_of
+from mqdb._c_reads cimport read_queue
+from mqdb._c_stage cimport put as stage_put
 from mqdb._c_locks cimport ShardLock as _ShardLock
 from mqdb._c_shard cimport Shard as _Shard
 
