@@ -16,8 +16,9 @@ cdef inline long long _murmur32(bytes raw, unsigned int seed):
 cpdef bint _holds(bytearray arena, Py_ssize_t at, bytes raw) except -1
 cpdef long long name_hash(bytes raw) except -1
 
-@cython.locals(size=Py_ssize_t, known=Py_ssize_t, s=Py_ssize_t, o=Py_ssize_t, n=Py_ssize_t)
-cpdef Py_ssize_t probe(slots, Py_ssize_t mask, bytearray arena, offs, bytes raw, Py_ssize_t i, tuple then=*) except? -2
+@cython.locals(size=Py_ssize_t, known=Py_ssize_t, s=Py_ssize_t, o=Py_ssize_t, n=Py_ssize_t, b=Py_ssize_t, k=Py_ssize_t)
+cpdef Py_ssize_t probe(slots, Py_ssize_t mask, bytearray arena, offs, bytes raw, Py_ssize_t i, tuple then=*,
+                       tuple blocks=*) except? -2
 
 
 cdef class Directory:
@@ -26,4 +27,4 @@ cdef class Directory:
     cdef public object slots
     cdef public Py_ssize_t mask
 
-    cpdef Py_ssize_t find(self, bytes raw, tuple then=*) except? -2
+    cpdef Py_ssize_t find(self, bytes raw, tuple then=*, tuple blocks=*) except? -2

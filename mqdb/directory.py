@@ -45,12 +45,15 @@ def slots_for(queues: int) -> int:
     return cap
 
 
-def probe(slots, mask: int, arena: bytearray, offs, raw: bytes, i: int, then: tuple = ()) -> int:
+def probe(slots, mask: int, arena: bytearray, offs, raw: bytes, i: int, then: tuple = (), blocks: tuple = ()) -> int:
     """The queue id of the UTF-8 name ``raw`` whose hash gives slot ``i``, or -1 (the loop of
     :meth:`Directory.find`). The signed hash of a name has the low bits of the unsigned one.
     ``then``: columns indexed by queue id that the caller reads next; the item of each candidate is
     touched (:func:`mqdb.columns.touch`) as soon as the candidate is known, so that their cache misses
-    overlap those of checking the name."""
+    overlap those of checking the name. ``blocks``: a column of block ids indexed by queue id, then
+    columns indexed by block id that the caller reads next. The candidate's block id is touched with
+    ``then``, so it arrives with the name's offset; it is then read, and that block's items are touched
+    before the name is checked, so that their cache misses overlap the name's instead of following it."""
     size = len(raw)
     known = len(offs)
     while True:
@@ -61,7 +64,16 @@ def probe(slots, mask: int, arena: bytearray, offs, raw: bytes, i: int, then: tu
             raise FormatError(f"the name table of the index checkpoint names queue {s - 1} of {known}")
         for column in then:
             touch(column, s - 1)
+        if blocks:
+            touch(blocks[0], s - 1)
         o = item(offs, s - 1)
+        if blocks and cython.compiled:  # touching does nothing in Python: no need to find the block
+            ids = blocks[0]
+            if s - 1 < len(ids):
+                b = item(ids, s - 1)
+                if b >= 0:
+                    for k in range(1, len(blocks)):
+                        touch(blocks[k], b)
         n = arena[o]
         if n < 0x80:
             if n == size and _holds(arena, o + 1, raw):
@@ -105,10 +117,10 @@ class Directory:
     def __len__(self) -> int:
         return len(self.offs)
 
-    def find(self, raw: bytes, then: tuple = ()) -> int:
-        """The queue id of the UTF-8 name ``raw``, or -1; ``then`` as for :func:`probe`."""
+    def find(self, raw: bytes, then: tuple = (), blocks: tuple = ()) -> int:
+        """The queue id of the UTF-8 name ``raw``, or -1; ``then`` and ``blocks`` as for :func:`probe`."""
         mask = self.mask
-        return probe(self.slots, mask, self.arena, self.offs, raw, name_hash(raw) & mask, then)
+        return probe(self.slots, mask, self.arena, self.offs, raw, name_hash(raw) & mask, then, blocks)
 
     def add(self, raw: bytes) -> int:
         """Append the UTF-8 name ``raw`` (not yet present); return its queue id."""

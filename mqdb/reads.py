@@ -77,7 +77,8 @@ def read_queue(sh, raw: bytes, offset: int, num: int) -> list[bytes] | None:
     if sh.closed:
         raise ClosedError()
     directory = sh.directory  # a C method call in the twin
-    qid = directory.find(raw, (sh.count, sh.last_b))  # read() reads both first
+    # read() reads the queue's count and last block first, and locate() that block's columns
+    qid = directory.find(raw, (sh.count,), (sh.last_b, sh.b_end, sh.b_count, sh.b_entry))
     return read(sh, qid, offset, num) if qid >= 0 else None
 
 

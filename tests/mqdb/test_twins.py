@@ -469,7 +469,17 @@ def test_names_are_found_alike_in_both_builds(directories, held, asked, bad):
         then = (array("q", range(len(raws))), array("i"))  # touched for each candidate: a hint, nothing else
         assert same(compiled, pure, "probe", table.slots, table.mask, table.arena, table.offs, raw, i, then) == want
         assert then[0].tolist() == list(range(len(raws))) and not then[1]
+        # a block id per queue, some -1 (no block), some past the end of the block columns, and a
+        # block-id column shorter than the table: hints too, whatever they hold
+        ids = array("i", [q % 7 - 1 for q in range(len(raws) // 2)])
+        blocks = (ids, array("q", range(3)), array("i"))
+        assert (
+            same(compiled, pure, "probe", table.slots, table.mask, table.arena, table.offs, raw, i, then, blocks)
+            == want
+        )
+        assert ids.tolist() == [q % 7 - 1 for q in range(len(raws) // 2)] and blocks[1].tolist() == [0, 1, 2]
         assert tables[0].find(raw) == tables[1].find(raw) == want[1]
+        assert tables[0].find(raw, then, blocks) == tables[1].find(raw, then, blocks) == want[1]
     broken = array("i", table.slots)
     broken[bad & table.mask] = len(raws) + 1 + bad  # a queue id past the end of the table
     for raw in raws[:3] + [b"absent"]:
