@@ -1,6 +1,5 @@
 # C types for the compiled twin of locks.py (the Python module stays the implementation): the lock is a
 # PyThread lock of the object's own, waited on with the GIL released for both the take and the letting go.
-cimport cython
 from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock,
                                PyThread_free_lock, PyThread_release_lock, PyThread_type_lock)
 
