@@ -5,7 +5,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
 from libc.errno cimport EINTR, errno
 from posix.unistd cimport pread
-from mqdb._c_columns cimport item, touch
+from mqdb._c_columns cimport item
 from mqdb._c_coding cimport checksum_at, le_uint
 # Aliased: reads.py imports neither; the shard and its directory are typed by them.
 from mqdb._c_directory cimport Directory as _Directory
@@ -29,7 +29,7 @@ cdef inline bytes _c_pread(int fd, Py_ssize_t size, long long offset):
 @cython.locals(qid=Py_ssize_t, directory=_Directory)
 cpdef list read_queue(_Shard sh, bytes raw, offset, num)
 
-@cython.locals(last=Py_ssize_t, cursors=dict)
+@cython.locals(cursors=dict)
 cpdef list read(_Shard sh, Py_ssize_t qid, offset, num)
 
 @cython.locals(last=Py_ssize_t, b=Py_ssize_t, end=cython.longlong)

@@ -35,7 +35,7 @@ except ImportError:  # installed without Cython: runs as the Python source, as i
 from ._accel import import_c_accel
 from .coding import FrameError, checksum_at, le_uint, split
 from .coding import skip as skip_frames
-from .columns import item, touch
+from .columns import item
 from .errors import ClosedError, CorruptionError
 from .format import ENTRY_LENGTH, ENTRY_SHIFT, FLAG_LZ4, KIND_BLOCK, RECORD, RECORD_SIZE, entry_offset
 from .stage import distribute
@@ -83,12 +83,7 @@ def read_queue(sh, raw: bytes, offset: int, num: int) -> list[bytes] | None:
 
 
 def read(sh, qid: int, offset: int, num: int) -> list[bytes]:
-    if cython.compiled:  # locate reads the columns of the queue's last block: start their cache misses now
-        last = item(sh.last_b, qid)
-        if last >= 0:
-            touch(sh.b_end, last)
-            touch(sh.b_count, last)
-            touch(sh.b_entry, last)
+    """read_queue once the queue is found (whose lookup has started the cache misses of the columns read here)."""
     count = item(sh.count, qid)
     if (sh.stage_qids or sh.stage_tail) and sh.staged[qid]:  # some of its messages are still staged
         distribute(sh)
