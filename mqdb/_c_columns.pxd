@@ -1,6 +1,7 @@
 # C types for the compiled twin of columns.py (the Python module stays the implementation).
 cimport cython
 from cpython cimport array as carray
+from cpython.array cimport array
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.memoryview cimport PyMemoryView_GET_BUFFER
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred
