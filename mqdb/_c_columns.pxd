@@ -23,13 +23,16 @@ cdef inline bint _c_as_longlong(value, long long *out) noexcept:
     return True
 
 
-cdef inline char *_c_view_at(view, Py_ssize_t i, char code) noexcept:
+cdef inline char *_c_view_at(view, Py_ssize_t i) noexcept:
     """Where item ``i`` of ``view`` lies if ``view`` is a live, one-dimensional, contiguous memoryview of
-    format ``code`` and ``i`` is in range; else NULL (the caller then takes the Python path)."""
+    "q" (8 bytes) or "i" (4 bytes) and ``i`` is in range; else NULL (the caller then takes the Python
+    path). The view's itemsize tells the two apart."""
     if (<PyMemoryViewObject *>view).flags & _Py_MEMORYVIEW_RELEASED:
         return NULL
     cdef Py_buffer *b = PyMemoryView_GET_BUFFER(view)
-    if b.ndim != 1 or b.format == NULL or b.format[0] != code or b.format[1] != 0 or b.strides == NULL:
+    if b.ndim != 1 or b.format == NULL or b.format[1] != 0 or b.strides == NULL:
+        return NULL
+    if not ((b.format[0] == b'q' and b.itemsize == 8) or (b.format[0] == b'i' and b.itemsize == 4)):
         return NULL
     if not (0 <= i < b.shape[0]) or b.strides[0] != b.itemsize:
         return NULL
@@ -37,26 +40,23 @@ cdef inline char *_c_view_at(view, Py_ssize_t i, char code) noexcept:
 
 
 cdef inline bint _c_view_get(view, Py_ssize_t i, long long *out) noexcept:
-    cdef char *at = _c_view_at(view, i, b'q')
-    if at != NULL and PyMemoryView_GET_BUFFER(view).itemsize == 8:
-        out[0] = (<long long *>at)[0]
-        return True
-    at = _c_view_at(view, i, b'i')
-    if at != NULL and PyMemoryView_GET_BUFFER(view).itemsize == 4:
-        out[0] = (<int *>at)[0]
-        return True
-    return False
+    cdef char *at = _c_view_at(view, i)
+    if at == NULL:
+        return False
+    out[0] = (<long long *>at)[0] if PyMemoryView_GET_BUFFER(view).itemsize == 8 else (<int *>at)[0]
+    return True
 
 
 cdef inline bint _c_view_put(view, Py_ssize_t i, long long v) noexcept:
     if PyMemoryView_GET_BUFFER(view).readonly:
         return False
-    cdef char *at = _c_view_at(view, i, b'q')
-    if at != NULL and PyMemoryView_GET_BUFFER(view).itemsize == 8:
+    cdef char *at = _c_view_at(view, i)
+    if at == NULL:
+        return False
+    if PyMemoryView_GET_BUFFER(view).itemsize == 8:
         (<long long *>at)[0] = v
         return True
-    at = _c_view_at(view, i, b'i')
-    if at != NULL and PyMemoryView_GET_BUFFER(view).itemsize == 4 and -0x80000000 <= v <= 0x7FFFFFFF:
+    if -0x80000000 <= v <= 0x7FFFFFFF:
         (<int *>at)[0] = <int>v
         return True
     return False
