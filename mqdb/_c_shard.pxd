@@ -2,7 +2,6 @@
 # The attributes that every get and put reads are typed slots of the extension type; every other
 # attribute lives in the instance's __dict__, as in the Python class.
 cimport cython
-from mqdb._c_columns cimport append as append_item, item, put_item
 
 
 cdef class Shard:

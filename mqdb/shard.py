@@ -27,18 +27,10 @@ from array import array
 
 import lz4.block
 
-try:
-    import cython
-except ImportError:  # installed without Cython: runs as the Python source, as it does without the twin
-    from types import SimpleNamespace
-
-    cython = SimpleNamespace(compiled=False)
-
 from . import checkpoint, format, recovery, stage
 from ._accel import import_c_accel
 from .coding import checksum, encode_varint
-from .columns import append as append_item
-from .columns import grown, item, put_item, zeroed
+from .columns import grown, zeroed
 from .directory import Directory
 from .errors import ReadOnlyError
 from .format import (
@@ -318,27 +310,17 @@ class Shard:
     def add_block(self, qid: int, entry: int, bcount: int) -> None:
         """Append a sealed block to the index of ``qid``."""
         bid = len(self.b_entry)
-        if cython.compiled:  # the same lines as C reads and writes of the columns (mqdb.columns)
-            last = item(self.last_b, qid)
-            append_item(self.new_qids, qid)
-            append_item(self.b_entry, entry)
-            append_item(self.b_end, (item(self.b_end, last) if last >= 0 else 0) + bcount)
-            append_item(self.b_count, bcount)
-            append_item(self.b_next, -1)
-            put_item(self.b_next if last >= 0 else self.first_b, last if last >= 0 else qid, bid)
-            put_item(self.last_b, qid, bid)
+        last = self.last_b[qid]
+        self.new_qids.append(qid)
+        self.b_entry.append(entry)
+        self.b_end.append((self.b_end[last] if last >= 0 else 0) + bcount)
+        self.b_count.append(bcount)
+        self.b_next.append(-1)
+        if last >= 0:
+            self.b_next[last] = bid
         else:
-            last = self.last_b[qid]
-            self.new_qids.append(qid)
-            self.b_entry.append(entry)
-            self.b_end.append((self.b_end[last] if last >= 0 else 0) + bcount)
-            self.b_count.append(bcount)
-            self.b_next.append(-1)
-            if last >= 0:
-                self.b_next[last] = bid
-            else:
-                self.first_b[qid] = bid
-            self.last_b[qid] = bid
+            self.first_b[qid] = bid
+        self.last_b[qid] = bid
         ids = self.big.get(qid)
         if ids is not None:
             ids.append(bid)
