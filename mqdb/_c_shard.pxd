@@ -2,6 +2,8 @@
 # The attributes that every get and put reads are typed slots of the extension type; every other
 # attribute lives in the instance's __dict__, as in the Python class.
 cimport cython
+from mqdb._c_coding cimport write_record
+from mqdb._c_columns cimport append as append_item, item, put_item
 
 
 cdef class Shard:
@@ -38,7 +40,10 @@ cdef class Shard:
     cdef public long long message_total
     cdef public Py_ssize_t stage_chunk
     # the write path and the commit (this module)
-    cdef public object batch_bytes
+    cdef public long long batch_bytes
+    cdef public object chunk
+    cdef public Py_ssize_t chunk_fill
+    cdef public Py_ssize_t chunk_bytes
     cdef public object block_size
     cdef public object committed
     cdef public object cp_base_blocks
@@ -65,10 +70,10 @@ cdef class Shard:
     cdef public object number
     cdef public object payload_max
     cdef public object pending
-    cdef public object pending_bytes
+    cdef public long long pending_bytes
     cdef public object pool
     cdef public object pos
-    cdef public object raw_bytes
+    cdef public long long raw_bytes
     cdef public object readonly
     cdef public object recovery
     cdef public object room
@@ -86,8 +91,15 @@ cdef class Shard:
     cdef public object stage_fd
     cdef public object stage_frames
     cdef public object stage_path
-    cdef public object stored_bytes
+    cdef public long long stored_bytes
     cdef public object sync
-    cdef public object tail
+    cdef public long long tail
     cdef public object varint_extra
     cdef public object opened
+
+    @cython.locals(size=Py_ssize_t, length=Py_ssize_t, last=Py_ssize_t, sealed=cython.longlong, bcount=cython.longlong,
+                   skip=cython.longlong, at=Py_ssize_t, offset=cython.longlong, flags=cython.int)
+    cpdef seal_bytes(self, Py_ssize_t qid, raw, bint continues, Py_ssize_t start=*, Py_ssize_t stop=*)
+
+    @cython.locals(bid=Py_ssize_t)
+    cpdef add_block(self, Py_ssize_t qid, long long entry, long long bcount, Py_ssize_t last=*, long long sealed=*)

@@ -17,6 +17,8 @@ buffer (it goes on in the queue's next block): the position after it is then pas
 message taken from it is cut at the end of the buffer.
 """
 
+import struct
+
 import mmh3
 
 try:
@@ -37,6 +39,8 @@ __all__ = [
     "decode_varint",
     "checksum",
     "checksum_at",
+    "RECORD",
+    "write_record",
     "le_uint",
     "skip",
     "split",
@@ -46,6 +50,13 @@ __all__ = [
 
 #: At most this many bytes in the length of a frame (lengths below 2**56): a longer one is corrupt.
 MAX_LENGTH_BYTES = 8
+
+#: The header of a record of a data file, little-endian: checksum, kind, flags, qid, payload size,
+#: skip, count (FORMAT.md). Defined here, beside :func:`write_record`, which the compiled twin runs as C
+#: stores at these offsets; :mod:`mqdb.format` exports it with the rest of the data file's layout.
+RECORD = struct.Struct("<IBBIHHH")
+RECORD_SIZE = RECORD.size  # 16
+_CHECKSUM = struct.Struct("<I")
 
 
 class VarintError(Error):
@@ -96,6 +107,36 @@ def checksum_at(raw: bytes, start: int, end: int) -> int:
     if cython.compiled and end - start < 0x7FFFFFFF:
         return _murmur_low32(raw, start, end)  # noqa: F821 (a C function of _c_coding.pxd)
     return checksum(raw[start:end])
+
+
+def write_record(
+    buf: bytearray, at: int, kind: int, flags: int, qid: int, skip: int, count: int, src, start: int, stop: int
+) -> int:
+    """Write at ``buf[at:]`` the record whose payload is ``src[start:stop]`` (``src`` bytes or a
+    bytearray): its header (:data:`RECORD`), the payload, then in the header's first field the checksum
+    of everything after that field, as :func:`mqdb.format.seal_record` does; return where the record
+    ends. The compiled twin stores the fields, copies the payload and hashes it in C, with no object
+    made. A field that does not fit, a range outside ``src`` or a record past the end of ``buf`` is a
+    ValueError in both builds, with nothing written."""
+    if type(buf) is not bytearray or not (type(src) is bytes or type(src) is bytearray):
+        what = f"{type(buf).__name__} from {type(src).__name__}"
+        raise TypeError(f"a record is written to a bytearray from bytes or a bytearray, not to a {what}")
+    size = stop - start
+    end = at + RECORD_SIZE + size
+    if not (0 <= start <= stop <= len(src) and 0 <= at and end <= len(buf)):
+        what = f"bytes {start}..{stop} of {len(src)}"
+        raise ValueError(f"a record of {what} does not fit at {at} of a buffer of {len(buf)}")
+    if not (0 <= kind <= 0xFF and 0 <= flags <= 0xFF and 0 <= qid <= 0xFFFFFFFF and size <= 0xFFFF):
+        raise ValueError(f"record fields out of range: kind {kind}, flags {flags}, qid {qid}, size {size}")
+    if not (0 <= skip <= 0xFFFF and 0 <= count <= 0xFFFF):
+        raise ValueError(f"record fields out of range: skip {skip}, count {count}")
+    if cython.compiled:
+        _c_write_record(buf, at, kind, flags, qid, size, skip, count, src, start)  # noqa: F821 (_c_coding.pxd)
+        return end
+    RECORD.pack_into(buf, at, 0, kind, flags, qid, size, skip, count)
+    buf[at + RECORD_SIZE : end] = memoryview(src)[start:stop]
+    _CHECKSUM.pack_into(buf, at, checksum(memoryview(buf).toreadonly()[at + 4 : end]))
+    return end
 
 
 def le_uint(raw: bytes, at: int, n: int) -> int:

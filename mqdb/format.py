@@ -3,7 +3,7 @@
 import json
 import struct
 
-from .coding import checksum
+from .coding import RECORD, RECORD_SIZE, checksum
 from .errors import FormatError
 
 VERSION = 2  # of the store as a whole: the MANIFEST says it
@@ -66,9 +66,8 @@ DATA_MAGIC = b"MQDBDAT\x00"
 FILE_HEADER = struct.Struct("<8sHHI")  # magic, version, shard, block_size
 FILE_HEADER_SIZE = FILE_HEADER.size  # 16
 
-# record header: checksum, kind, flags, qid, size, skip, count
-RECORD = struct.Struct("<IBBIHHH")
-RECORD_SIZE = RECORD.size  # 16
+# record header: checksum, kind, flags, qid, size, skip, count: RECORD, 16 bytes, defined in coding.py
+# beside write_record, which writes a block record in C in the compiled build
 
 KIND_BLOCK = 1
 KIND_COMMIT = 2

@@ -27,27 +27,35 @@ from array import array
 
 import lz4.block
 
+try:
+    import cython
+except ImportError:  # installed without Cython: runs as the Python source, as it does without the twin
+    from types import SimpleNamespace
+
+    cython = SimpleNamespace(compiled=False)
+
 from . import checkpoint, format, recovery, stage
 from ._accel import import_c_accel
-from .coding import checksum, encode_varint
-from .columns import grown, zeroed
+from .coding import checksum, encode_varint, write_record
+from .columns import append as append_item  # not append: the name of a Shard method
+from .columns import grown, item, put_item, zeroed
 from .directory import Directory
 from .errors import ReadOnlyError
 from .format import (
+    ENTRY_SHIFT,
     FLAG_CONTINUES,
     FLAG_LZ4,
     KIND_BLOCK,
-    RECORD,
     RECORD_SIZE,
     SPILL,
     entry_length,
     entry_offset,
     pack_entry,
-    seal_record,
 )
 from .locks import ShardLock
 
 _IOV_MAX = 1024
+_CHUNK_BYTES = 256 << 10  # sealed records are written into chunks of this size (or write_batch_bytes if less)
 
 
 class Shard:
@@ -89,8 +97,11 @@ class Shard:
         # the checkpoint file: where its valid bytes end (0: none usable), what its base and the whole cover
         self.cp_end = self.cp_base_queues = self.cp_base_blocks = self.cp_queues = self.cp_blocks = 0
         self.message_total = 0  # messages of the shard, staged ones included
-        self.pending: list = []  # sealed records not yet written
+        self.pending: list = []  # sealed records not yet written (write chunks, a commit record)
         self.pending_bytes = 0
+        self.chunk = None  # the write chunk being filled with sealed records (a bytearray), and its filled bytes
+        self.chunk_fill = 0
+        self.chunk_bytes = min(self.batch_bytes, _CHUNK_BYTES)
         self.names_pending = bytearray()  # names of new queues not yet written
         self.names_since_commit = bytearray()
         # file positions: tail = end including pending, written = end on disk, committed = last commit end
@@ -279,48 +290,99 @@ class Shard:
         self.opened.discard(qid)
         self.seal_bytes(qid, raw, continues)
 
-    def seal_bytes(self, qid: int, raw, continues: bool) -> None:
-        """Queue for writing a record of ``qid`` whose block payload is ``raw``: the bytes of its
-        unfinished block (see seal), or frames that never went through the pool (see
-        stage.distribute), when ``qid`` has no unfinished block."""
+    def seal_bytes(self, qid: int, raw, continues: bool, start: int = 0, stop: int = -1) -> None:
+        """Queue for writing a record of ``qid`` whose block payload is ``raw[start:stop]`` (``raw``
+        bytes or a bytearray, ``stop`` -1 for its end): the bytes of its unfinished block (see seal),
+        or a run of frames that never went through the pool (see stage.distribute), when ``qid`` has no
+        unfinished block. The record is written in place into the shard's current write chunk
+        (coding.write_record: in C in the compiled build), not made as an object of its own."""
+        if stop < 0:
+            stop = len(raw)
+        size = stop - start
         flags = FLAG_CONTINUES if continues else 0
-        payload = raw
         if self.lz4:
-            packed = lz4.block.compress(raw, store_size=False)
-            if len(packed) + 2 < len(raw):
-                payload = len(raw).to_bytes(2, "little") + packed
+            packed = lz4.block.compress(memoryview(raw)[start:stop], store_size=False)
+            if len(packed) + 2 < size:
+                raw = size.to_bytes(2, "little") + packed
+                start, stop = 0, len(raw)
                 flags |= FLAG_LZ4
-        size = len(payload)
-        bcount = self.count[qid] - self.sealed_messages(qid) + continues  # see append: count lags one
-        rec = bytearray(RECORD_SIZE + size)
-        RECORD.pack_into(rec, 0, 0, KIND_BLOCK, flags, qid, size, self.skip[qid], bcount)
-        rec[RECORD_SIZE:] = payload
-        seal_record(rec)
+        length = RECORD_SIZE + stop - start
+        if cython.compiled:  # the lines of the else branch, as C reads of the columns' memory
+            last = item(self.last_b, qid)
+            sealed = item(self.b_end, last) if last >= 0 else 0
+            bcount = item(self.count, qid) - sealed + continues
+            skip = item(self.skip, qid)
+        else:
+            last = self.last_b[qid]
+            sealed = self.b_end[last] if last >= 0 else 0
+            bcount = self.count[qid] - sealed + continues  # see append: count lags one
+            skip = self.skip[qid]
+        chunk = self.chunk
+        at = self.chunk_fill
+        if chunk is None or at + length > len(chunk):
+            chunk = self._new_chunk(length)
+            at = 0
+        self.chunk_fill = write_record(chunk, at, KIND_BLOCK, flags, qid, skip, bcount, raw, start, stop)
         offset = self.tail
-        self.tail = offset + len(rec)
-        self.add_block(qid, pack_entry(offset, len(rec)), bcount)
-        self.fill[qid] = self.skip[qid] = 0
-        self.pending.append(rec)
-        self.pending_bytes += len(rec)
-        self.raw_bytes += len(raw)
-        self.stored_bytes += len(rec)
+        self.tail = offset + length
+        self.add_block(qid, offset << ENTRY_SHIFT | length, bcount, last, sealed)  # format.pack_entry(offset, length)
+        if cython.compiled:
+            put_item(self.fill, qid, 0)
+            put_item(self.skip, qid, 0)
+        else:
+            self.fill[qid] = self.skip[qid] = 0
+        self.pending_bytes += length
+        self.raw_bytes += size
+        self.stored_bytes += length
         if self.pending_bytes >= self.batch_bytes:
             self.write_pending()
 
-    def add_block(self, qid: int, entry: int, bcount: int) -> None:
-        """Append a sealed block to the index of ``qid``."""
+    def _new_chunk(self, room: int) -> bytearray:
+        """Queue the filled part of the current write chunk and start a new one with ``room`` bytes or more."""
+        self._close_chunk()
+        self.chunk = bytearray(max(room, self.chunk_bytes))
+        return self.chunk
+
+    def _close_chunk(self) -> None:
+        """Queue the filled part of the current write chunk for writing (records are sealed into write
+        chunks of ``chunk_bytes``, written with the rest of ``pending``); the next record starts a new one."""
+        if self.chunk_fill:
+            self.pending.append(memoryview(self.chunk)[: self.chunk_fill])
+        self.chunk = None
+        self.chunk_fill = 0
+
+    def add_block(self, qid: int, entry: int, bcount: int, last: int = -2, sealed: int = 0) -> None:
+        """Append a sealed block to the index of ``qid``; ``last`` and ``sealed``, when the caller has
+        read them: the queue's last block and the messages up to its end (-2: not read)."""
         bid = len(self.b_entry)
-        last = self.last_b[qid]
-        self.new_qids.append(qid)
-        self.b_entry.append(entry)
-        self.b_end.append((self.b_end[last] if last >= 0 else 0) + bcount)
-        self.b_count.append(bcount)
-        self.b_next.append(-1)
-        if last >= 0:
-            self.b_next[last] = bid
+        if cython.compiled:  # the lines of the else branch, as C reads and writes of the columns' memory
+            if last == -2:
+                last = item(self.last_b, qid)
+                sealed = item(self.b_end, last) if last >= 0 else 0
+            append_item(self.new_qids, qid)
+            append_item(self.b_entry, entry)
+            append_item(self.b_end, sealed + bcount)
+            append_item(self.b_count, bcount)
+            append_item(self.b_next, -1)
+            if last >= 0:
+                put_item(self.b_next, last, bid)
+            else:
+                put_item(self.first_b, qid, bid)
+            put_item(self.last_b, qid, bid)
         else:
-            self.first_b[qid] = bid
-        self.last_b[qid] = bid
+            if last == -2:
+                last = self.last_b[qid]
+                sealed = self.b_end[last] if last >= 0 else 0
+            self.new_qids.append(qid)
+            self.b_entry.append(entry)
+            self.b_end.append(sealed + bcount)
+            self.b_count.append(bcount)
+            self.b_next.append(-1)
+            if last >= 0:
+                self.b_next[last] = bid
+            else:
+                self.first_b[qid] = bid
+            self.last_b[qid] = bid
         ids = self.big.get(qid)
         if ids is not None:
             ids.append(bid)
@@ -339,6 +401,7 @@ class Shard:
             _pwrite_all(self.names_fd, [self.names_pending], self.names_written)
             self.names_written += len(self.names_pending)
             self.names_pending = bytearray()
+        self._close_chunk()
         pending = self.pending
         if not pending:
             return
@@ -429,6 +492,7 @@ class Shard:
         rec = format.commit_record(
             self.seq, self.names_written, checksum(self.names_since_commit), self.messages(), self.payload(), self.tail
         )
+        self._close_chunk()  # after the records before it
         self.pending.append(rec)
         self.tail += len(rec)
         self.write_pending()
@@ -542,6 +606,7 @@ class Shard:
         handle someone still holds costs no memory; every use of a closed shard checks ``closed`` first."""
         self._empty_index()
         self.pending, self.spill_pending = [], []
+        self.chunk, self.chunk_fill = None, 0
         self.stage_buf, self.stage_qids = bytearray(), array("i")
 
 

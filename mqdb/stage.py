@@ -163,7 +163,7 @@ def distribute(sh, sealing: bool = False) -> None:
         size = stop - start
         if sealing and not fill[qid] and size <= pmax:
             count[qid] += nframes
-            sh.seal_bytes(qid, view[start:stop], False)
+            sh.seal_bytes(qid, out, False, start, stop)
         elif fill[qid] + size <= pmax:  # the whole run fits the unfinished block
             sh.write_frames(qid, view[start:stop])
             count[qid] += nframes

@@ -408,6 +408,51 @@ def test_checksums_of_a_range_agree_with_the_checksum_of_its_copy(builds, raw, s
         assert want[:2] == ("raised", "ValueError")
 
 
+RECORD_FIELDS = {"kind": 0xFF, "flags": 0xFF, "qid": 0xFFFFFFFF, "skip": 0xFFFF, "count": 0xFFFF}
+
+
+@SETTINGS
+@given(
+    src=st.binary(max_size=300),
+    src_type=st.sampled_from([bytes, bytearray, bytearray, memoryview]),
+    at=st.integers(-1, 40),
+    slack=st.integers(-3, 20),
+    data=st.data(),
+)
+def test_records_are_written_alike(builds, src, src_type, at, slack, data):
+    """write_record stores the header's fields, copies the payload and hashes it in C in the compiled
+    build: the same bytes as the Python build's struct packing and mmh3 (a record the reader verifies,
+    whose header unpacks to the fields given), and the same ValueError or TypeError, with nothing
+    written, for a field that does not fit, a range outside the source, a buffer too short (``slack``
+    below 0), a source that is not bytes or a bytearray. At most one field is out of its range."""
+    compiled, pure = builds
+    start = data.draw(st.integers(-1, len(src) + 1), label="start")
+    length = data.draw(st.integers(-1, max(0, len(src) - start) + 1), label="length")
+    fields = {name: data.draw(st.integers(0, top), label=name) for name, top in RECORD_FIELDS.items()}
+    bad = data.draw(st.sampled_from([None, None, *RECORD_FIELDS]), label="bad field")
+    if bad is not None:
+        fields[bad] = data.draw(st.sampled_from([-1, RECORD_FIELDS[bad] + 1, 1 << 40, -(1 << 40)]), label="bad value")
+    room = max(0, at + pure.RECORD.size + length + slack)
+    outcomes = []
+    for build in (compiled, pure):
+        buf = bytearray(b"\xaa" * room)
+        args = (buf, at, *fields.values(), src_type(src), start, start + length)
+        outcomes.append((outcome(build.write_record, *args), bytes(buf)))
+    assert outcomes[0] == outcomes[1]
+    got, written = outcomes[1]
+    if got[0] == "raised":
+        assert got[1] in ("ValueError", "TypeError") and written == b"\xaa" * room
+        return
+    end = got[1]
+    record = written[at:end]
+    assert bad is None and src_type is not memoryview and slack >= 0
+    assert end == at + pure.RECORD.size + length and written[end:] == b"\xaa" * (room - end)
+    want = (pure.checksum(record[4:]), *fields.values())
+    unpacked = pure.RECORD.unpack_from(record)
+    assert unpacked[:4] == want[:4] and unpacked[4] == length and unpacked[5:] == want[4:]
+    assert record[pure.RECORD.size :] == src[start : start + length]
+
+
 @SETTINGS
 @given(raw=st.binary(max_size=20), at=st.integers(-2, 22), n=st.integers(-1, 9))
 def test_little_endian_fields_read_alike(builds, raw, at, n):
