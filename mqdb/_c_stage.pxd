@@ -8,5 +8,5 @@ cpdef long long put(_Shard sh, Py_ssize_t qid, msg) except -1
 
 @cython.locals(frames=bytes, total=cython.longlong, i=Py_ssize_t, pmax=Py_ssize_t, qid=Py_ssize_t,
                varint_extra=cython.longlong, at=cython.longlong, n=Py_ssize_t, p=Py_ssize_t, start=Py_ssize_t,
-               stop=Py_ssize_t, size=Py_ssize_t, nframes=cython.longlong, out=bytearray)
-cpdef distribute(sh, bint sealing=*)
+               stop=Py_ssize_t, size=Py_ssize_t, nframes=cython.longlong, filled=cython.longlong, out=bytearray)
+cpdef distribute(_Shard sh, bint sealing=*)

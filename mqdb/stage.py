@@ -155,16 +155,28 @@ def distribute(sh, sealing: bool = False) -> None:
     staged = sh.staged
     start = 0
     for i in range(len(order)):
-        qid = order[i]
-        stop = sizes[qid]  # place_runs left it at the end of the run
-        sizes[qid] = 0
-        nframes = staged[qid]
-        staged[qid] = 0
+        if cython.compiled:  # the lines of the else branch, as C reads and writes of the columns' memory
+            qid = item(order, i)
+            stop = item(sizes, qid)
+            put_item(sizes, qid, 0)
+            nframes = item(staged, qid)
+            put_item(staged, qid, 0)
+            filled = item(fill, qid)
+        else:
+            qid = order[i]
+            stop = sizes[qid]  # place_runs left it at the end of the run
+            sizes[qid] = 0
+            nframes = staged[qid]
+            staged[qid] = 0
+            filled = fill[qid]
         size = stop - start
-        if sealing and not fill[qid] and size <= pmax:
-            count[qid] += nframes
+        if sealing and not filled and size <= pmax:  # a run of one block, sealed at once
+            if cython.compiled:
+                put_item(count, qid, item(count, qid) + nframes)
+            else:
+                count[qid] += nframes
             sh.seal_bytes(qid, out, False, start, stop)
-        elif fill[qid] + size <= pmax:  # the whole run fits the unfinished block
+        elif filled + size <= pmax:  # the whole run fits the unfinished block
             sh.write_frames(qid, view[start:stop])
             count[qid] += nframes
         else:
