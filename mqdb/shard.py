@@ -3,9 +3,10 @@
 A queue's messages are framed as varint length + bytes and packed into blocks that belong to that
 queue alone. The unfinished block lives in a chain of slices of the shared pool; a finished block
 is sealed into a record (header, checksum, optional lz4) written in place into the shard's write
-chunk, a buffer of many records queued for one ``pwritev`` with the chunks before it. ``commit`` seals every unfinished block, writes everything, appends a commit record and
-brings the index checkpoint up to date (a delta of what changed, or now and then a new base). Reads
-live in reads.py, loading and recovery in recovery.py.
+chunk, a buffer of many records queued for one ``pwritev`` with the chunks before it. ``commit``
+seals every unfinished block, writes everything, appends a commit record and brings the index
+checkpoint up to date (a delta of what changed, or now and then a new base). Reads live in reads.py,
+loading and recovery in recovery.py.
 
 Per-queue state is kept in columns (typed arrays indexed by the queue's id in the shard), not in
 an object per queue, and sealed blocks in columns indexed by block id, linked per queue; names live
