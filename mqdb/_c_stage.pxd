@@ -10,3 +10,7 @@ cpdef long long put(_Shard sh, Py_ssize_t qid, msg) except -1
                varint_extra=cython.longlong, at=cython.longlong, n=Py_ssize_t, p=Py_ssize_t, start=Py_ssize_t,
                stop=Py_ssize_t, size=Py_ssize_t, nframes=cython.longlong, filled=cython.longlong, out=bytearray)
 cpdef distribute(_Shard sh, bint sealing=*)
+
+@cython.locals(pmax=Py_ssize_t, a=Py_ssize_t, p=Py_ssize_t, k=cython.longlong, n=Py_ssize_t, q=Py_ssize_t,
+               end=Py_ssize_t, filled=cython.longlong)
+cdef _append_run(_Shard sh, Py_ssize_t qid, bytearray out, view, Py_ssize_t start, Py_ssize_t stop, long long filled)

@@ -179,12 +179,8 @@ def distribute(sh, sealing: bool = False) -> None:
         elif filled + size <= pmax:  # the whole run fits the unfinished block
             sh.write_frames(qid, view[start:stop])
             count[qid] += nframes
-        else:
-            p = start
-            while p < stop:
-                n, p = decode_varint(out, p)
-                sh.append(qid, view[p : p + n])
-                p += n
+        else:  # the run goes past the unfinished block: see _append_run
+            _append_run(sh, qid, out, view, start, stop, filled)
         start = stop
     sh.varint_extra = varint_extra  # every staged length prefix is now in a block, counted once
     if sh.stage_tail:
@@ -192,6 +188,40 @@ def distribute(sh, sealing: bool = False) -> None:
     sh.stage_tail = sh.stage_frames = sh.stage_varint_extra = 0
     sh.stage_buf = bytearray()
     sh.stage_qids = array("i")
+
+
+def _append_run(sh, qid: int, out: bytearray, view: memoryview, start: int, stop: int, filled: int) -> None:
+    """Append the run of frames ``out[start:stop]`` to the blocks of ``qid``, whose unfinished block
+    holds ``filled`` bytes, with the blocks that Shard.append would make of them one message at a time.
+    A frame that fits the unfinished block whole is only bytes added to it, as append adds them: such
+    frames go in spans, one Shard.write_frames per span; a message that would cross the block's end
+    goes through Shard.append, which seals the block (and any it fills whole) as it writes."""
+    pmax = sh.payload_max
+    count = sh.count
+    a = p = start  # the span of whole frames not yet written: a..p
+    k = 0  # its frames
+    while p < stop:
+        n = out[p]
+        if n < 0x80:
+            q = p + 1
+        else:
+            n, q = decode_varint(out, p)
+        end = q + n
+        if filled + end - p <= pmax:  # the frame fits whole
+            filled += end - p
+            k += 1
+            p = end
+            continue
+        if k:
+            sh.write_frames(qid, view[a:p])
+            count[qid] += k
+            k = 0
+        sh.append(qid, view[q:end])
+        filled = sh.fill[qid]
+        a = p = end
+    if k:
+        sh.write_frames(qid, view[a:p])
+        count[qid] += k
 
 
 import_c_accel(globals(), "mqdb._c_stage")

@@ -9,6 +9,9 @@ import tracemalloc
 import pytest
 
 import mqdb
+from mqdb.format import FILE_HEADER_SIZE, FLAG_CONTINUES, KIND_BLOCK
+from mqdb.hashing import shard_of
+from mqdb.scan import scan
 
 
 def test_empty_and_binary_messages(store):
@@ -54,6 +57,52 @@ def test_many_sizes_across_blocks_roundtrip(tmp_path):
             while len(got) < len(msgs):  # sequential reader in steps of 3
                 got += db.get(q, len(got), 3)
             assert got == msgs
+
+
+def _blocks_by_queue(path) -> dict:
+    """Every block record of the store at ``path``, per queue name in queue order: (flags, skip,
+    messages that start in it, payload)."""
+    out: dict = {}
+    with mqdb.open(path, readonly=True) as db:
+        for sh in db._shards:
+            names = sh.directory.names()
+            fd = os.open(sh.data_path, os.O_RDONLY)
+            try:
+                stop: list = []
+                for rec in scan(fd, FILE_HEADER_SIZE, os.fstat(fd).st_size, sh.block_size, stop):
+                    if rec.kind == KIND_BLOCK:
+                        out.setdefault(names[rec.qid], []).append((rec.flags, rec.skip, rec.count, rec.payload))
+            finally:
+                os.close(fd)
+            assert stop[0].reason is None
+    return out
+
+
+@pytest.mark.parametrize("spill_bytes", [2 << 30, 64 << 10])
+def test_staged_runs_make_the_blocks_that_appending_one_message_at_a_time_makes(tmp_path, spill_bytes):
+    """A queue's staged messages reach its blocks as runs: frames that fit its unfinished block whole
+    in spans, a message that crosses the block's end one at a time (stage._append_run). The blocks
+    are the ones Shard.append makes of the same messages one by one: the same payloads, skips,
+    counts and flags, whether the stage is distributed once (at the flush) or many times (a small
+    staging budget)."""
+    rnd = random.Random(11)
+    sizes = [0, 1, 30, 60, 100, 126, 127, 128, 129, 300, 490, 495, 496, 497, 1500, 5000]
+    puts = [(f"Queue-{rnd.randrange(30)}", rnd.randbytes(rnd.choice(sizes))) for _ in range(4000)]
+    opts = dict(block_size=512, shards=4, spill_bytes=spill_bytes)
+    with mqdb.open(tmp_path / "staged", **opts) as db:
+        for q, m in puts:
+            db.put(q, m)
+    with mqdb.open(tmp_path / "appended", **opts) as db:
+        for q, m in puts:
+            sh = db._shards[shard_of(q, len(db._shards))]
+            with sh.lock:
+                qid = sh.find(q.encode())
+                sh.append(sh.create(q.encode()) if qid < 0 else qid, m)
+    staged, appended = _blocks_by_queue(tmp_path / "staged"), _blocks_by_queue(tmp_path / "appended")
+    assert staged.keys() == appended.keys() and len(staged) == 30
+    for q in staged:
+        assert staged[q] == appended[q], q
+    assert any(flags & FLAG_CONTINUES for blocks in staged.values() for flags, *_ in blocks)
 
 
 def test_iteration_len_contains(store):
