@@ -101,5 +101,5 @@ cdef class Shard:
                    skip=cython.longlong, at=Py_ssize_t, offset=cython.longlong, flags=cython.int)
     cpdef seal_bytes(self, Py_ssize_t qid, raw, bint continues, Py_ssize_t start=*, Py_ssize_t stop=*)
 
-    @cython.locals(bid=Py_ssize_t)
-    cpdef add_block(self, Py_ssize_t qid, long long entry, long long bcount, Py_ssize_t last=*, long long sealed=*)
+    @cython.locals(bid=Py_ssize_t, last=Py_ssize_t)
+    cpdef add_block(self, Py_ssize_t qid, long long entry, long long bcount)

@@ -114,10 +114,10 @@ def write_record(
 ) -> int:
     """Write at ``buf[at:]`` the record whose payload is ``src[start:stop]`` (``src`` bytes or a
     bytearray): its header (:data:`RECORD`), the payload, then in the header's first field the checksum
-    of everything after that field, as :func:`mqdb.format.seal_record` does; return where the record
-    ends. The compiled twin stores the fields, copies the payload and hashes it in C, with no object
-    made. A field that does not fit, a range outside ``src`` or a record past the end of ``buf`` is a
-    ValueError in both builds, with nothing written."""
+    of everything after that field; return where the record ends. Every record of a data file is
+    written here, block and commit records alike. The compiled twin stores the fields, copies the
+    payload and hashes it in C, with no object made. A field that does not fit, a range outside
+    ``src`` or a record past the end of ``buf`` is a ValueError in both builds, with nothing written."""
     if type(buf) is not bytearray or not (type(src) is bytes or type(src) is bytearray):
         what = f"{type(buf).__name__} from {type(src).__name__}"
         raise TypeError(f"a record is written to a bytearray from bytes or a bytearray, not to a {what}")

@@ -3,7 +3,7 @@
 import json
 import struct
 
-from .coding import RECORD, RECORD_SIZE, checksum
+from .coding import RECORD, RECORD_SIZE, write_record  # noqa: F401 (RECORD: the data file's layout, exported here)
 from .errors import FormatError
 
 VERSION = 2  # of the store as a whole: the MANIFEST says it
@@ -96,17 +96,11 @@ def check_file_header(path: str, raw: bytes, shard: int, block_size: int) -> Non
         raise FormatError(f"{path}: belongs to shard {got_shard} with {got_block}-byte blocks")
 
 
-def seal_record(buf: bytearray) -> bytearray:
-    """Write the checksum of a record whose header fields (from byte 4) and payload are in place."""
-    struct.pack_into("<I", buf, 0, checksum(memoryview(buf).toreadonly()[4:]))
-    return buf
-
-
 def commit_record(seq: int, names_len: int, names_sum: int, messages: int, payload: int, offset: int):
+    body = COMMIT.pack(seq, names_len, names_sum, messages, payload, offset)
     buf = bytearray(RECORD_SIZE + COMMIT.size)
-    RECORD.pack_into(buf, 0, 0, KIND_COMMIT, 0, 0, COMMIT.size, 0, 0)
-    COMMIT.pack_into(buf, RECORD_SIZE, seq, names_len, names_sum, messages, payload, offset)
-    return seal_record(buf)
+    write_record(buf, 0, KIND_COMMIT, 0, 0, 0, 0, body, 0, len(body))
+    return buf
 
 
 # --- index checkpoint: a header, the base regions, then deltas appended by later commits ---------

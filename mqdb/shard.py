@@ -43,7 +43,6 @@ from .columns import grown, item, put_item, zeroed
 from .directory import Directory
 from .errors import ReadOnlyError
 from .format import (
-    ENTRY_SHIFT,
     FLAG_CONTINUES,
     FLAG_LZ4,
     KIND_BLOCK,
@@ -308,15 +307,13 @@ class Shard:
                 start, stop = 0, len(raw)
                 flags |= FLAG_LZ4
         length = RECORD_SIZE + stop - start
-        if cython.compiled:  # the lines of the else branch, as C reads of the columns' memory
+        if cython.compiled:  # the lines of the else branch, as C reads of the columns' memory (sealed_messages inline)
             last = item(self.last_b, qid)
             sealed = item(self.b_end, last) if last >= 0 else 0
             bcount = item(self.count, qid) - sealed + continues
             skip = item(self.skip, qid)
         else:
-            last = self.last_b[qid]
-            sealed = self.b_end[last] if last >= 0 else 0
-            bcount = self.count[qid] - sealed + continues  # see append: count lags one
+            bcount = self.count[qid] - self.sealed_messages(qid) + continues  # see append: count lags one
             skip = self.skip[qid]
         chunk = self.chunk
         at = self.chunk_fill
@@ -326,7 +323,7 @@ class Shard:
         self.chunk_fill = write_record(chunk, at, KIND_BLOCK, flags, qid, skip, bcount, raw, start, stop)
         offset = self.tail
         self.tail = offset + length
-        self.add_block(qid, offset << ENTRY_SHIFT | length, bcount, last, sealed)  # format.pack_entry(offset, length)
+        self.add_block(qid, pack_entry(offset, length), bcount)
         if cython.compiled:
             put_item(self.fill, qid, 0)
             put_item(self.skip, qid, 0)
@@ -352,17 +349,14 @@ class Shard:
         self.chunk = None
         self.chunk_fill = 0
 
-    def add_block(self, qid: int, entry: int, bcount: int, last: int = -2, sealed: int = 0) -> None:
-        """Append a sealed block to the index of ``qid``; ``last`` and ``sealed``, when the caller has
-        read them: the queue's last block and the messages up to its end (-2: not read)."""
+    def add_block(self, qid: int, entry: int, bcount: int) -> None:
+        """Append a sealed block to the index of ``qid``."""
         bid = len(self.b_entry)
         if cython.compiled:  # the lines of the else branch, as C reads and writes of the columns' memory
-            if last == -2:
-                last = item(self.last_b, qid)
-                sealed = item(self.b_end, last) if last >= 0 else 0
+            last = item(self.last_b, qid)
             append_item(self.new_qids, qid)
             append_item(self.b_entry, entry)
-            append_item(self.b_end, sealed + bcount)
+            append_item(self.b_end, (item(self.b_end, last) if last >= 0 else 0) + bcount)
             append_item(self.b_count, bcount)
             append_item(self.b_next, -1)
             if last >= 0:
@@ -371,12 +365,10 @@ class Shard:
                 put_item(self.first_b, qid, bid)
             put_item(self.last_b, qid, bid)
         else:
-            if last == -2:
-                last = self.last_b[qid]
-                sealed = self.b_end[last] if last >= 0 else 0
+            last = self.last_b[qid]
             self.new_qids.append(qid)
             self.b_entry.append(entry)
-            self.b_end.append(sealed + bcount)
+            self.b_end.append((self.b_end[last] if last >= 0 else 0) + bcount)
             self.b_count.append(bcount)
             self.b_next.append(-1)
             if last >= 0:
