@@ -22,3 +22,8 @@ cdef class Hessian2Encoder:
     cpdef bint _back_reference(self, value, shareable)
     cpdef _type_name(self, name)
     cpdef _enter(self)
+
+@cython.locals(char=cython.Py_UCS4, code=cython.uint, high=cython.uint, size=Py_ssize_t, units=Py_ssize_t,
+               i=Py_ssize_t, out=bytearray)
+cpdef tuple _java_utf8(str value)
+cpdef _string_length(bytearray out, Py_ssize_t units)

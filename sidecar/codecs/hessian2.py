@@ -18,6 +18,14 @@ import struct
 from typing import Any
 
 from sidecar._accel import import_c_accel
+
+try:
+    import cython
+except ImportError:  # Cython is needed only to build the compiled twins
+    from types import SimpleNamespace
+
+    cython = SimpleNamespace(compiled=False)
+
 from sidecar.codecs.hessian2_decoder import MAX_DEPTH, Hessian2Decoder
 from sidecar.codecs.javatypes import Date, JavaObject, Long, TypedList, TypedMap
 from sidecar.errors import LocalProtocolError
@@ -36,6 +44,68 @@ _NON_BMP = re.compile("[\U00010000-\U0010ffff]")
 def _split_surrogates(match: re.Match[str]) -> str:
     cp = ord(match.group()) - 0x10000
     return chr(0xD800 + (cp >> 10)) + chr(0xDC00 + (cp & 0x3FF))
+
+
+def _java_utf8(value: str) -> tuple[bytes, int]:
+    """The bytes Hessian writes for the characters of ``value``, and their count in UTF-16 units: UTF-8,
+    except that a character outside the BMP goes out as its two surrogates, three bytes each (as
+    Java's ``String`` holds it), and a lone surrogate as its three bytes.
+
+    The compiled twin counts and writes in one loop over the characters each; Python splits the
+    characters outside the BMP with a regular expression (a call per character) and encodes the result.
+    """
+    if cython.compiled:
+        size = units = 0
+        for char in value:
+            if char < 0x80:
+                size += 1
+            elif char < 0x800:
+                size += 2
+            elif char < 0x10000:
+                size += 3
+            else:
+                size += 6
+                units += 1
+            units += 1
+        out = bytearray(size)
+        i = 0
+        for char in value:
+            code = char
+            if code < 0x80:
+                out[i] = code
+                i += 1
+                continue
+            if code < 0x800:
+                out[i] = 0xC0 | (code >> 6)
+                out[i + 1] = 0x80 | (code & 0x3F)
+                i += 2
+                continue
+            if code >= 0x10000:  # its high surrogate here, its low one below
+                code -= 0x10000
+                high = 0xD800 + (code >> 10)
+                code = 0xDC00 + (code & 0x3FF)
+                out[i] = 0xE0 | (high >> 12)
+                out[i + 1] = 0x80 | ((high >> 6) & 0x3F)
+                out[i + 2] = 0x80 | (high & 0x3F)
+                i += 3
+            out[i] = 0xE0 | (code >> 12)
+            out[i + 1] = 0x80 | ((code >> 6) & 0x3F)
+            out[i + 2] = 0x80 | (code & 0x3F)
+            i += 3
+        return bytes(out), units
+    if _NON_BMP.search(value):
+        value = _NON_BMP.sub(_split_surrogates, value)
+    return value.encode("utf-8", "surrogatepass"), len(value)
+
+
+def _string_length(out: bytearray, units: int) -> None:
+    """The head of a final string chunk of ``units`` UTF-16 units (at most ``STRING_CHUNK``)."""
+    if units <= 0x1F:
+        out.append(units)
+    elif units <= 0x3FF:
+        out += bytes((0x30 + (units >> 8), units & 0xFF))
+    else:
+        out += bytes((0x53, units >> 8, units & 0xFF))
 
 
 def _java_int_cast(value: float) -> int:
@@ -71,6 +141,9 @@ class Hessian2Encoder:
 
     def write(self, value: Any) -> None:
         """Append one value; raises :class:`LocalProtocolError` for a value Hessian cannot carry."""
+        if type(value) is str:  # the common value, written without the table (compiled: a C call)
+            self.write_string(value)
+            return
         writer = _WRITERS.get(type(value))
         if writer is None:
             writer = _writer_for_subclass(value)
@@ -165,6 +238,12 @@ class Hessian2Encoder:
             out.append(length)
             out += value.encode("ascii")
             return
+        if not value.isascii():
+            data, units = _java_utf8(value)
+            if units <= STRING_CHUNK:  # one final chunk
+                _string_length(out, units)
+                out += data
+                return
         if not value.isascii() and _NON_BMP.search(value):
             value = _NON_BMP.sub(_split_surrogates, value)
             length = len(value)
@@ -176,13 +255,7 @@ class Hessian2Encoder:
             out += bytes((0x52, (end - start) >> 8, (end - start) & 0xFF))
             out += value[start:end].encode("utf-8", "surrogatepass")
             start = end
-        rest = length - start
-        if rest <= 0x1F:
-            out.append(rest)
-        elif rest <= 0x3FF:
-            out += bytes((0x30 + (rest >> 8), rest & 0xFF))
-        else:
-            out += bytes((0x53, rest >> 8, rest & 0xFF))
+        _string_length(out, length - start)
         out += value[start:].encode("utf-8", "surrogatepass")
 
     def _binary(self, value: bytes | bytearray | memoryview) -> None:

@@ -372,6 +372,34 @@ def test_hessian_encoding_alike(builds, values, repeat):
     same(lambda: compiled.hessian2.dumps(values[0]), lambda: pure.hessian2.dumps(values[0]))
 
 
+STRING_TEXTS = st.text(
+    alphabet=st.sampled_from(
+        "a\x7f\x80\u07ff\u0800\ud7ff\ud800\udbff\udc00\udfff\ue000\uffff\U00010000\U0001f600\U0010ffff"
+    ),
+    max_size=300,
+) | st.builds(
+    lambda head, tail: head + tail,  # about one chunk (0x8000 UTF-16 units): the chunked way and the short one meet
+    st.sampled_from(["a" * 0x7FFE, "a" * 0x7FFF, "\u20ac" * 0x7FFF, "a" * 0x7FFE + "\ud800"]),
+    st.sampled_from(["", "b", "\U0001f600", "\ud800", "\udc00", "bb"]),
+)
+
+
+@PROPERTY
+@given(text=STRING_TEXTS)
+def test_hessian_strings_alike(builds, text):
+    """The characters of a string as Hessian writes them (non-BMP ones as two surrogates, lone surrogates
+    as they are), counted in UTF-16 units, and the string's whole encoding, chunks included."""
+    compiled, pure = builds
+    expected = same(compiled.hessian2._java_utf8, pure.hessian2._java_utf8, text)
+    split = "".join(c if ord(c) < 0x10000 else chr(0xD800 + ((ord(c) - 0x10000) >> 10)) + chr(0xDC00 + (ord(c) & 0x3FF))
+                    for c in text)  # fmt: skip
+    assert expected == ("returned", ("tuple", None, (split.encode("utf-8", "surrogatepass"), ("int", len(split)))))
+    same(lambda: compiled.hessian2.dumps(text), lambda: pure.hessian2.dumps(text))
+    assert pure.hessian2.loads(pure.hessian2.dumps(text)) == split.encode("utf-16-be", "surrogatepass").decode(
+        "utf-16-be", "surrogatepass"
+    )
+
+
 def read_all(build: SimpleNamespace, data: bytes, modes: list[str], max_depth: int) -> list:
     decoder = build.hessian2_decoder.Hessian2Decoder(data, max_depth=max_depth)
     values = []
