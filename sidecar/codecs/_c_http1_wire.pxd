@@ -82,13 +82,19 @@ cpdef str status_line(status, reason, final)
 cpdef get_header(headers, str name, default=*)
 cpdef _lower(name)
 
-@cython.locals(form=dict, decoded=dict, piece=bytes, raw_name=bytes, raw_value=bytes, name=str, value=str)
+@cython.locals(form=dict, decoded=dict, piece=bytes, raw_name=bytes, raw_value=bytes, name=str)
 cpdef dict parse_form(body)
+
+cpdef str form_value(bytes raw)
 
 @cython.locals(text=str)
 cpdef str _form_decode(bytes raw)
 
+@cython.locals(bad=Py_ssize_t)
 cpdef str _decode_piece(bytes raw)
+
+@cython.locals(size=Py_ssize_t, i=Py_ssize_t)
+cpdef Py_ssize_t _bad_escape_at(bytes raw)
 
 @cython.locals(size=Py_ssize_t, out=bytearray, i=Py_ssize_t, j=Py_ssize_t, byte=int, high=int, low=int)
 cpdef bytes _unquote_plus(bytes raw)

@@ -41,11 +41,22 @@ from sidecar._accel import import_c_accel
 from sidecar.codecs import dubbo, fastjson
 from sidecar.codecs.dubbo import Request, Serialization, Status, parse_descriptor, to_descriptor
 from sidecar.codecs.dubbo_messages import FLAG_EVENT, FLAG_REQUEST, HEADER, HEADER_LENGTH, MAGIC
+from sidecar.codecs.http1_wire import form_value as _form_value
 from sidecar.codecs.http1_wire import get_header, parse_form
 from sidecar.codecs.javatypes import Long, describe_exception
 from sidecar.errors import LocalProtocolError, RemoteProtocolError
 
-__all__ = ["Call", "Reply", "BadCall", "parse_call", "parse_checked_call", "encode_call", "reply_for", "error_reply"]
+__all__ = [
+    "Call",
+    "Reply",
+    "BadCall",
+    "parse_call",
+    "parse_checked_call",
+    "prepare_call",
+    "encode_call",
+    "reply_for",
+    "error_reply",
+]
 
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
@@ -74,6 +85,9 @@ class Call:
     version: str | None = None
     group: str | None = None
     form: bool = True
+    # The request template of this call for one serialization, when :func:`prepare_call` found it
+    # already: :func:`encode_call` then skips looking it up. Not part of the call's value.
+    template: dubbo.RequestTemplate | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -108,6 +122,64 @@ def parse_checked_call(path: str, body: bytes) -> Call:
         return _form_call(parse_form(body))
     parts = path.split("/")
     return _json_call(unquote(parts[2]), unquote(parts[3]), body)
+
+
+def prepare_call(path: str, body: bytes, serialization: int = Serialization.HESSIAN2) -> Call:
+    """:func:`parse_checked_call` for a server that will encode the call with ``serialization``: the
+    same :class:`Call`, or the same error, found the short way for the common form call.
+
+    The common form call ends with its ``parameter`` field, of a text type (``String``, ``Object``,
+    ``CharSequence``). Everything before that field (its *head*: interface, method, descriptor,
+    version, group) comes again, byte for byte, with every call of one method, and what the general
+    path makes of it does not depend on the parameter: so the head is checked and its fields decoded
+    once, by the general path, and kept (:data:`_FORM_HEADS`) with the call's template. A call whose
+    head was seen before costs a dictionary lookup and the decoding of its parameter. Anything else
+    (another order of fields, a parameter of another type, a parameter with ``&`` in it, a head the
+    general path refuses) takes :func:`parse_checked_call` itself.
+    """
+    if path == "/" and type(body) is bytes:
+        at = body.find(b"&parameter=") + 1  # its head is short: found from the start (0: not found)
+        if at:
+            value = body[at + 10 :]
+            if at <= _FORM_HEAD_MAX and b"&" not in value:
+                head = body[:at]
+                known = _FORM_HEADS.get((serialization, head))
+                if known is None:
+                    known = _form_head(head, serialization)
+                if known is not False:
+                    arguments = [_form_value(value)]
+                    call = Call(known.interface, known.method, known.parameter_types, arguments, {}, known.version)
+                    call.group, call.template = known.group, known.template
+                    return call
+    return parse_checked_call(path, body)
+
+
+# The heads of the form calls seen lately (see prepare_call), by serialization and bytes: a Call
+# without arguments and with its template, or False for a head that takes the general path; cleared
+# whole when full.
+_FORM_HEADS: dict[tuple[int, bytes], Call | bool] = {}
+_MAX_FORM_HEADS = 1024
+_FORM_HEAD_MAX = 1024  # bytes of a head worth keeping: a longer one takes the general path every time
+_TEXT_TYPES = frozenset(["Ljava/lang/String;", "Ljava/lang/Object;", "Ljava/lang/CharSequence;"])
+
+
+def _form_head(head: bytes, serialization: int) -> Call | bool:
+    """What :func:`prepare_call` keeps of ``head``: the call the general path makes of it with an empty
+    parameter, if it makes one with a single text parameter and a template; else False."""
+    known: Call | bool = False
+    try:
+        call = _form_call(parse_form(head + b"parameter="))
+    except RemoteProtocolError:
+        call = None
+    if call is not None and call.parameter_types in _TEXT_TYPES:
+        template = _template(call, serialization)
+        if template is not None:
+            call.arguments, call.template = [], template
+            known = call
+    if len(_FORM_HEADS) >= _MAX_FORM_HEADS:
+        _FORM_HEADS.clear()
+    _FORM_HEADS[serialization, head] = known
+    return known
 
 
 def check_route(method: str, target: str, headers: list[tuple[str, str]]) -> str:
@@ -301,7 +373,9 @@ def encode_call(call: Call, request_id: int, *, serialization: int = Serializati
     """The Dubbo request frame of ``call``, with the attachments a Dubbo 2 consumer sends (``path``,
     ``interface``, ``version``, ``group`` when set). Raises :class:`LocalProtocolError` (413 when the
     body exceeds Dubbo's 8 MiB payload, 400 when the arguments do not fit the descriptor)."""
-    template = _template(call, serialization)
+    template = call.template
+    if template is None or template.serialization != serialization:
+        template = _template(call, serialization)
     if template is not None:
         return template.encode(request_id, call.arguments)
     # A call no frame can carry whatever its arguments: encode() says why, with the request id.

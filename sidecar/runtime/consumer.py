@@ -5,7 +5,7 @@ greenlet per connection, and the limits that keep one client from starving the o
 turn, deadlines, a cap on connections, a budget for buffered bodies). This module is its handler: a
 request head is checked before its body is read (:func:`sidecar.codecs.calls.check_route`), a whole
 request becomes a call from the path that check returned and the body
-(:func:`sidecar.codecs.calls.parse_checked_call`) that
+(:func:`sidecar.codecs.calls.prepare_call`) that
 :meth:`~sidecar.runtime.caller.TunnelCaller.submit` sends, and the reply, when the tunnel reader
 hands it over, becomes the response (:func:`sidecar.codecs.calls.reply_for`), written at once.
 
@@ -200,7 +200,7 @@ class ConsumerSidecar:
         client = self._client(connection)
         started = time.monotonic() if client is not None else 0.0  # for the access log only
         try:
-            call = calls.parse_checked_call(path, body)
+            call = calls.prepare_call(path, body, self._serialization)
             exchange = _Exchange(self, request, call, respond, started, client)
             self.caller.submit(exchange.encode, exchange.done)
         except CallError as e:

@@ -132,7 +132,7 @@ class _Path:
         for server, raw in zip(self.servers, raws, strict=False):
             server.receive_data(raw)
             request = server.next_event()
-            calls.check_route(request.method, request.target, request.headers)
+            path = calls.check_route(request.method, request.target, request.headers)
             body = []
             while True:
                 event = server.next_event()
@@ -140,7 +140,7 @@ class _Path:
                     body.append(event.data)
                 else:
                     break
-            call = calls.parse_call(request.method, request.target, request.headers, b"".join(body))
+            call = calls.prepare_call(path, b"".join(body))
             request_id = self.ids.next(123456)
             datagram = tunnel.encode_request(request_id, calls.encode_call(call, request_id))
             out.append((server, request, call, datagram))

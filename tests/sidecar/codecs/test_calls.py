@@ -27,6 +27,7 @@ from sidecar.codecs.dubbo_messages import (
 )
 from sidecar.codecs.javatypes import JavaObject, Long, TypedList, java_exception
 from sidecar.errors import LocalProtocolError, RemoteProtocolError
+from tests.support.codec_inputs import FORM_CALL_BODIES
 from tests.support.dubbo_peer import SAMPLES, java_hash
 
 SERVICE = "com.alibaba.dubbo.performance.demo.provider.IHelloService"
@@ -152,6 +153,41 @@ def test_form_call_accepts_no_content_type_a_charset_and_the_absolute_form():
 def test_any_form_parameter_reaches_the_dubbo_request_exactly(text):
     request = decode_request(encode_call(form_call(text), 5))
     assert request.arguments == [text]
+
+
+@given(body=FORM_CALL_BODIES, serialization=st.sampled_from([Serialization.HESSIAN2, Serialization.FASTJSON]))
+@settings(max_examples=300)
+def test_a_prepared_call_is_the_call_the_general_path_makes(body, serialization):
+    """prepare_call: the same call as parse_checked_call, or the same error, seen first and seen again;
+    and the same request frame."""
+    try:
+        expected = calls.parse_checked_call("/", body)
+    except RemoteProtocolError as exc:
+        for _ in range(2):
+            with pytest.raises(type(exc)) as raised:
+                calls.prepare_call("/", body, serialization)
+            assert (raised.value.reason, raised.value.status_hint) == (exc.reason, exc.status_hint)
+        return
+    for _ in range(2):
+        call = calls.prepare_call("/", body, serialization)
+        assert call == expected
+        frame = encode_call(call, 9, serialization=serialization)
+        assert frame == encode_call(expected, 9, serialization=serialization)
+    other = Serialization.FASTJSON if serialization == Serialization.HESSIAN2 else Serialization.HESSIAN2
+    assert encode_call(call, 9, serialization=other) == encode_call(expected, 9, serialization=other)
+
+
+def test_a_prepared_form_call_takes_its_head_from_the_cache_once_seen():
+    calls._FORM_HEADS.clear()
+    first = calls.prepare_call("/", form("x"), Serialization.HESSIAN2)
+    assert first.template is not None and len(calls._FORM_HEADS) == 1
+    second = calls.prepare_call("/", form("y\U0001f600&z"), Serialization.HESSIAN2)  # "&" escaped in the value
+    assert second.template is first.template and second.arguments == ["y\U0001f600&z"]
+    assert len(calls._FORM_HEADS) == 1
+    # a parameter that is not a text: the general way, remembered as such
+    body = form("12", parameterTypesString="I")
+    assert calls.prepare_call("/", body, Serialization.HESSIAN2) == calls.parse_checked_call("/", body)
+    assert calls._FORM_HEADS[Serialization.HESSIAN2, body[: body.rindex(b"parameter=")]] is False
 
 
 # -- the JSON call ---------------------------------------------------------------------------------
