@@ -151,6 +151,10 @@ def provider(
 @click.option("--access-log/--no-access-log", default=None, help="One INFO line per call on sidecar.access [on].")
 @click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds idle before a close [60].")
 @click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds for a request head [10].")
+@click.option(
+    "--io-collect", type=click.FloatRange(min=0),
+    help="Seconds a busy consumer gathers socket events before it polls again; 0: at once [0.0003].",
+)  # fmt: skip
 @allow_remote_option
 @tunnel_key_option
 @registry_option
@@ -161,7 +165,7 @@ def provider(
 @_errors
 def consumer(
     listen, providers, workers, threshold, call_timeout, provider_header, access_log, idle_timeout, header_timeout,
-    allow_remote, tunnel_key_files, registry, admin, config_file, log_level, log_format,
+    io_collect, allow_remote, tunnel_key_files, registry, admin, config_file, log_level, log_format,
 ):  # fmt: skip
     """Run a consumer sidecar: HTTP calls in, tunnel datagrams to the providers."""
     logs.configure(log_level, log_format)
@@ -175,6 +179,7 @@ def consumer(
         "access_log": access_log,
         "idle_timeout": idle_timeout,
         "header_timeout": header_timeout,
+        "io_collect": io_collect,
         "allow_remote": allow_remote,
         "tunnel_key_files": list(tunnel_key_files),
         "registry": registry,

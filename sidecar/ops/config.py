@@ -96,7 +96,7 @@ _POSITIVE = {
     "provider.weight", "provider.call_timeout", "provider.heartbeat", "consumer.replay_window",
     "provider.replay_window",
 }  # fmt: skip
-_NOT_NEGATIVE = {"consumer.queue_size", "consumer.retry_after"}
+_NOT_NEGATIVE = {"consumer.queue_size", "consumer.retry_after", "consumer.io_collect"}
 # Keys whose value is an array of strings, with the most entries each may have and a check of one entry.
 _LISTS = {
     "consumer.tunnel_key_files": (2, None), "provider.tunnel_key_files": (2, None),

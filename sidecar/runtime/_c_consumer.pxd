@@ -16,6 +16,7 @@ cdef class ConsumerSidecar:
     cdef public bint _stopping
     cdef public bint _access_log
     cdef public bint _provider_header
+    cdef public double io_collect
     cdef object __weakref__
 
     cpdef _answer(self, request, call, result, respond, started, client, form=*)

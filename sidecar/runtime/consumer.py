@@ -21,12 +21,15 @@ import os
 import socket
 import time
 
+from gevent.hub import get_hub
+
 from sidecar._accel import import_c_accel, module_name
 from sidecar.codecs import calls, http1
 from sidecar.codecs.dubbo_messages import Serialization
 from sidecar.codecs.tunnel import hex_id
 from sidecar.errors import ProtocolError
 from sidecar.runtime.caller import CallError, TunnelCaller
+from sidecar.runtime.collect import collect_io
 from sidecar.runtime.http_server import HttpServer, Limits
 from sidecar.runtime.registry import StaticRegistry, format_address
 from sidecar.runtime.settings import ACCESS_LOGGER, ConsumerConfig
@@ -109,12 +112,18 @@ class ConsumerSidecar:
         self._stopping = False
         self._access_log = config.access_log  # the settings read per call, kept at hand
         self._provider_header = config.provider_header
+        self.io_collect = 0.0  # the I/O collect interval the hub's loop runs with, once started (collect.py)
 
     @property
     def address(self) -> tuple[str, int]:
         return self._server.address
 
     def start(self) -> None:
+        self.io_collect = self.config.io_collect if collect_io(get_hub().loop, self.config.io_collect) else 0.0
+        if self.config.io_collect and not self.io_collect:
+            log.warning(
+                "io_collect %s s not applied: the hub's loop is not gevent's libev loop", self.config.io_collect
+            )
         self.caller.start()
         self.registry.start(self._providers_changed)
         listener = self._listener
@@ -137,6 +146,9 @@ class ConsumerSidecar:
         self._server.stop(timeout)
         self.registry.stop()
         self.caller.stop()
+        if self.io_collect:  # the hub outlives this consumer (tests run many): as it was
+            collect_io(get_hub().loop, 0)
+            self.io_collect = 0.0
 
     def health(self) -> tuple[bool, str]:
         """``(True, "ok")`` while serving: listening, with at least one provider known; else False and why."""

@@ -46,6 +46,7 @@ class ConsumerConfig:
     admin: str = ""  # HOST:PORT of the admin endpoint (/healthz, /metrics, /stats); "" for none
     tunnel_key_files: tuple[str, ...] = ()  # hex key files (at most 2, the first signs); or $SIDECAR_TUNNEL_KEY
     replay_window: float = 30.0  # seconds a tagged datagram's timestamp may differ from this host's clock
+    io_collect: float = 0.0003  # seconds a busy hub gathers I/O events before it polls again (collect.py)
 
 
 @dataclass(frozen=True)
