@@ -8,6 +8,12 @@ For each scenario (:data:`sidecar.tools.topology.SCENARIOS`) and each connection
 2. nginx with one worker in front of three plain HTTP backends (:mod:`integrations.demo.http_backend`) with
    the same latency, capacities and weights, under the same wrk load.
 
+The topologies of a scenario are all started (each once, at its first level) and kept up until the
+scenario ends, and are measured level by level in turns: the sidecars (once per build) at the first
+level, then nginx at it, then each at the next level. The two figures a ratio compares are then taken
+a few seconds apart rather than a few minutes, so that the drift of a shared machine weighs on both
+alike; an idle topology costs the other next to nothing (its processes wait in ``epoll``).
+
 Per level it reports QPS, QPS over the ideal (C / L, or capacity / L once C exceeds the capacity), p50
 and p99 latency, errors (socket errors, non-2xx answers, wrong hashes), and CPU microseconds per call
 of each role read from ``/proc`` around the wrk run: the consumer sidecar (its workers included), the
@@ -38,6 +44,7 @@ import socket
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack, closing
 from dataclasses import asdict, dataclass, field
 
 from sidecar._accel import COMPILED, PURE_PYTHON
@@ -219,19 +226,28 @@ def run(
                 f"{batching} toward each provider"
             )
             yield HEADER
-        sidecar_levels = []
-        for build in builds or ("",):
-            measured = measure_sidecar(
-                scenario, chosen, duration, workers=workers, build=build, request_batch=request_batch
-            )
-            for level in measured:
-                sidecar_levels.append(level)
-                yield json.dumps({**level.as_dict(), "request_batch": request_batch}) if as_json else _row(level)
-        nginx_levels = []
-        if nginx:
-            for level in measure_nginx(scenario, chosen, duration):
-                nginx_levels.append(level)
-                yield json.dumps(level.as_dict()) if as_json else _row(level)
+        sidecar_levels: list[Level] = []
+        nginx_levels: list[Level] = []
+        with ExitStack() as stack:  # every topology stays up until the scenario ends, or fails
+            turns = []
+            for build in builds or ("",):
+                measured = measure_sidecar(
+                    scenario, chosen, duration, workers=workers, build=build, request_batch=request_batch
+                )
+                turns.append((stack.enter_context(closing(measured)), sidecar_levels))
+            if nginx:
+                turns.append((stack.enter_context(closing(measure_nginx(scenario, chosen, duration))), nginx_levels))
+            for _ in chosen:  # one level of each topology in turn: the figures a ratio compares are neighbours
+                for measured, found in turns:
+                    level = next(measured)
+                    found.append(level)
+                    if not as_json:
+                        yield _row(level)
+                    elif level.target == "sidecar":
+                        yield json.dumps({**level.as_dict(), "request_batch": request_batch})
+                    else:
+                        yield json.dumps(level.as_dict())
+        sidecar_levels.sort(key=lambda level: builds.index(level.build) if builds else 0)  # by build, as listed
         goals = targets(sidecar_levels, nginx_levels)
         if as_json:
             yield from (json.dumps({"target": "goal", "scenario": scenario.name, **goal}) for goal in goals)

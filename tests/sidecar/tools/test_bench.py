@@ -81,3 +81,54 @@ def test_no_request_batch_introduces_the_providers_to_the_consumer_without_batch
         consumer = started[-1].command
         providers = [consumer[i + 1] for i, arg in enumerate(consumer) if arg == "--provider"]
         assert providers == [f"127.0.0.1:{40003 + i}={c}/{c}{suffix}" for i, c in enumerate((200, 400, 600))]
+
+
+def test_the_topologies_take_their_levels_in_turns_and_all_stop(monkeypatch):
+    """Each topology measures the first level, then each the next: a ratio compares neighbours in time.
+    Every topology started is stopped at the end of the scenario, also when a level fails."""
+    from sidecar.tools import bench
+
+    events = []
+
+    def topology_of(name):
+        def measure(scenario, levels, duration, **options):
+            events.append(("start", name))
+            try:
+                for connections in levels:
+                    if name == "pure" and connections == fail_at[0]:
+                        raise BenchError("a level failed")
+                    events.append((name, connections))
+                    target = "nginx" if name == "nginx" else "sidecar"
+                    build = "" if name == "nginx" else name
+                    cpu = {"nginx": 40.0} if name == "nginx" else hops(60.0, 20.0)
+                    yield level(target, scenario.name, connections, qps=2400.0, p99=60.0, cpu=cpu, build=build)
+            finally:
+                events.append(("stop", name))
+
+        return measure
+
+    monkeypatch.setattr(bench, "codec_lines", lambda as_json: iter(()))
+    monkeypatch.setattr(bench, "find_wrk", lambda: "/usr/bin/wrk")
+    monkeypatch.setattr(bench, "find_nginx", lambda: "/usr/sbin/nginx")
+    monkeypatch.setattr(bench, "load_build", lambda pure: ({}, {bench.COMPILED}))
+    monkeypatch.setattr(bench, "measure_nginx", topology_of("nginx"))
+    monkeypatch.setattr(
+        bench, "measure_sidecar", lambda scenario, levels, duration, build, **o: topology_of(build)(scenario, levels, 1)
+    )
+    fail_at = [None]
+    lines = list(run(["latency-bound"], levels=(128, 256), builds=("compiled", "pure")))
+    assert events == [
+        ("start", "compiled"), ("compiled", 128), ("start", "pure"), ("pure", 128), ("start", "nginx"), ("nginx", 128),
+        ("compiled", 256), ("pure", 256), ("nginx", 256),
+        ("stop", "nginx"), ("stop", "pure"), ("stop", "compiled"),
+    ]  # fmt: skip
+    ratios = [line.split()[:3] for line in lines if line.startswith("ratio")]
+    assert ratios == [["ratio", "compiled", "128"], ["ratio", "compiled", "256"], ["ratio", "pure", "128"],
+                      ["ratio", "pure", "256"]]  # fmt: skip
+    events.clear()
+    fail_at[0] = 256
+    with pytest.raises(BenchError, match="a level failed"):
+        list(run(["latency-bound"], levels=(128, 256), builds=("compiled", "pure")))
+    assert sorted(event for event in events if event[0] == "stop") == [
+        ("stop", "compiled"), ("stop", "nginx"), ("stop", "pure")
+    ]  # fmt: skip
