@@ -1,5 +1,6 @@
 """Fuzzing the decoders: the HTTP/1.1 server parser, the tunnel datagram decoder, the Dubbo stream
-decoder and ``parse``, the Hessian 2 and fastjson decoders, and ``calls.parse_call`` / ``reply_for``.
+decoder and ``parse``, the Hessian 2 and fastjson decoders, and ``calls.parse_call`` (and the consumer's
+``prepare_call``, held to it) / ``reply_for``.
 
 Inputs come two ways: random bytes, and valid inputs built with our own encoders (or taken from the
 Hessian 2 conformance vectors) and then mutated (bytes flipped or set, truncation, insertion, deletion,
@@ -367,11 +368,21 @@ def serve(pieces: list[bytes], limits: dict, with_calls: bool = False) -> list:
 
 
 def through_calls(request: HttpRequest, body: bytes) -> object:
+    """The call (or the error) of a whole request, by ``parse_call`` and by the consumer's own way
+    (``check_route``, then ``prepare_call``), which must agree; and its frame."""
     try:
         call = calls.parse_call(request.method, request.target, request.headers, body)
-        calls.encode_call(call, 1)
+    except ProtocolError as exc:
+        with pytest.raises(type(exc)):
+            calls.prepare_call(calls.check_route(request.method, request.target, request.headers), body)
+        return exc
+    prepared = calls.prepare_call(calls.check_route(request.method, request.target, request.headers), body)
+    assert prepared == call
+    try:
+        frame = calls.encode_call(call, 1)
     except ProtocolError as exc:
         return exc
+    assert calls.encode_call(prepared, 1) == frame
     return call
 
 
