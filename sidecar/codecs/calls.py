@@ -148,9 +148,10 @@ def prepare_call(path: str, body: bytes, serialization: int = Serialization.HESS
                     known = _form_head(head, serialization)
                 if known is not False:
                     arguments = [_form_value(value)]
-                    call = Call(known.interface, known.method, known.parameter_types, arguments, {}, known.version)
-                    call.group, call.template = known.group, known.template
-                    return call
+                    return Call(
+                        known.interface, known.method, known.parameter_types, arguments, {}, known.version,
+                        known.group, template=known.template,
+                    )  # fmt: skip
     return parse_checked_call(path, body)
 
 

@@ -244,8 +244,7 @@ class Hessian2Encoder:
                 _string_length(out, units)
                 out += data
                 return
-        if not value.isascii() and _NON_BMP.search(value):
-            value = _NON_BMP.sub(_split_surrogates, value)
+            value = _NON_BMP.sub(_split_surrogates, value)  # chunked below one UTF-16 unit per character
             length = len(value)
         start = 0
         while length - start > STRING_CHUNK:
@@ -371,13 +370,13 @@ class Hessian2Encoder:
         self._depth -= 1
 
 
+# The writer of each type but str, which write() takes first.
 _WRITERS: dict[type, Any] = {
     type(None): Hessian2Encoder._null,
     bool: Hessian2Encoder._bool,
     int: Hessian2Encoder._int,
     Long: Hessian2Encoder.write_long,
     float: Hessian2Encoder._double,
-    str: Hessian2Encoder.write_string,
     bytes: Hessian2Encoder._binary,
     bytearray: Hessian2Encoder._binary,
     memoryview: Hessian2Encoder._binary,

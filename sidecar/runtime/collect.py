@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import sys
 
 __all__ = ["collect_io"]
 
@@ -48,8 +49,6 @@ def collect_io(loop, interval: float) -> bool:
 
 def _libev_function(module_name: str):
     """``ev_set_io_collect_interval`` of the loaded extension module ``module_name``, or None."""
-    import sys
-
     path = getattr(sys.modules.get(module_name), "__file__", None)
     if not path:
         return None
