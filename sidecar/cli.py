@@ -155,6 +155,10 @@ def provider(
     "--io-collect", type=click.FloatRange(min=0),
     help="Seconds a busy consumer gathers socket events before it polls again; 0: at once [0.0003].",
 )  # fmt: skip
+@click.option(
+    "--io-collect-calls", type=click.IntRange(min=1),
+    help="Calls in flight from which the consumer is busy enough to gather events [32].",
+)  # fmt: skip
 @allow_remote_option
 @tunnel_key_option
 @registry_option
@@ -165,7 +169,7 @@ def provider(
 @_errors
 def consumer(
     listen, providers, workers, threshold, call_timeout, provider_header, access_log, idle_timeout, header_timeout,
-    io_collect, allow_remote, tunnel_key_files, registry, admin, config_file, log_level, log_format,
+    io_collect, io_collect_calls, allow_remote, tunnel_key_files, registry, admin, config_file, log_level, log_format,
 ):  # fmt: skip
     """Run a consumer sidecar: HTTP calls in, tunnel datagrams to the providers."""
     logs.configure(log_level, log_format)
@@ -180,6 +184,7 @@ def consumer(
         "idle_timeout": idle_timeout,
         "header_timeout": header_timeout,
         "io_collect": io_collect,
+        "io_collect_calls": io_collect_calls,
         "allow_remote": allow_remote,
         "tunnel_key_files": list(tunnel_key_files),
         "registry": registry,

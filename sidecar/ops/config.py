@@ -88,7 +88,7 @@ _PROVIDER_FIELDS: dict[str, Any] = {"address": ("", 0), "weight": 1.0, "threshol
 _AT_LEAST_1 = {
     "consumer.workers", "consumer.threshold", "consumer.max_head", "consumer.max_body",
     "consumer.max_connections", "consumer.datagram_limit", "consumer.providers.threshold", "provider.pool_size",
-    "provider.lease_ttl", "consumer.max_buffered", "consumer.body_budget",
+    "provider.lease_ttl", "consumer.max_buffered", "consumer.body_budget", "consumer.io_collect_calls",
 }  # fmt: skip
 _POSITIVE = {
     "consumer.call_timeout", "consumer.idle_timeout", "consumer.header_timeout", "consumer.providers.weight",

@@ -43,7 +43,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PERCENTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
 
 # Keys whose values are the same in every worker (or mean nothing summed): the first one is kept.
-_FIRST = frozenset({"role", "key", "weight", "consumer_id", "address", "dubbo", "last_error"})
+_FIRST = frozenset({"role", "key", "weight", "consumer_id", "address", "dubbo", "last_error", "interval"})
 
 
 def merge(docs: list[dict]) -> dict:

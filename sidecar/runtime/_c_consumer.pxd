@@ -17,6 +17,7 @@ cdef class ConsumerSidecar:
     cdef public bint _access_log
     cdef public bint _provider_header
     cdef public double io_collect
+    cdef public object _collector
     cdef object __weakref__
 
     cpdef _answer(self, request, call, result, respond, started, client, form=*)

@@ -29,7 +29,7 @@ from sidecar.codecs.dubbo_messages import Serialization
 from sidecar.codecs.tunnel import hex_id
 from sidecar.errors import ProtocolError
 from sidecar.runtime.caller import CallError, TunnelCaller
-from sidecar.runtime.collect import collect_io
+from sidecar.runtime.collect import Collector
 from sidecar.runtime.http_server import HttpServer, Limits
 from sidecar.runtime.registry import StaticRegistry, format_address
 from sidecar.runtime.settings import ACCESS_LOGGER, ConsumerConfig
@@ -112,14 +112,17 @@ class ConsumerSidecar:
         self._stopping = False
         self._access_log = config.access_log  # the settings read per call, kept at hand
         self._provider_header = config.provider_header
-        self.io_collect = 0.0  # the I/O collect interval the hub's loop runs with, once started (collect.py)
+        self._collector: Collector | None = None  # sets the hub's collect interval while busy (collect.py)
+        self.io_collect = 0.0  # the I/O collect interval the hub's loop runs with when busy, once started
 
     @property
     def address(self) -> tuple[str, int]:
         return self._server.address
 
     def start(self) -> None:
-        self.io_collect = self.config.io_collect if collect_io(get_hub().loop, self.config.io_collect) else 0.0
+        if self.config.io_collect:
+            self._collector = Collector(get_hub().loop, self.config.io_collect, self._busy)
+            self.io_collect = self.config.io_collect if self._collector.start() else 0.0
         if self.config.io_collect and not self.io_collect:
             log.warning(
                 "io_collect %s s not applied: the hub's loop is not gevent's libev loop", self.config.io_collect
@@ -146,9 +149,15 @@ class ConsumerSidecar:
         self._server.stop(timeout)
         self.registry.stop()
         self.caller.stop()
-        if self.io_collect:  # the hub outlives this consumer (tests run many): as it was
-            collect_io(get_hub().loop, 0)
+        if self._collector is not None:  # the hub outlives this consumer (tests run many): as it was
+            self._collector.stop()
+            self._collector = None
             self.io_collect = 0.0
+
+    def _busy(self) -> bool:
+        """Whether enough calls are in flight that another socket event is due soon: the loop then
+        collects events before it polls again (:class:`~sidecar.runtime.collect.Collector`)."""
+        return self.caller.pending >= self.config.io_collect_calls
 
     def health(self) -> tuple[bool, str]:
         """``(True, "ok")`` while serving: listening, with at least one provider known; else False and why."""
@@ -182,8 +191,18 @@ class ConsumerSidecar:
             "timeouts": http.get("timeouts", 0),
             "send_timeouts": http.get("send_timeouts", 0),
             "http": {**http, "open": len(self._server.open) if self._server else 0},
+            "io_collect": self._collect_stats(),
             **self.caller.stats(),
         }
+
+    def _collect_stats(self) -> dict:
+        """The collect interval, whether the next poll waits for it, and the loop's polls since start:
+        all, and those after which it collected."""
+        collector = self._collector
+        turns = collector.turns if collector is not None else 0
+        busy = collector.busy_turns if collector is not None else 0
+        collecting = collector is not None and collector.collecting
+        return {"interval": self.io_collect, "collecting": collecting, "turns": turns, "busy_turns": busy}
 
     # -- the HTTP server's handler --------------------------------------------------------------
 
