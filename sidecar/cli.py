@@ -254,10 +254,13 @@ def demo(scenario, duration, connections, workers, hold, progress):
 @click.option("--request-batch/--no-request-batch", default=True, show_default=True,
               help="Several calls per datagram toward each provider (REQUEST_BATCH), "
                    "or one datagram per call.")  # fmt: skip
+@click.option("--rounds", type=click.IntRange(1), default=1, show_default=True,
+              help="Measure each level this many times, the topologies in turn each time; ratios and "
+                   "targets are the median of the rounds.")  # fmt: skip
 @click.option("--soak", type=click.FloatRange(min=0, min_open=True), metavar="MINUTES",
               help="Instead: steady load on the sidecar topology for MINUTES; RSS and fds per process.")  # fmt: skip
 @_errors
-def bench(scenarios, duration, levels, workers, nginx, as_json, builds, request_batch, soak):
+def bench(scenarios, duration, levels, workers, nginx, as_json, builds, request_batch, rounds, soak):
     """Drive the topology with wrk and compare with nginx proxying the same load."""
     from sidecar.tools import bench as bench_lib
     from sidecar.tools.nginx_baseline import NginxError
@@ -290,6 +293,7 @@ def bench(scenarios, duration, levels, workers, nginx, as_json, builds, request_
             as_json=as_json,
             builds=tuple(dict.fromkeys(builds)),
             request_batch=request_batch,
+            rounds=rounds,
         )
     try:
         for line in lines:

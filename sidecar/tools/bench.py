@@ -12,7 +12,11 @@ The topologies of a scenario are all started (each once, at its first level) and
 scenario ends, and are measured level by level in turns: the sidecars (once per build) at the first
 level, then nginx at it, then each at the next level. The two figures a ratio compares are then taken
 a few seconds apart rather than a few minutes, so that the drift of a shared machine weighs on both
-alike; an idle topology costs the other next to nothing (its processes wait in ``epoll``).
+alike; an idle topology costs the other next to nothing (its processes wait in ``epoll``). With
+``rounds`` (``--rounds N``) each level is measured N times that way, every topology in turn each time;
+each ratio is taken within a round, and the ratios and targets report the median of the rounds, with
+each round's figure beside it. On a shared machine one level's figure can move by a fifth from one run
+to the next; the median of paired rounds moves less, and the rounds show how far they spread.
 
 Per level it reports QPS, QPS over the ideal (C / L, or capacity / L once C exceeds the capacity), p50
 and p99 latency, errors (socket errors, non-2xx answers, wrong hashes), and CPU microseconds per call
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import json
 import socket
+import statistics
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -78,6 +83,7 @@ class Level:
     wrk: WrkResult
     cpu: dict[str, float] = field(default_factory=dict)  # role -> CPU seconds during the run
     build: str = ""  # of the sidecars' codecs, when the bench picked one ("compiled" or "pure")
+    round: int = 0  # which measurement of this level, with ``rounds`` > 1 (from 0)
 
     @property
     def label(self) -> str:
@@ -104,6 +110,7 @@ class Level:
             **({"build": self.build} if self.build else {}),
             "scenario": self.scenario,
             "connections": self.connections,
+            "round": self.round,
             "qps": self.wrk.ok_qps,
             "qps_over_ideal": self.wrk.ok_qps / self.ideal_qps,
             "p50_ms": self.wrk.p50_ms,
@@ -201,10 +208,15 @@ def run(
     as_json: bool = False,
     builds: tuple[str, ...] = (),
     request_batch: bool = True,
+    rounds: int = 1,
 ) -> Iterator[str]:
     """Run the bench and yield the lines to print: a table per scenario, or one JSON object per level
     and per target. ``builds``: measure the sidecars once per build of their codecs (keys of
-    :data:`BUILDS`); empty, in the build this process runs. ``request_batch``: see the module docstring."""
+    :data:`BUILDS`); empty, in the build this process runs. ``request_batch``: see the module docstring.
+    ``rounds``: measure each level that many times, every topology in turn each time; a ratio or a
+    target is then the median of its rounds, each round's sidecar figure over nginx's of that round."""
+    if rounds < 1:
+        raise BenchError(f"rounds is at least 1, not {rounds}")
     for build in builds:
         if build not in BUILDS:
             raise BenchError(f"unknown build {build!r}: the builds are {', '.join(BUILDS)}")
@@ -218,12 +230,14 @@ def run(
     for name in scenarios:
         scenario = topology.SCENARIOS[name]
         chosen = tuple(levels) or scenario.connections
+        schedule = tuple(connections for connections in chosen for _ in range(rounds))  # each level, rounds times
         if not as_json:
             caps = "/".join(str(c) for c in scenario.capacities)
             batching = "several calls per datagram" if request_batch else "one datagram per call"
+            repeated = f", {rounds} rounds of each" if rounds > 1 else ""
             yield (
-                f"{scenario.name}: capacities {caps}, latency {scenario.latency_ms:g} ms, {duration:g} s per level, "
-                f"{batching} toward each provider"
+                f"{scenario.name}: capacities {caps}, latency {scenario.latency_ms:g} ms, {duration:g} s per level"
+                f"{repeated}, {batching} toward each provider"
             )
             yield HEADER
         sidecar_levels: list[Level] = []
@@ -232,17 +246,18 @@ def run(
             turns = []
             for build in builds or ("",):
                 measured = measure_sidecar(
-                    scenario, chosen, duration, workers=workers, build=build, request_batch=request_batch
+                    scenario, schedule, duration, workers=workers, build=build, request_batch=request_batch
                 )
                 turns.append((stack.enter_context(closing(measured)), sidecar_levels))
             if nginx:
-                turns.append((stack.enter_context(closing(measure_nginx(scenario, chosen, duration))), nginx_levels))
-            for _ in chosen:  # one level of each topology in turn: the figures a ratio compares are neighbours
+                turns.append((stack.enter_context(closing(measure_nginx(scenario, schedule, duration))), nginx_levels))
+            for index in range(len(schedule)):  # one level of each topology in turn: a ratio compares neighbours
                 for measured, found in turns:
                     level = next(measured)
+                    level.round = index % rounds
                     found.append(level)
                     if not as_json:
-                        yield _row(level)
+                        yield _row(level, rounds > 1)
                     elif level.target == "sidecar":
                         yield json.dumps({**level.as_dict(), "request_batch": request_batch})
                     else:
@@ -259,7 +274,8 @@ def run(
             for goal in goals:
                 verdict = "met" if goal["met"] else "MISSED"
                 where = f"{goal['label']:<16} {goal['connections']:>5}"
-                yield f"  {where} {goal['what']:<34} {goal['value']:>6.2f} (bound {goal['bound']:g})  {verdict}"
+                each = "  rounds " + " ".join(f"{v:.2f}" for v in goal["values"]) if len(goal["values"]) > 1 else ""
+                yield f"  {where} {goal['what']:<34} {goal['value']:>6.2f} (bound {goal['bound']:g})  {verdict}{each}"
         yield ""
 
 
@@ -269,14 +285,15 @@ HEADER = (
 )
 
 
-def _row(level: Level) -> str:
+def _row(level: Level, numbered: bool = False) -> str:
     w = level.wrk
     cpu = "  ".join(f"{role.replace('_', ' ')} {level.cpu_us(role):.0f}" for role in level.cpu)
     p50 = f"{w.p50_ms:.1f}" if w.p50_ms is not None else "-"
     p99 = f"{w.p99_ms:.1f}" if w.p99_ms is not None else "-"
     qps = w.ok_qps
+    label = f"{level.label} #{level.round + 1}" if numbered else level.label
     return (
-        f"{level.label:<16} {level.connections:>5} {qps:>8.0f} {qps / level.ideal_qps:>9.2f} {p50:>7} {p99:>7} "
+        f"{label:<16} {level.connections:>5} {qps:>8.0f} {qps / level.ideal_qps:>9.2f} {p50:>7} {p99:>7} "
         f"{w.errors:>6}  {cpu}"
     )
 
@@ -286,25 +303,37 @@ def _over(a: float | None, b: float | None) -> float:
 
 
 def _ratios(sidecar: list[Level], nginx: list[Level]) -> Iterator[str]:
-    by_conns = {level.connections: level for level in nginx}
+    """Per build and level, the sidecar's figures over nginx's of the same round; with several rounds,
+    the median of each ratio and the range of the two the targets are most sensitive to."""
+    bases = {(level.connections, level.round): level for level in nginx}
     yield (
         "sidecar / nginx: QPS, p99, CPU per call of the proxy hops (consumer + provider sidecar over nginx's one "
         "hop), and of each sidecar over nginx's hop"
     )
+    rows: dict[tuple[str, int], list[tuple[float, ...]]] = {}
     for level in sidecar:
-        base = by_conns.get(level.connections)
+        base = bases.get((level.connections, level.round))
         if base is None:
             continue
-        qps = _over(level.wrk.ok_qps, base.wrk.ok_qps)
-        p99 = _over(level.wrk.p99_ms, base.wrk.p99_ms)
-        cpu = _over(level.proxy_cpu_us, base.proxy_cpu_us)
         hop = base.proxy_cpu_us
-        consumer, provider = _over(level.cpu_us("consumer"), hop), _over(level.cpu_us("provider_sidecars"), hop)
-        label = f"ratio {level.build}".strip()
-        yield (
-            f"{label:<16} {level.connections:>5} QPS {qps:.2f}x  p99 {p99:.2f}x  CPU {cpu:.2f}x  "
+        rows.setdefault((f"ratio {level.build}".strip(), level.connections), []).append((
+            _over(level.wrk.ok_qps, base.wrk.ok_qps),
+            _over(level.wrk.p99_ms, base.wrk.p99_ms),
+            _over(level.proxy_cpu_us, hop),
+            _over(level.cpu_us("consumer"), hop),
+            _over(level.cpu_us("provider_sidecars"), hop),
+        ))  # fmt: skip
+    for (label, connections), figures in rows.items():
+        qps, p99, cpu, consumer, provider = (statistics.median(column) for column in zip(*figures, strict=True))
+        line = (
+            f"{label:<16} {connections:>5} QPS {qps:.2f}x  p99 {p99:.2f}x  CPU {cpu:.2f}x  "
             f"consumer {consumer:.2f}x  provider {provider:.2f}x"
         )
+        if len(figures) > 1:
+            qps_range = f"{min(f[0] for f in figures):.2f}-{max(f[0] for f in figures):.2f}x"
+            consumer_range = f"{min(f[3] for f in figures):.2f}-{max(f[3] for f in figures):.2f}x"
+            line += f"  (medians of {len(figures)} rounds; QPS {qps_range}, consumer {consumer_range})"
+        yield line
 
 
 # What the sidecars are held to against nginx in the same run: (scenario, which levels, what, bound,
@@ -321,12 +350,14 @@ TARGETS = (
 
 def targets(sidecar: list[Level], nginx: list[Level]) -> list[dict]:
     """The sidecar levels held to :data:`TARGETS`, each as ``{"label", "build", "connections", "what",
-    "bound", "value", "met"}``; a target that needs nginx's figure is left out without it."""
-    by_conns = {level.connections: level for level in nginx}
+    "bound", "value", "values", "met"}``: ``values`` has one figure per round (each sidecar level over
+    nginx's of the same level and round), ``value`` is their median and is what is held to the bound.
+    A target that needs nginx's figure is left out without it."""
+    bases = {(level.connections, level.round): level for level in nginx}
     first = min((level.connections for level in sidecar), default=None)
-    out = []
+    found: dict[tuple, list[float]] = {}
     for level in sidecar:
-        base = by_conns.get(level.connections)
+        base = bases.get((level.connections, level.round))
         for scenario, which, what, bound, at_least in TARGETS:
             if scenario != level.scenario or (which == "first" and level.connections != first):
                 continue
@@ -344,9 +375,13 @@ def targets(sidecar: list[Level], nginx: list[Level]) -> list[dict]:
                 value = _over(level.wrk.ok_qps, base.wrk.ok_qps)
             else:
                 value = _over(level.wrk.p99_ms, base.wrk.p99_ms)
-            met = value >= bound if at_least else value <= bound
-            out.append({"label": level.label, "build": level.build, "connections": level.connections,
-                        "what": what, "bound": bound, "value": value, "met": met})  # fmt: skip
+            found.setdefault((level.label, level.build, level.connections, what, bound, at_least), []).append(value)
+    out = []
+    for (label, build, connections, what, bound, at_least), values in found.items():
+        value = statistics.median(values)
+        met = value >= bound if at_least else value <= bound
+        out.append({"label": label, "build": build, "connections": connections, "what": what, "bound": bound,
+                    "value": value, "values": values, "met": met})  # fmt: skip
     return out
 
 

@@ -9,12 +9,12 @@ from sidecar.tools.topology import SCENARIOS
 from sidecar.tools.wrk import WrkResult
 
 
-def level(target, scenario, connections, *, qps, p99, cpu, errors=0, build=""):
+def level(target, scenario, connections, *, qps, p99, cpu, errors=0, build="", round=0):
     wrk = WrkResult(requests=int(qps * 10), duration_s=10.0, qps=qps, p50_ms=p99 / 2, p99_ms=p99, errors=errors,
                     mismatches=0, statuses={200: int(qps * 10)})  # fmt: skip
     seconds = {role: us * wrk.requests / 1e6 for role, us in cpu.items()}
     ideal = SCENARIOS[scenario].ideal_qps(connections)
-    return Level(target, scenario, connections, ideal, wrk, seconds, build)
+    return Level(target, scenario, connections, ideal, wrk, seconds, build, round)
 
 
 def hops(consumer, provider):
@@ -37,6 +37,25 @@ def test_each_sidecar_hop_is_held_to_nginx_s_one_hop_and_the_first_level_to_its_
         (256, "provider CPU / nginx hop"): (1.25, True),
     }
     assert {g["label"] for g in targets(sidecar, nginx)} == {"sidecar compiled"}
+
+
+def test_with_rounds_each_ratio_is_taken_within_a_round_and_the_median_is_held_to_the_bound():
+    # nginx's hop costs 40, 50 and 60 µs in rounds 0, 1 and 2; the consumer 100, 90 and 150: its
+    # ratios are 2.5, 1.8 and 2.5 round by round, median 2.5. Pooled over the rounds instead (the
+    # consumer's median 100 over nginx's 50) it would have read 2.0.
+    nginx = [level("nginx", "latency-bound", 128, qps=2400.0, p99=60.0, cpu={"nginx": hop}, round=r)
+             for r, hop in enumerate((40.0, 50.0, 60.0))]  # fmt: skip
+    sidecar = [
+        level("sidecar", "latency-bound", 128, qps=qps, p99=70.0, cpu=hops(consumer, 20.0), round=r)
+        for r, (consumer, qps) in enumerate(((100.0, 2280.0), (90.0, 2300.0), (150.0, 2160.0)))
+    ]
+    goals = {g["what"]: g for g in targets(sidecar, nginx)}
+    consumer = goals["consumer CPU / nginx hop"]
+    assert [round(v, 4) for v in consumer["values"]] == [2.5, 1.8, 2.5]
+    assert round(consumer["value"], 4) == 2.5 and not consumer["met"]
+    qps = goals["QPS / nginx QPS"]
+    assert [round(v, 4) for v in qps["values"]] == [0.95, round(2300 / 2400, 4), 0.9]
+    assert round(qps["value"], 4) == 0.95 and qps["met"]
 
 
 def test_capacity_bound_is_held_to_zero_errors_and_nine_tenths_of_the_ideal_without_nginx():
@@ -125,6 +144,20 @@ def test_the_topologies_take_their_levels_in_turns_and_all_stop(monkeypatch):
     ratios = [line.split()[:3] for line in lines if line.startswith("ratio")]
     assert ratios == [["ratio", "compiled", "128"], ["ratio", "compiled", "256"], ["ratio", "pure", "128"],
                       ["ratio", "pure", "256"]]  # fmt: skip
+    events.clear()
+    lines = list(run(["latency-bound"], levels=(128, 256), builds=("compiled",), rounds=2))
+    assert [e for e in events if e[0] not in ("start", "stop")] == [
+        ("compiled", 128), ("nginx", 128), ("compiled", 128), ("nginx", 128),
+        ("compiled", 256), ("nginx", 256), ("compiled", 256), ("nginx", 256),
+    ]  # fmt: skip
+    assert [line.split()[:3] for line in lines if line.startswith("sidecar compiled")] == [
+        ["sidecar", "compiled", "#1"], ["sidecar", "compiled", "#2"], ["sidecar", "compiled", "#1"],
+        ["sidecar", "compiled", "#2"],
+    ]  # fmt: skip
+    assert all("medians of 2 rounds" in line for line in lines if line.startswith("ratio"))
+    assert any("rounds 1.50 1.50" in line for line in lines if "consumer CPU" in line)
+    with pytest.raises(BenchError, match="rounds is at least 1"):
+        next(run(["latency-bound"], rounds=0))
     events.clear()
     fail_at[0] = 256
     with pytest.raises(BenchError, match="a level failed"):
