@@ -280,7 +280,7 @@ def run(
 
 
 HEADER = (
-    f"{'target':<16} {'conns':>5} {'QPS':>8} {'QPS/ideal':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
+    f"{'target':<19} {'conns':>5} {'QPS':>8} {'QPS/ideal':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
     "  CPU µs per call"
 )
 
@@ -293,7 +293,7 @@ def _row(level: Level, numbered: bool = False) -> str:
     qps = w.ok_qps
     label = f"{level.label} #{level.round + 1}" if numbered else level.label
     return (
-        f"{label:<16} {level.connections:>5} {qps:>8.0f} {qps / level.ideal_qps:>9.2f} {p50:>7} {p99:>7} "
+        f"{label:<19} {level.connections:>5} {qps:>8.0f} {qps / level.ideal_qps:>9.2f} {p50:>7} {p99:>7} "
         f"{w.errors:>6}  {cpu}"
     )
 
