@@ -21,9 +21,12 @@ cdef class HttpServer:
     cdef public object _reaper
     cdef public list _later
     cdef public object _next_turn
+    cdef public list _writes
+    cdef public bint _writing
     cdef object __weakref__
 
     cpdef later(self, connection)
+    cpdef write_soon(self, connection, data)
     cpdef reserve(self, size, total)
     cpdef release(self, size)
 

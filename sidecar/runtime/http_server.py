@@ -11,6 +11,12 @@ once or later (when a call's reply comes back); the answer is written without wa
 Pipelined requests are taken one at a time, the next once the previous answer went out, so answers
 leave in request order.
 
+Answers are written together, once the callbacks of the loop's turn that made them are done (a
+callback of the hub, run before it polls again). A send wakes the client, and the kernel often runs
+the woken process at once on this core: written as each answer is made, the answers of a burst of
+replies waited for the clients of the ones before them. Measured against that, at 128 connections
+on two cores, the calls took 1.5% less time (13 of 14 paired runs), with no more than noise in CPU.
+
 Everything runs in the hub's callbacks, one after another: the reaper that ends late connections and
 the code that answers them never run at the same time, so no socket is ever used by two parties.
 
@@ -139,6 +145,8 @@ class HttpServer:
         self._accepting = None
         self._reaper = None
         self._later: list[Connection] = []  # connections with work left over from their turn
+        self._writes: list = []  # (connection, answer) to write when this turn's callbacks are done
+        self._writing = False  # a callback to write them is scheduled
         self._next_turn = self.loop.timer(0.0)  # fires after the next poll: every socket had its turn
 
     @property
@@ -190,6 +198,22 @@ class HttpServer:
         self._later.append(connection)
         if not self._next_turn.active:
             self._next_turn.start(self._turn)
+
+    def write_soon(self, connection: Connection, data: bytes) -> None:
+        """Write ``data`` to ``connection`` once the callbacks of this turn of the loop are done (see
+        the module docstring: answers go out together, at the end of the turn)."""
+        self._writes.append((connection, data))
+        if not self._writing:
+            self._writing = True
+            self.loop.run_callback(self._write_all)
+
+    def _write_all(self) -> None:
+        self._writing = False
+        writes, self._writes = self._writes, []
+        for connection, data in writes:
+            if not connection.closed:
+                connection._write(data)
+                connection.settle()
 
     def _turn(self) -> None:
         connections, self._later = self._later, []
@@ -486,8 +510,7 @@ class Connection:
             self.close()
             return
         self._release()
-        self._write(data)
-        self.settle()
+        self.server.write_soon(self, data)
 
     def _write(self, data: bytes) -> None:
         try:

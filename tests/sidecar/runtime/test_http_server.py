@@ -6,13 +6,17 @@ and the answers a careless client gets (413 it can read, JSON errors on the JSON
 from __future__ import annotations
 
 import json
+import select
 import sys
 
 import gevent
 import pytest
 from gevent import socket
 
+from sidecar.codecs import http1
 from sidecar.runtime import http_server
+from sidecar.runtime.consumer import limits_of, listening_socket
+from sidecar.runtime.settings import ConsumerConfig
 from tests.support.dubbo_peer import WAIT, java_hash
 from tests.support.http_clients import FORM_HEADERS, Client, form
 from tests.support.waiting import wait_until
@@ -285,3 +289,43 @@ def test_regression_a_busy_connection_waited_for_its_next_turn_many_times_over(s
         watcher.kill()
         sock.close()
     assert seen and max(seen) == 0  # never queued twice
+
+
+def test_answers_made_in_one_turn_go_out_together_once_it_is_done():
+    # The handler holds the first request and answers both when the second comes: while the callback
+    # that made the two answers runs, neither client has a byte; then each gets its own answer.
+    held, readable, clients = [], [], []
+
+    class AnswerInPairs(http_server.Handler):
+        def handle(self, request, route, body, connection):
+            held.append(connection)
+            if len(held) == 2:
+                for index, waiting in enumerate(held):
+                    waiting.respond(http1.Response(200, [("Content-Type", "text/plain")], b"answer %d" % index))
+                poller = select.poll()
+                for client in clients:
+                    poller.register(client.fileno(), select.POLLIN)
+                readable.append(len(poller.poll(0)))
+
+    limits = limits_of(ConsumerConfig())
+    server = http_server.HttpServer(listening_socket(("127.0.0.1", 0)), AnswerInPairs(), limits)
+    server.start()
+    try:
+        for index in range(2):
+            client = socket.create_connection(server.address)
+            clients.append(client)
+            client.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            wait_until(lambda index=index: len(held) > index, f"request {index}")
+        answers = []
+        for client in clients:
+            with gevent.Timeout(WAIT):
+                answer = b""
+                while not answer.endswith(b"answer %d" % len(answers)):
+                    answer += client.recv(65536)
+            answers.append(answer)
+    finally:
+        server.stop(1)
+        for client in clients:
+            client.close()
+    assert readable == [0]
+    assert [a.split(b"\r\n")[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 2
