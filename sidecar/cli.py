@@ -153,7 +153,7 @@ def provider(
 @click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds for a request head [10].")
 @click.option(
     "--io-collect", type=click.FloatRange(min=0),
-    help="Seconds a busy consumer gathers socket events before it polls again; 0: at once [0.0003].",
+    help="Seconds a busy consumer gathers socket events before it polls again; 0: at once [0.0006].",
 )  # fmt: skip
 @click.option(
     "--io-collect-calls", type=click.IntRange(min=1),

@@ -46,7 +46,7 @@ class ConsumerConfig:
     admin: str = ""  # HOST:PORT of the admin endpoint (/healthz, /metrics, /stats); "" for none
     tunnel_key_files: tuple[str, ...] = ()  # hex key files (at most 2, the first signs); or $SIDECAR_TUNNEL_KEY
     replay_window: float = 30.0  # seconds a tagged datagram's timestamp may differ from this host's clock
-    io_collect: float = 0.0003  # seconds a busy hub gathers I/O events before it polls again (collect.py)
+    io_collect: float = 0.0006  # seconds a busy hub gathers I/O events before it polls again (collect.py)
     io_collect_calls: int = 32  # calls in flight from which the hub is busy enough to collect; fewer: it polls at once
 
 
