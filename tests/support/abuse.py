@@ -76,11 +76,13 @@ def pipelined_heads(address, limits) -> dict:
     return {"answers": answers}
 
 
-def _send_quietly(sock: socket.socket, data: bytes) -> None:
+def _send_quietly(sock: socket.socket, data: bytes) -> int:
+    """Send ``data``; the errno of the error that stopped it, or 0."""
     try:
         sock.sendall(data)
-    except OSError:
-        pass
+    except OSError as e:
+        return e.errno or 0
+    return 0
 
 
 def million_chunks(address, limits) -> dict:
@@ -163,13 +165,14 @@ def stalled_reader(address, limits) -> dict:
     """One connection that pipelines 200,000 ``GET /x`` (each answered at once, 404, no call made)
     and never reads: its answers fill its small receive window and then the consumer's send buffer
     (several MB), and the answer the socket cannot take must be taken within ``send_timeout``. Without
-    reading a byte, it waits to be reset (the socket's pending error)."""
+    reading a byte, it waits to be reset: the kernel reports the reset once, to the first call that
+    meets it, the send still under way or the socket's pending error."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(address)
     sock.settimeout(WAIT)
-    _send_quietly(sock, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n" * 200_000)  # the kernel's buffers take most
-    end, error = time.monotonic() + limits["send_timeout"] + WAIT, 0
+    error = _send_quietly(sock, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n" * 200_000)  # the kernel's buffers take most
+    end = time.monotonic() + limits["send_timeout"] + WAIT
     while not error and time.monotonic() < end:
         time.sleep(0.05)
         error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
