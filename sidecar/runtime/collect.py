@@ -40,10 +40,10 @@ def collect_io(loop, interval: float) -> bool:
     as soon as it would block, libev's default). True when set; False for a loop that is not gevent's
     libev loop, which stays as it is. Raises ValueError for a negative or non-finite interval."""
     _check_interval(interval)
-    functions = _libev_functions(loop)
-    if functions is None:
+    set_interval = _interval_setter(loop)
+    if set_interval is None:
         return False
-    functions(ctypes.c_void_p(loop.ptr), float(interval))
+    set_interval(ctypes.c_void_p(loop.ptr), float(interval))
     return True
 
 
@@ -70,10 +70,11 @@ class Collector:
         self._ptr = None
 
     def start(self) -> bool:
-        functions = _libev_functions(self.loop)
-        if functions is None or self._watcher is not None:
-            return functions is not None
-        self._set = functions
+        if self._watcher is not None:
+            return True
+        self._set = _interval_setter(self.loop)
+        if self._set is None:
+            return False
         self._ptr = ctypes.c_void_p(self.loop.ptr)
         self._watcher = self.loop.check()
         self._watcher.start(self._polled)
@@ -103,24 +104,19 @@ def _check_interval(interval) -> None:
         raise ValueError(f"an I/O collect interval is a number of seconds, at least 0, not {interval!r}")
 
 
-def _libev_functions(loop):
-    """``ev_set_io_collect_interval`` of gevent's libev extension module, when ``loop`` is its loop;
+def _interval_setter(loop):
+    """``ev_set_io_collect_interval`` of gevent's libev extension module when ``loop`` is its loop;
     else None."""
     module = type(loop).__module__
     if module != _LIBEV_LOOP or not getattr(loop, "ptr", None):
         return None
-    return _libev_function(module, "ev_set_io_collect_interval", (ctypes.c_void_p, ctypes.c_double), None)
-
-
-def _libev_function(module_name: str, name: str, argtypes, restype):
-    """The C function ``name`` exported by the loaded extension module ``module_name``, or None."""
-    path = getattr(sys.modules.get(module_name), "__file__", None)
+    path = getattr(sys.modules.get(module), "__file__", None)
     if not path:
         return None
     try:
-        function = getattr(ctypes.CDLL(path), name)
+        function = ctypes.CDLL(path).ev_set_io_collect_interval
     except (OSError, AttributeError):
         return None
-    function.argtypes = argtypes
-    function.restype = restype
+    function.argtypes = (ctypes.c_void_p, ctypes.c_double)
+    function.restype = None
     return function

@@ -121,8 +121,9 @@ class ConsumerSidecar:
 
     def start(self) -> None:
         if self.config.io_collect:
-            self._collector = Collector(get_hub().loop, self.config.io_collect, self._busy)
-            self.io_collect = self.config.io_collect if self._collector.start() else 0.0
+            collector = Collector(get_hub().loop, self.config.io_collect, self._busy)
+            if collector.start():
+                self._collector, self.io_collect = collector, self.config.io_collect
         if self.config.io_collect and not self.io_collect:
             log.warning(
                 "io_collect %s s not applied: the hub's loop is not gevent's libev loop", self.config.io_collect
@@ -199,10 +200,10 @@ class ConsumerSidecar:
         """The collect interval, whether the next poll waits for it, and the loop's polls since start:
         all, and those after which it collected."""
         collector = self._collector
-        turns = collector.turns if collector is not None else 0
-        busy = collector.busy_turns if collector is not None else 0
-        collecting = collector is not None and collector.collecting
-        return {"interval": self.io_collect, "collecting": collecting, "turns": turns, "busy_turns": busy}
+        if collector is None:
+            return {"interval": self.io_collect, "collecting": False, "turns": 0, "busy_turns": 0}
+        return {"interval": self.io_collect, "collecting": collector.collecting, "turns": collector.turns,
+                "busy_turns": collector.busy_turns}  # fmt: skip
 
     # -- the HTTP server's handler --------------------------------------------------------------
 
