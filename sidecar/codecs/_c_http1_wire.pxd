@@ -76,7 +76,9 @@ cpdef list checked_headers(headers)
 @cython.locals(parts=list, text=str)
 cpdef bytes encode_head(str first_line, headers)
 
+@cython.locals(line=str)
 cpdef str status_line(status, reason, final)
+cpdef str _status_line(status, reason, final)
 
 @cython.locals(values=list, size=Py_ssize_t)
 cpdef get_header(headers, str name, default=*)

@@ -230,6 +230,11 @@ def _parse_request_line(line: bytes) -> tuple[str, str, str]:
 
 
 def wants_keep_alive(headers: Headers, version: str) -> bool:
+    for name, _ in headers:
+        if name == "connection":
+            break
+    else:  # no Connection field: the version's default
+        return version == "1.1"
     tokens = {t.strip().lower() for name, value in headers if name == "connection" for t in value.split(",")}
     return "close" not in tokens and (version == "1.1" or "keep-alive" in tokens)
 
@@ -396,7 +401,7 @@ def checked_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str, 
                 raise LocalProtocolError(f"invalid header name {name!r}")
             if len(_TOKEN_NAMES) < 1024:
                 _TOKEN_NAMES.add(name)
-        if not isinstance(value, str) or _CTL_STR.search(value):
+        if not isinstance(value, str) or not (value.isascii() and value.isprintable()) and _CTL_STR.search(value):
             raise LocalProtocolError(f"invalid value for header {name}: {value!r}")
         checked.append((name, _lower(name), value))
     return checked
@@ -418,6 +423,21 @@ def encode_head(first_line: str, headers: Iterable[tuple[str, str]]) -> bytes:
 
 
 def status_line(status: object, reason: str, final: bool) -> str:
+    if not reason and type(status) is int:  # the standard phrase: a line made before, if any
+        line = (_FINAL_LINES if final else _INFORMATIONAL_LINES).get(status)
+        if line is None:
+            line = _status_line(status, reason, final)
+            (_FINAL_LINES if final else _INFORMATIONAL_LINES)[status] = line  # at most 900 of them
+        return line
+    return _status_line(status, reason, final)
+
+
+# Status lines with the standard phrase, by status, once made: a dict lookup instead of a format.
+_FINAL_LINES: dict[int, str] = {}
+_INFORMATIONAL_LINES: dict[int, str] = {}
+
+
+def _status_line(status: object, reason: str, final: bool) -> str:
     low, high = (200, 999) if final else (100, 199)
     if not isinstance(status, int) or not low <= status <= high or status == 101:
         raise LocalProtocolError(f"status {status!r} is not allowed here (expected {low}..{high}, not 101)")

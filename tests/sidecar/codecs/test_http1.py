@@ -294,6 +294,8 @@ def test_response_sent_before_the_request_body_was_read_closes():
     [
         (Response(200, [("Bad Name", "x")]), "invalid header name 'Bad Name'"),
         (Response(200, [("X", "a\r\nSet-Cookie: b")]), "invalid value for header X: 'a\\r\\nSet-Cookie: b'"),
+        (Response(200, [("X", "a\x7fb")]), "invalid value for header X: 'a\\x7fb'"),
+        (Response(200, [("X", "\x00")]), "invalid value for header X: '\\x00'"),
         (Response(200, [("X", "\u20ac")]), "head text not encodable in Latin-1: '\u20ac'"),
         (Response(200, [("Transfer-Encoding", "chunked")]), "send() frames bodies with Content-Length"),
         (Response(200, [("Content-Length", "9")], b"x"), "Content-Length '9' does not match the body of 1 bytes"),
@@ -314,6 +316,15 @@ def test_send_refuses_what_cannot_be_sent_and_changes_nothing(response, reason):
     assert reason in info.value.reason
     assert conn.our_state is SEND_RESPONSE
     assert conn.send(Response(200)).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_header_values_with_tabs_and_latin_1_and_statuses_without_a_phrase_go_out_alike_each_time():
+    for _ in range(2):  # the second time from the lines and names met the first time
+        conn = ServerConnection()
+        conn.receive_data(GET)
+        drain(conn)
+        data = conn.send(Response(299, [("X", "a\tb \xe9 ~"), ("Y", "")]))
+        assert data == b"HTTP/1.1 299 \r\nX: a\tb \xe9 ~\r\nY: \r\nContent-Length: 0\r\n\r\n"
 
 
 # -- errors: every limit and validation rule -------------------------------------------------------
