@@ -125,6 +125,18 @@ def consumer_view(raw: dict) -> dict:
             "dropped": dict(sorted(raw.get("dropped", {}).items())),
         },
         "http": {name: raw.get(name, 0) for name in ("connections", "requests", "timeouts", "send_timeouts")},
+        "io_collect": _collect_view(raw.get("io_collect", {})),
+    }
+
+
+def _collect_view(collect: dict) -> dict:
+    """The event loop's collecting (:class:`~sidecar.runtime.collect.Collector`): the interval, whether
+    a worker's next poll waits for it, its polls and those after which it gathered events."""
+    return {
+        "interval": collect.get("interval", 0.0),
+        "collecting": bool(collect.get("collecting", False)),
+        "turns": collect.get("turns", 0),
+        "busy_turns": collect.get("busy_turns", 0),
     }
 
 
@@ -246,6 +258,13 @@ def consumer_metrics(raw: dict) -> str:
         counters.get("request_batches", 0),
     )
     out.counter("tunnel_batched_calls_total", "Calls sent inside a REQUEST_BATCH.", counters.get("batched_calls", 0))
+    collect = _collect_view(raw.get("io_collect", {}))
+    out.counter("loop_turns_total", "Polls of the event loop for socket events.", collect["turns"])
+    out.counter(
+        "loop_collecting_turns_total",
+        "Polls after which the loop gathered socket events for io_collect seconds (enough calls in flight).",
+        collect["busy_turns"],
+    )
     out.counter(
         "tunnel_dropped_total",
         "Tunnel datagrams or replies dropped, by reason.",

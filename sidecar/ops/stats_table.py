@@ -1,8 +1,9 @@
 """``sidecar stats``: a sidecar's ``/stats`` JSON (:mod:`sidecar.ops.metrics`) as a table for people.
 
 A consumer shows one row per provider (weight, in flight, answered, errors, timeouts, ejections,
-latency p50/p90/p99 in ms), then its calls, tunnel and HTTP counters and the dropped datagrams by
-reason; a provider shows its calls, tunnel counters, drops and its connections to the service.
+latency p50/p90/p99 in ms), then its calls, tunnel and HTTP counters, the dropped datagrams by
+reason and its event loop's polls (all, and those after which it gathered socket events); a
+provider shows its calls, tunnel counters, drops and its connections to the service.
 
 >>> print(format_stats({"role": "consumer", "workers": 1, "in_flight": 0, "queued": 0, "providers": {}}))
 consumer: 1 worker, 0 in flight, 0 queued
@@ -61,6 +62,9 @@ def _consumer(stats: dict) -> str:
         lines.append(_pairs("tunnel", {k: v for k, v in tunnel.items() if k != "dropped"}))
         lines.append(_pairs("dropped", tunnel.get("dropped", {})))
         lines.append(_pairs("http", stats.get("http", {})))
+        if "io_collect" in stats:  # the loop's polls, and those after which it gathered events
+            collect = stats["io_collect"]
+            lines.append(_pairs("loop", {"polls": collect.get("turns", 0), "gathered": collect.get("busy_turns", 0)}))
     return "\n".join(lines)
 
 

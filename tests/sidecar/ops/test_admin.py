@@ -11,7 +11,7 @@ from gevent import socket
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.codecs import http1, tunnel
-from sidecar.ops import admin, metrics
+from sidecar.ops import admin, metrics, stats_table
 from sidecar.ops.admin_supervisor import fetch
 from tests.support.fakes import FakeProvider
 from tests.support.http_clients import FORM_HEADERS, Client, form
@@ -96,6 +96,11 @@ def test_consumer_stats_after_calls(start, servers, providers):
     assert stats["tunnel"]["datagrams_out"] == 6 and stats["tunnel"]["datagrams_in"] == 6
     assert stats["tunnel"]["dropped"] == {}
     assert stats["http"] == {"connections": 1, "requests": 6, "timeouts": 0, "send_timeouts": 0}
+    collect = stats["io_collect"]
+    assert collect["interval"] == sidecar.io_collect and collect["collecting"] is False  # one call at a time
+    assert collect["turns"] >= 12 and collect["busy_turns"] == 0  # a poll for each request and each reply, at least
+    table = stats_table.format_stats(stats).splitlines()
+    assert [line for line in table if line.startswith("loop ")] == [f"loop      polls {collect['turns']}  gathered 0"]
 
 
 def test_consumer_metrics_parse_as_prometheus_text(start, servers, providers):
@@ -125,6 +130,8 @@ def test_consumer_metrics_parse_as_prometheus_text(start, servers, providers):
     assert sum(s.value for s in answered.samples) == 4
     in_flight = found["dubbomesh_consumer_provider_in_flight"]
     assert in_flight.type == "gauge" and {s.labels["provider"] for s in in_flight.samples} == keys
+    assert found["dubbomesh_consumer_loop_turns"].samples[0].value >= 8  # a poll per request and per reply
+    assert found["dubbomesh_consumer_loop_collecting_turns"].samples[0].value == 0  # one call in flight at a time
     dropped = found["dubbomesh_consumer_tunnel_dropped"]
     assert [(s.labels, s.value) for s in dropped.samples] == [({"reason": "malformed"}, 1)]
 
