@@ -2,20 +2,21 @@
 cimport cython
 
 cdef class Buffer:
-    cdef public bytearray data
+    cdef public object data  # bytes as received, or a bytearray once joined
     cdef public Py_ssize_t pos
     cdef public Py_ssize_t scan
     cdef public bint eof
 
+    @cython.locals(joined=bytearray)
+    cpdef feed(self, chunk)
     cpdef bint startswith(self, prefix)
     cpdef discard(self)
     @cython.locals(pos=Py_ssize_t)
     cpdef skip_empty_lines(self)
     cpdef bytes take(self, Py_ssize_t n)
-    @cython.locals(data=bytearray, idx=Py_ssize_t, end=Py_ssize_t)
+    @cython.locals(idx=Py_ssize_t, end=Py_ssize_t)
     cpdef take_until(self, bytes delimiter, Py_ssize_t limit, too_long)
     cpdef bytes _take(self, Py_ssize_t stop, Py_ssize_t end)
-    @cython.locals(data=bytearray)
     cpdef _consume(self, Py_ssize_t end)
 
 

@@ -163,7 +163,7 @@ class _Connection:
         elif buffer.eof:
             raise LocalProtocolError("receive_data() with more bytes after the end of the stream")
         elif self._error is None and self.their_state is not MUST_CLOSE:
-            buffer.data += data  # after an error, or after "close", nothing more is read: drop
+            buffer.feed(data)  # after an error, or after "close", nothing more is read: drop
 
     def next_event(self):
         if self._error is not None:

@@ -62,25 +62,44 @@ def show(raw: bytes, limit: int = 60) -> str:
 
 
 class Buffer:
-    """Received bytes: a bytearray and a read offset, so consuming costs nothing and compaction is
-    amortised; ``scan`` remembers where the last search for a delimiter stopped."""
+    """Received bytes and a read offset, so consuming costs nothing. The bytes of a read are kept as
+    they came (``bytes``, not copied) while they are taken apart; only when more arrive before they
+    are all taken (a message across reads) are they joined, into a ``bytearray`` that is compacted
+    amortised. ``scan`` remembers where the last search for a delimiter stopped."""
 
     __slots__ = ("data", "pos", "scan", "eof")
     COMPACT_AFTER = 64 * 1024
 
     def __init__(self) -> None:
-        self.data = bytearray()
+        self.data: bytes | bytearray = b""
         self.pos = self.scan = 0
         self.eof = False
 
     def __len__(self) -> int:
         return len(self.data) - self.pos
 
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
+        """Add received bytes: kept as they are when nothing else waits (a ``bytes`` is not copied),
+        else joined after what waits."""
+        data = self.data
+        if self.pos >= len(data):  # every byte taken: the new ones alone
+            self.data = chunk if type(chunk) is bytes else bytes(chunk)
+            self.pos = self.scan = 0
+        elif type(data) is bytes:  # a message goes on in this read: what waits of it, joined from here on
+            with memoryview(data) as view:
+                joined = bytearray(view[self.pos :])
+            joined += chunk
+            self.data = joined
+            self.scan -= self.pos
+            self.pos = 0
+        else:
+            data += chunk
+
     def startswith(self, prefix: bytes) -> bool:
         return self.data.startswith(prefix, self.pos)
 
     def discard(self) -> None:
-        self.data.clear()
+        self.data = b""
         self.pos = self.scan = 0
 
     def skip_empty_lines(self) -> None:
@@ -110,10 +129,13 @@ class Buffer:
         return self._take(idx, end)
 
     def _take(self, stop: int, end: int) -> bytes:
-        if stop - self.pos < 4096:
-            chunk = bytes(self.data[self.pos : stop])
+        data = self.data
+        if type(data) is bytes:
+            chunk = data[self.pos : stop]  # one copy (none for the whole of it)
+        elif stop - self.pos < 4096:
+            chunk = bytes(data[self.pos : stop])
         else:
-            with memoryview(self.data) as view:  # one copy of a large piece, not two
+            with memoryview(data) as view:  # one copy of a large piece, not two
                 chunk = bytes(view[self.pos : stop])
         self._consume(end)
         return chunk
@@ -121,9 +143,9 @@ class Buffer:
     def _consume(self, end: int) -> None:
         data = self.data
         if end >= len(data):
-            data.clear()
+            self.data = b""
             end = 0
-        elif end > self.COMPACT_AFTER and 2 * end > len(data):
+        elif end > self.COMPACT_AFTER and 2 * end > len(data) and type(data) is bytearray:
             del data[:end]
             end = 0
         self.pos = self.scan = end

@@ -861,6 +861,33 @@ def test_large_bodies_and_heads_byte_by_byte(Server):
     assert get_header(conn.next_event().headers, "x-pad") == "p" * 16000
 
 
+def test_the_buffer_keeps_a_read_as_it_came_and_joins_only_what_goes_on_in_the_next():
+    def too_long():
+        return RemoteProtocolError("too long")
+
+    buffer = http1_wire.Buffer()
+    read = b"abc\r\nde"
+    buffer.feed(read)
+    assert buffer.data is read  # not copied
+    assert buffer.take_until(b"\r\n", 100, too_long) == b"abc" and len(buffer) == 2
+    assert buffer.take_until(b"\r\n", 100, too_long) is None and buffer.scan == len(read)
+    buffer.feed(bytearray(b"f\r"))  # what waits ("de"), joined with the new bytes; the search goes on
+    assert type(buffer.data) is bytearray and buffer.data == b"def\r" and (buffer.pos, buffer.scan) == (0, 2)
+    buffer.feed(memoryview(b"\nxyz"))
+    assert buffer.take_until(b"\r\n", 100, too_long) == b"def" and buffer.take(3) == b"xyz"
+    assert (buffer.data, buffer.pos, buffer.scan, len(buffer)) == (b"", 0, 0, 0)  # all taken: nothing held
+    buffer.feed(memoryview(b"gh"))
+    assert type(buffer.data) is bytes and buffer.take(2) == b"gh"
+    whole = b"x" * 5000
+    buffer.feed(whole)
+    assert buffer.take(5000) is whole  # all of one read: the read itself
+    buffer.feed(b"\r\n\r\nGET")
+    buffer.skip_empty_lines()
+    assert buffer.startswith(b"GET") and len(buffer) == 3
+    buffer.discard()
+    assert (buffer.data, len(buffer)) == (b"", 0)
+
+
 # -- the client, and the two joined in memory ------------------------------------------------------
 
 CLIENT_REQUESTS = [
