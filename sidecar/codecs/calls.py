@@ -195,6 +195,26 @@ def check_route(method: str, target: str, headers: list[tuple[str, str]]) -> str
     ...     print(e.status_hint, e.reason)
     405 method GET not allowed: calls are POST
     """
+    content_type = get_header(headers, "content-type")
+    key = (method, target, content_type)
+    path = _ROUTES.get(key)
+    if path is None:
+        path = _checked_route(method, target, content_type)
+        if len(target) <= _ROUTE_MAX and (content_type is None or len(content_type) <= _ROUTE_MAX):
+            if len(_ROUTES) >= _MAX_ROUTES:
+                _ROUTES.clear()
+            _ROUTES[key] = path
+    return path
+
+
+# Routes that passed lately, by method, target and Content-Type: a client calls the same few again
+# and again; cleared whole when full. A refused route is not kept (its error is made each time).
+_ROUTES: dict[tuple[str, str, str | None], str] = {}
+_MAX_ROUTES = 1024
+_ROUTE_MAX = 256  # characters of a target or a Content-Type worth keeping
+
+
+def _checked_route(method: str, target: str, content_type: str | None) -> str:
     path, _, query = _origin_form(target).partition("?")
     whole = _json_path(path)
     form = whole is None
@@ -206,7 +226,6 @@ def check_route(method: str, target: str, headers: list[tuple[str, str]]) -> str
         raise BadCall(f"method {method} not allowed: calls are POST", 405, (("Allow", "POST"),))
     if query:
         raise BadCall("a query string is not supported: put the call's fields in the body")
-    content_type = get_header(headers, "content-type")
     expected = FORM if form else JSON
     if content_type is not None and content_type.partition(";")[0].strip().lower() != expected:
         raise BadCall(f"Content-Type {_show(content_type)} not supported here: send {expected}", 415)

@@ -519,3 +519,19 @@ def test_version_mismatch_and_unknown_method_through_the_demo_service():
     call = json_call({"types": ["java.lang.String"], "args": [None]})
     reply = reply_for(call, answer(HelloService(), encode_call(call, 1)))
     assert (reply.status, json.loads(reply.body)["type"]) == (500, "java.lang.NullPointerException")
+
+
+def test_a_route_checked_again_gives_the_same_path_or_the_same_refusal():
+    form = [("content-type", "application/x-www-form-urlencoded; charset=utf-8")]
+    for _ in range(3):  # the second and third time from the routes kept
+        assert calls.check_route("POST", "/", form) == "/"
+        assert calls.check_route("POST", "/dubbo/Svc/hash", [("content-type", "application/json")]) == "/dubbo/Svc/hash"
+        for method, target, headers, status in [
+            ("POST", "/", [("content-type", "text/plain")], 415),  # the target of a route kept, another type
+            ("GET", "/", form, 405),
+            ("POST", "/?x=1", form, 400),
+            ("POST", "/other", form, 404),
+        ]:
+            with pytest.raises(BadCall) as info:
+                calls.check_route(method, target, headers)
+            assert info.value.status_hint == status
