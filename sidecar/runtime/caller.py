@@ -24,7 +24,10 @@ Callbacks of the hub's loop do the rest, on a non-blocking socket (no greenlet w
   is tagged (a batch as a whole, when it is sent);
 * the sweeper, every ``TICK``, ends the calls whose deadline passed: 504 for a call that went out,
   503 with ``Retry-After`` for one that never got a provider slot; and lets the balancer release
-  queued calls when an ejection ends;
+  queued calls when an ejection ends. While replies come, the reader sweeps once half a ``TICK``
+  has passed and starts the sweeper's timer again, so that the timer fires only after a ``TICK``
+  without replies: a timer due every 20 ms woke a busy loop by itself and broke the gathering of its
+  socket events (:mod:`sidecar.runtime.collect`);
 * the writer, only while the socket buffer is full, sends the datagrams that waited for room.
 
 Every call gets the same timeout, so deadlines are in the order calls start and the sweeper only looks
@@ -140,6 +143,7 @@ class TunnelCaller:
         self._batching: frozenset[str] = frozenset()  # keys of the providers that take REQUEST_BATCH
         self._batches: dict[tuple[str, int], list[bytes]] = {}  # address -> this turn's REQUEST datagrams
         self._flush_scheduled = False
+        self._swept = 0.0  # when the last sweep ran (this module's clock)
         self._loop = get_hub().loop
         self.counters: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
@@ -426,6 +430,14 @@ class TunnelCaller:
                 self._flush_requests()
         for pending, result in answers:
             self._wake(pending, result)
+        if now - self._swept >= self.TICK / 2:  # before the timer is due: it then never wakes the loop
+            self._sweep_now()
+
+    def _sweep_now(self) -> None:
+        """Sweep at once, from a turn the loop makes anyway, and start the sweeper's ``TICK`` again."""
+        if self._watchers:  # started, not stopped
+            self._watchers[1].again(self._sweep, update=False)
+            self._sweep()
 
     def _sweep(self) -> None:
         try:
@@ -434,6 +446,7 @@ class TunnelCaller:
             log.exception("sweep failed")
 
     def _sweep_once(self, now: float) -> None:
+        self._swept = now
         balancer = self.balancer
         for request_id in balancer.expire(now):
             self._fail(request_id, self._queue_timeout())

@@ -20,6 +20,10 @@ a later batch of 7 pairs, on a faster phase of the machine, showed no difference
 
 Everything runs in the hub's callbacks, one after another: the reaper that ends late connections and
 the code that answers them never run at the same time, so no socket is ever used by two parties.
+While answers go out, the writing callback does the reaper's look once half a ``REAP_INTERVAL`` has
+passed and starts its timer again: the timer fires only after an interval without answers, and does
+not wake a busy loop by itself (which broke the gathering of socket events,
+:mod:`sidecar.runtime.collect`).
 
 No client can starve the others or the process (:class:`Limits` has the numbers):
 
@@ -148,6 +152,7 @@ class HttpServer:
         self._later: list[Connection] = []  # connections with work left over from their turn
         self._writes: list = []  # (connection, answer) to write when this turn's callbacks are done
         self._writing = False  # a callback to write them is scheduled
+        self._reaped = 0.0  # when the reaper last looked (time.monotonic())
         self._next_turn = self.loop.timer(0.0)  # fires after the next poll: every socket had its turn
 
     @property
@@ -215,6 +220,9 @@ class HttpServer:
             if not connection.closed:
                 connection._write(data)
                 connection.settle()
+        if self._reaper is not None and time.monotonic() - self._reaped >= REAP_INTERVAL / 2:
+            self._reaper.again(self._reap, update=False)  # its next look a whole interval from now
+            self._reap()
 
     def _turn(self) -> None:
         connections, self._later = self._later, []
@@ -262,7 +270,8 @@ class HttpServer:
 
     def _reap(self) -> None:
         try:
-            for connection in self.connections.overdue(time.monotonic()):
+            self._reaped = now = time.monotonic()
+            for connection in self.connections.overdue(now):
                 self.counters["timeouts"] += 1
                 if connection.stage == "send":
                     self.counters["send_timeouts"] += 1

@@ -232,6 +232,41 @@ def test_a_call_unanswered_at_its_deadline_gets_504(make_caller, provider, clock
     assert_nothing_left(caller)
 
 
+def test_while_replies_come_the_reader_sweeps_and_the_sweepers_timer_is_not_needed(provider, clock):
+    class Patient(TunnelCaller):
+        TICK = 600.0  # its timer does not fire within this test: every sweep here is the reader's
+
+    caller = Patient(consumer_id=7, clock=clock, call_timeout=3.0)
+    caller.start()
+    try:
+        caller.set_providers([provider.entry()])
+        lost = start_call(caller)
+        provider.receive()  # never answered
+        answered = start_call(caller)
+        request_id, source = provider.receive()
+        clock.now += 3.0  # the lost call's deadline
+        provider.answer(request_id, source)
+        assert answered.get(timeout=WAIT)[1] == provider.key
+        assert lost.get(timeout=WAIT).status == 504  # swept in the turn of that reply
+        lost = start_call(caller)
+        provider.receive()
+        answered = start_call(caller)
+        request_id, source = provider.receive()
+        clock.now += 3.0  # past its deadline, but half a TICK has not passed since the last sweep
+        provider.answer(request_id, source)
+        answered.get(timeout=WAIT)
+        assert not lost.ready() and caller.pending == 1
+        answered = start_call(caller)
+        request_id, source = provider.receive()
+        clock.now += Patient.TICK / 2
+        provider.answer(request_id, source)
+        answered.get(timeout=WAIT)
+        assert lost.get(timeout=WAIT).status == 504
+        assert_nothing_left(caller)
+    finally:
+        caller.stop()
+
+
 def test_a_call_whose_deadline_passes_in_the_wait_queue_gets_503_with_retry_after(make_caller, provider, clock):
     caller = make_caller(call_timeout=3.0, retry_after=2)
     caller.set_providers([provider.entry(threshold=1)])

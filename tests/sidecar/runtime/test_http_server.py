@@ -337,3 +337,21 @@ def test_answers_made_in_one_turn_go_out_together_once_it_is_done():
             client.close()
     assert readable == [0]
     assert [a.split(b"\r\n")[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 2
+
+
+def test_answers_going_out_do_the_reapers_look_so_that_its_timer_does_not_wake_a_busy_loop(start, provider):
+    sidecar = start([provider.entry()], idle_timeout=0.05)
+    server = sidecar._server
+    late = socket.create_connection(sidecar.address)  # idle from the start
+    try:
+        wait_until(lambda: len(server.open) == 1, "the connection taken")
+        gevent.sleep(0.06)  # its idle deadline passed
+        server._reaped = 0.0  # the reaper's last look, long ago
+        client = Client(sidecar.address)
+        assert client.request(form("x"), headers=FORM_HEADERS).status == 200
+        assert server._reaped > 0.0  # looked when the answer went out, and started its timer again
+        client.close()
+        wait_until(lambda: late.recv(1) == b"", "the idle connection closed")
+        assert server.counters["timeouts"] >= 1
+    finally:
+        late.close()
