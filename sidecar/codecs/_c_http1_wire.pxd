@@ -77,7 +77,7 @@ cpdef list checked_headers(headers)
 @cython.locals(parts=list, text=str)
 cpdef bytes encode_head(str first_line, headers)
 
-@cython.locals(line=str)
+@cython.locals(made=dict, line=str)
 cpdef str status_line(status, reason, final)
 cpdef str _status_line(status, reason, final)
 

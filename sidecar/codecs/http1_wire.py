@@ -446,10 +446,10 @@ def encode_head(first_line: str, headers: Iterable[tuple[str, str]]) -> bytes:
 
 def status_line(status: object, reason: str, final: bool) -> str:
     if not reason and type(status) is int:  # the standard phrase: a line made before, if any
-        line = (_FINAL_LINES if final else _INFORMATIONAL_LINES).get(status)
+        made = _FINAL_LINES if final else _INFORMATIONAL_LINES
+        line = made.get(status)
         if line is None:
-            line = _status_line(status, reason, final)
-            (_FINAL_LINES if final else _INFORMATIONAL_LINES)[status] = line  # at most 900 of them
+            line = made[status] = _status_line(status, reason, final)  # at most 900 of them
         return line
     return _status_line(status, reason, final)
 
