@@ -33,12 +33,12 @@ cdef class TunnelCaller:
     cdef public list _entries
     cdef public object _resolving
     cdef public object _sock
-    cdef public list _watchers
+    cdef public object _reader
+    cdef public object _sweeper
     cdef public object _out
     cdef public object _batching
     cdef public dict _batches
     cdef public bint _flush_scheduled
-    cdef public double _swept
     cdef public object _loop
     cdef public object counters
     cdef public object dropped
@@ -47,7 +47,6 @@ cdef class TunnelCaller:
 
     cpdef _send(self, _Pending pending, key, now)
     cpdef _wake(self, _Pending pending, value)
-    cpdef _sweep_now(self)
     @cython.locals(pending=_Pending)
     cpdef submit(self, encode, done)
     @cython.locals(pending=_Pending)

@@ -23,7 +23,6 @@ cdef class HttpServer:
     cdef public object _next_turn
     cdef public list _writes
     cdef public bint _writing
-    cdef public double _reaped
     cdef object __weakref__
 
     cpdef later(self, connection)

@@ -24,10 +24,9 @@ Callbacks of the hub's loop do the rest, on a non-blocking socket (no greenlet w
   is tagged (a batch as a whole, when it is sent);
 * the sweeper, every ``TICK``, ends the calls whose deadline passed: 504 for a call that went out,
   503 with ``Retry-After`` for one that never got a provider slot; and lets the balancer release
-  queued calls when an ejection ends. While replies come, the reader sweeps once half a ``TICK``
-  has passed and starts the sweeper's timer again, so that the timer fires only after a ``TICK``
-  without replies: a timer due every 20 ms woke a busy loop by itself and broke the gathering of its
-  socket events (:mod:`sidecar.runtime.collect`);
+  queued calls when an ejection ends. While replies come, the reader carries it
+  (:class:`~sidecar.runtime.periodic.Periodic`): its own timer fires only after a ``TICK`` without
+  replies, and does not wake a busy loop by itself;
 * the writer, only while the socket buffer is full, sends the datagrams that waited for room.
 
 Every call gets the same timeout, so deadlines are in the order calls start and the sweeper only looks
@@ -57,6 +56,7 @@ from sidecar.errors import RemoteProtocolError
 from sidecar.policies.balancer import ALL_EJECTED, NO_PROVIDER, QUEUE_FULL, Balancer, Outcome
 from sidecar.policies.histogram import Histogram
 from sidecar.runtime.datagrams import DatagramSender
+from sidecar.runtime.periodic import Periodic
 from sidecar.runtime.registry import ProviderEntry, format_address
 
 __all__ = ["CallError", "TunnelCaller"]
@@ -138,12 +138,12 @@ class TunnelCaller:
         self._entries: list[ProviderEntry] = []  # the last registry update
         self._resolving = None  # the timer that tries an update again while a host name does not resolve
         self._sock: _socket.socket | None = None
-        self._watchers: list = []  # reading and sweeping
+        self._reader = None  # the read watcher of the socket, from start until stop
+        self._sweeper: Periodic | None = None
         self._out: DatagramSender | None = None  # the REQUEST datagrams, sent without blocking
         self._batching: frozenset[str] = frozenset()  # keys of the providers that take REQUEST_BATCH
         self._batches: dict[tuple[str, int], list[bytes]] = {}  # address -> this turn's REQUEST datagrams
         self._flush_scheduled = False
-        self._swept = 0.0  # when the last sweep ran (this module's clock)
         self._loop = get_hub().loop
         self.counters: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
@@ -172,17 +172,19 @@ class TunnelCaller:
         self._sock = sock
         loop = self._loop
         self._out = DatagramSender(sock, loop, self.counters, self._send_failed, limit=self.BACKLOG)
-        self._watchers = [loop.io(sock.fileno(), 1), loop.timer(self.TICK, self.TICK)]
-        self._watchers[0].start(self._read_replies)
-        self._watchers[1].start(self._sweep)
+        self._reader = loop.io(sock.fileno(), 1)
+        self._reader.start(self._read_replies)
+        self._sweeper = Periodic(loop, self.TICK, self._sweep_once, clock=self.clock, name="sweep")
+        self._sweeper.start()
 
     def stop(self) -> None:
         """Fail every call still waiting (503, the sidecar is stopping) and close the socket."""
         self._retry_resolving(False)
-        for watcher in self._watchers:
-            watcher.stop()
-            watcher.close()
-        self._watchers = []
+        if self._reader is not None:
+            self._reader.stop()
+            self._reader.close()
+            self._reader = None
+            self._sweeper.stop()
         self._batches.clear()  # their calls fail below; a scheduled flush finds nothing to send
         if self._out is not None:
             self._out.close()
@@ -237,7 +239,7 @@ class TunnelCaller:
             self._resolving.stop()
             self._resolving.close()
             self._resolving = None
-        if wanted and self._watchers:  # started, not stopped
+        if wanted and self._reader is not None:  # started, not stopped
             self._resolving = self._loop.timer(self.RESOLVE_RETRY)
             self._resolving.start(self._resolve_again)
 
@@ -247,7 +249,7 @@ class TunnelCaller:
         gevent.spawn(self._apply_again, self._entries)
 
     def _apply_again(self, entries: list[ProviderEntry]) -> None:
-        if entries is self._entries and self._watchers:  # no newer update came, and not stopped
+        if entries is self._entries and self._reader is not None:  # no newer update came, and not stopped
             self.set_providers(entries)
 
     # -- calls ----------------------------------------------------------------------------------
@@ -324,7 +326,7 @@ class TunnelCaller:
         datagram did not go out ends at its deadline, as for a datagram lost on the way)."""
         self._flush_scheduled = False
         batches, self._batches = self._batches, {}
-        if not batches or not self._watchers:  # nothing, or stopped
+        if not batches or self._reader is None:  # nothing, or stopped
             return
         auth, send, counters = self.auth, self._out.send, self.counters
         try:
@@ -430,23 +432,9 @@ class TunnelCaller:
                 self._flush_requests()
         for pending, result in answers:
             self._wake(pending, result)
-        if now - self._swept >= self.TICK / 2:  # before the timer is due: it then never wakes the loop
-            self._sweep_now()
-
-    def _sweep_now(self) -> None:
-        """Sweep at once, from a turn the loop makes anyway, and start the sweeper's ``TICK`` again."""
-        if self._watchers:  # started, not stopped
-            self._watchers[1].again(self._sweep, update=False)
-            self._sweep()
-
-    def _sweep(self) -> None:
-        try:
-            self._sweep_once(self.clock())
-        except Exception:  # never let the sweeper die: calls would hang
-            log.exception("sweep failed")
+        self._sweeper.ride(now)  # a sweep due within half a TICK is made here, not by a wake-up of its own
 
     def _sweep_once(self, now: float) -> None:
-        self._swept = now
         balancer = self.balancer
         for request_id in balancer.expire(now):
             self._fail(request_id, self._queue_timeout())

@@ -20,10 +20,9 @@ a later batch of 7 pairs, on a faster phase of the machine, showed no difference
 
 Everything runs in the hub's callbacks, one after another: the reaper that ends late connections and
 the code that answers them never run at the same time, so no socket is ever used by two parties.
-While answers go out, the writing callback does the reaper's look once half a ``REAP_INTERVAL`` has
-passed and starts its timer again: the timer fires only after an interval without answers, and does
-not wake a busy loop by itself (which broke the gathering of socket events,
-:mod:`sidecar.runtime.collect`).
+While answers go out, the writing callback carries the reaper's look
+(:class:`~sidecar.runtime.periodic.Periodic`): its timer fires only after a ``REAP_INTERVAL`` without
+answers, and does not wake a busy loop by itself.
 
 No client can starve the others or the process (:class:`Limits` has the numbers):
 
@@ -66,6 +65,7 @@ from sidecar.codecs import http1
 from sidecar.codecs.http1_wire import closing_response
 from sidecar.errors import ProtocolError
 from sidecar.policies.connections import BUSY, IDLE, WAITING, ConnectionLimits
+from sidecar.runtime.periodic import Periodic
 
 __all__ = ["Connection", "HttpServer", "Limits"]
 
@@ -152,7 +152,6 @@ class HttpServer:
         self._later: list[Connection] = []  # connections with work left over from their turn
         self._writes: list = []  # (connection, answer) to write when this turn's callbacks are done
         self._writing = False  # a callback to write them is scheduled
-        self._reaped = 0.0  # when the reaper last looked (time.monotonic())
         self._next_turn = self.loop.timer(0.0)  # fires after the next poll: every socket had its turn
 
     @property
@@ -165,8 +164,8 @@ class HttpServer:
         self.listener.setblocking(False)
         self._accepting = self.loop.io(self.listener.fileno(), _READ)
         self._accepting.start(self._accept)
-        self._reaper = self.loop.timer(REAP_INTERVAL, REAP_INTERVAL)
-        self._reaper.start(self._reap)
+        self._reaper = Periodic(self.loop, REAP_INTERVAL, self._reap, name="reaping connections")
+        self._reaper.start()
 
     def close_listener(self) -> None:
         """Stop accepting; the connections go on."""
@@ -191,7 +190,6 @@ class HttpServer:
             connection.close()
         if self._reaper is not None:
             self._reaper.stop()
-            self._reaper.close()
             self._reaper = None
         self._next_turn.stop()
 
@@ -220,9 +218,8 @@ class HttpServer:
             if not connection.closed:
                 connection._write(data)
                 connection.settle()
-        if self._reaper is not None and time.monotonic() - self._reaped >= REAP_INTERVAL / 2:
-            self._reaper.again(self._reap, update=False)  # its next look a whole interval from now
-            self._reap()
+        if self._reaper is not None:
+            self._reaper.ride(time.monotonic())  # a look due within half an interval is made here
 
     def _turn(self) -> None:
         connections, self._later = self._later, []
@@ -268,19 +265,15 @@ class HttpServer:
 
     # -- deadlines ------------------------------------------------------------------------------
 
-    def _reap(self) -> None:
-        try:
-            self._reaped = now = time.monotonic()
-            for connection in self.connections.overdue(now):
-                self.counters["timeouts"] += 1
-                if connection.stage == "send":
-                    self.counters["send_timeouts"] += 1
-                connection.late()
-            if self._trim_pending and not self.body_in_use:
-                self._trim_pending = False
-                _give_memory_back()
-        except Exception:  # never let the reaper die: every deadline would go with it
-            log.exception("reaping connections failed")
+    def _reap(self, now: float) -> None:
+        for connection in self.connections.overdue(now):
+            self.counters["timeouts"] += 1
+            if connection.stage == "send":
+                self.counters["send_timeouts"] += 1
+            connection.late()
+        if self._trim_pending and not self.body_in_use:
+            self._trim_pending = False
+            _give_memory_back()
 
     # -- the body budget ------------------------------------------------------------------------
 

@@ -346,10 +346,10 @@ def test_answers_going_out_do_the_reapers_look_so_that_its_timer_does_not_wake_a
     try:
         wait_until(lambda: len(server.open) == 1, "the connection taken")
         gevent.sleep(0.06)  # its idle deadline passed
-        server._reaped = 0.0  # the reaper's last look, long ago
+        server._reaper.last = 0.0  # the reaper's last look, long ago
         client = Client(sidecar.address)
         assert client.request(form("x"), headers=FORM_HEADERS).status == 200
-        assert server._reaped > 0.0  # looked when the answer went out, and started its timer again
+        assert server._reaper.last > 0.0  # looked when the answer went out, and started its timer again
         client.close()
         wait_until(lambda: late.recv(1) == b"", "the idle connection closed")
         assert server.counters["timeouts"] >= 1
