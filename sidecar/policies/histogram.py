@@ -1,11 +1,16 @@
 """A latency histogram with fixed log-scale buckets: cheap to fill, exact to merge, good for percentiles.
 
 Recording a value is one ``bisect`` and one increment. Every histogram has the same buckets
-(:data:`BOUNDS`, in seconds: four per doubling, from 50 µs to about 100 s), so histograms of several
+(:data:`BOUNDS`, in seconds: 32 per doubling, from 50 µs to about 100 s), so histograms of several
 workers merge by adding their counts, and a percentile read from the merged counts is as good as one
 read from a single process. A percentile is interpolated inside its bucket, so its error is at most
-the bucket's width (19 % of the value); values past the last bound count in an overflow bucket
+the bucket's width (2.2 % of the value); values past the last bound count in an overflow bucket
 and read as the last bound.
+
+With four buckets per doubling (19 % wide), calls that all took 52 to 53 ms read p50 = 56 ms: the
+whole cluster fell in one bucket from 51.2 to 60.9 ms, and its middle was read. A bucket of 2.2 %
+keeps a reading within a millisecond there, for 673 counts per histogram (a list of small ints) and
+three more comparisons per value.
 
 >>> h = Histogram()
 >>> for ms in (1, 2, 3, 4, 100):
@@ -27,7 +32,7 @@ from sidecar._accel import import_c_accel
 
 __all__ = ["BOUNDS", "Histogram"]
 
-STEPS_PER_DOUBLING = 4
+STEPS_PER_DOUBLING = 32
 FIRST_BOUND = 0.00005  # seconds: 50 µs
 # Upper bounds of the buckets in seconds (a value equal to a bound counts in that bucket); one more
 # bucket after them holds what is larger.

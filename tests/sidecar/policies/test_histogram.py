@@ -57,6 +57,19 @@ def test_percentiles_are_within_a_bucket_of_the_exact_ones():
     assert h.count == 5000 and h.sum == pytest.approx(sum(values))
 
 
+def test_a_tight_cluster_reads_within_two_percent():
+    """Calls that all took 52 to 53 ms (a service's fixed latency): p50 read 56 ms with buckets of 19 %."""
+    rng = random.Random(3)
+    values = sorted(rng.uniform(0.052, 0.053) for _ in range(4000))
+    h = Histogram()
+    for v in values:
+        h.observe(v)
+    assert 2 ** (1 / STEPS_PER_DOUBLING) < 1.023
+    for q in (0.5, 0.9, 0.99):
+        exact = values[int(q * len(values)) - 1]
+        assert h.percentile(q) == pytest.approx(exact, rel=0.023)
+
+
 def test_percentiles_do_not_decrease():
     h = Histogram()
     for ms in (1, 1, 2, 5, 8, 13, 40, 300):
@@ -87,10 +100,10 @@ def test_merged_histograms_equal_one_fed_all_values():
 
 def test_json_form_trims_trailing_zeros_and_round_trips():
     h = Histogram()
-    h.observe(0.0001)
+    h.observe(0.0001)  # twice the first bound: one doubling up
     h.observe(0.0001)
     data = h.to_dict()
-    assert data == {"counts": [0, 0, 0, 0, 2], "count": 2, "sum": pytest.approx(0.0002)}
+    assert data == {"counts": [0] * STEPS_PER_DOUBLING + [2], "count": 2, "sum": pytest.approx(0.0002)}
     back = Histogram.from_dict(data)
     assert back.counts == h.counts and back.count == 2
 
