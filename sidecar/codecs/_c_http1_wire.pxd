@@ -83,6 +83,7 @@ cpdef str _status_line(status, reason, final)
 
 @cython.locals(values=list, size=Py_ssize_t)
 cpdef get_header(headers, str name, default=*)
+@cython.locals(lowered=dict)
 cpdef _lower(name)
 
 @cython.locals(form=dict, decoded=dict, piece=bytes, raw_name=bytes, raw_value=bytes, name=str)

@@ -4,6 +4,7 @@ cimport cython
 cdef class RequestIds:
     cdef public object consumer_id
     cdef public object _seq
+    cdef public object _high
 
     cpdef next(self, now_ms)
 

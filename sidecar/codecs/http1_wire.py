@@ -499,14 +499,19 @@ def get_header(headers: Iterable[tuple[str, str]], name: str, default: str | Non
     (RFC 9110 §5.3); ``default`` when there is none."""
     name = _lower(name)
     size = len(name)
-    values = []
+    found = values = None  # the first value; a list once a second one comes (rare: no list made per call)
     for key, value in headers:
         # Lowering keeps the length of an ASCII name: a name of another length is skipped unlowered.
         if key == name or ((len(key) == size or not key.isascii()) and _lower(key) == name):
-            values.append(value)
-    if not values:
+            if found is None:
+                found = value
+            elif values is None:
+                values = [found, value]
+            else:
+                values.append(value)
+    if found is None:
         return default
-    return values[0] if len(values) == 1 else ", ".join(values)
+    return found if values is None else ", ".join(values)
 
 
 # Field names lowered lately, by name: the same few names come in every request, and str.lower()
@@ -518,14 +523,15 @@ _LOWERED_MAX_LENGTH = 64
 
 def _lower(name):
     """``name.lower()``, from the cache when it was lowered lately."""
-    low = _LOWERED.get(name)
+    lowered = _LOWERED
+    low = lowered.get(name)
     if low is not None:
         return low
     low = name.lower()
     if len(name) <= _LOWERED_MAX_LENGTH:
-        if len(_LOWERED) >= _LOWERED_MAX_ITEMS:
-            _LOWERED.clear()
-        _LOWERED[name] = low
+        if len(lowered) >= _LOWERED_MAX_ITEMS:
+            lowered.clear()
+        lowered[name] = low
     return low
 
 

@@ -217,15 +217,18 @@ class RequestIds:
     number up, wrapping after 65535 (ids repeat only after 65536 calls within one millisecond or
     after 2**32 ms, about 49.7 days)."""
 
-    __slots__ = ("consumer_id", "_seq")
+    __slots__ = ("consumer_id", "_seq", "_high")
 
     def __init__(self, consumer_id: int, *, seq: int = 0):
-        make_request_id(consumer_id, 0, seq)  # range checks
+        self._high = make_request_id(consumer_id, 0, 0)  # its bits of every id (and the range checks)
+        make_request_id(consumer_id, 0, seq)
         self.consumer_id = consumer_id
-        self._seq = seq
+        self._seq = operator.index(seq)
 
     def next(self, now_ms: int) -> int:
-        request_id = make_request_id(self.consumer_id, now_ms, self._seq)
+        """:func:`make_request_id` of this consumer at ``now_ms`` with the next sequence number (the
+        consumer id and the sequence number were checked already)."""
+        request_id = self._high | ((operator.index(now_ms) & STAMP_MASK) << SEQ_BITS) | self._seq
         self._seq = (self._seq + 1) & SEQ_MASK
         return request_id
 

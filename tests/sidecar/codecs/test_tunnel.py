@@ -227,6 +227,21 @@ def test_request_ids_count_and_wrap():
     assert len({RequestIds(1).next(5) for _ in range(3)}) == 1  # a fresh source per id: same start
 
 
+@pytest.mark.parametrize("consumer", [0, 1, 0x1234, 0xFFFF])
+def test_request_ids_are_the_ids_make_request_id_makes(consumer):
+    ids = RequestIds(consumer, seq=0xFFF0)
+    for step, now_ms in enumerate([0, 1, 2**31, 2**32 - 1, 2**32, 2**40 + 7, *range(100, 120)]):
+        assert ids.next(now_ms) == make_request_id(consumer, now_ms, (0xFFF0 + step) & 0xFFFF)
+    with pytest.raises(TypeError):
+        ids.next(1.5)  # milliseconds are an int, as make_request_id takes them
+
+
+@pytest.mark.parametrize(("consumer", "seq"), [(-1, 0), (0x10000, 0), (0, -1), (0, 0x10000)])
+def test_request_ids_refuse_fields_out_of_range(consumer, seq):
+    with pytest.raises(LocalProtocolError, match="out of range"):
+        RequestIds(consumer, seq=seq)
+
+
 @pytest.mark.parametrize(("consumer", "now_ms", "seq"), [(-1, 0, 0), (0x10000, 0, 0), (0, 0, -1), (0, 0, 0x10000)])
 def test_request_id_fields_out_of_range(consumer, now_ms, seq):
     with pytest.raises(LocalProtocolError, match="out of range"):
