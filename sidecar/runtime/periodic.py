@@ -42,7 +42,6 @@ class Periodic:
         self.loop, self.interval, self.job, self.clock, self.name = loop, float(interval), job, clock, name
         self.last = -math.inf  # when the job last ran (``clock``); never yet
         self.runs = 0
-        self._half = self.interval / 2
         self._timer = None
 
     @property
@@ -64,7 +63,7 @@ class Periodic:
     def ride(self, now: float) -> bool:
         """A turn the loop makes anyway, at ``now``: run the job here if half an ``interval`` passed
         since it last ran, and put its timer a whole ``interval`` off. True when the job ran."""
-        if self._timer is None or now - self.last < self._half:
+        if self._timer is None or now - self.last < self.interval / 2:
             return False
         self._timer.again(self._fire, update=False)
         self._run(now)
