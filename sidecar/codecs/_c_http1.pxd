@@ -12,6 +12,11 @@ cdef class _Connection:
     cdef public _Buffer _buffer
     cdef public object _reader
     cdef public object _error
+    cdef readonly object _peer
+
+    cpdef _their_state(self)
+    cpdef next_event(self)
+    cpdef _next_event(self)
 
 
 cdef class ServerConnection(_Connection):
@@ -28,3 +33,6 @@ cdef class ClientConnection(_Connection):
     cdef public object _method
     cdef public object _response
     cdef public list _parts
+
+    cpdef next_event(self)
+    cpdef _next_event(self)

@@ -120,9 +120,10 @@ __all__ = [
 
 class _Connection:
     """What both ends share: the state machine, the receive buffer, the sticky remote error. Each
-    subclass names its peer's role (a Sentinel) in the class attribute ``_peer``."""
+    subclass names its peer's role (a Sentinel), ``_peer``."""
 
-    def __init__(self, max_head: int, max_body: int, max_headers: int):
+    def __init__(self, peer: Sentinel, max_head: int, max_body: int, max_headers: int):
+        self._peer = peer
         self._limits = Limits(max_head, max_body, max_headers)
         self._state = ConnectionState()
         self._buffer = Buffer()
@@ -131,15 +132,18 @@ class _Connection:
 
     @property
     def states(self) -> dict[Sentinel, Sentinel]:
-        return dict(self._state.states)
+        return self._state.states
 
     @property
     def our_state(self) -> Sentinel:
-        return self._state.states[SERVER if self._peer is CLIENT else CLIENT]
+        return self._state.server if self._peer is CLIENT else self._state.client
 
     @property
     def their_state(self) -> Sentinel:
-        return self._state.states[self._peer]
+        return self._their_state()
+
+    def _their_state(self) -> Sentinel:
+        return self._state.client if self._peer is CLIENT else self._state.server
 
     @property
     def keep_alive(self) -> bool:
@@ -162,10 +166,12 @@ class _Connection:
             buffer.eof = True
         elif buffer.eof:
             raise LocalProtocolError("receive_data() with more bytes after the end of the stream")
-        elif self._error is None and self.their_state is not MUST_CLOSE:
+        elif self._error is None and self._their_state() is not MUST_CLOSE:
             buffer.feed(data)  # after an error, or after "close", nothing more is read: drop
 
     def next_event(self):
+        """The next event of the peer's side (see the subclass); raises :class:`RemoteProtocolError`,
+        the same one again on every later call, when the peer broke the protocol."""
         if self._error is not None:
             raise self._error
         try:
@@ -178,6 +184,9 @@ class _Connection:
         if event is not NEED_DATA and event is not PAUSED:
             self._state.process_event(self._peer, type(event))
         return event
+
+    def _next_event(self):
+        raise NotImplementedError  # each end parses its peer's messages
 
     def _closed_or_need_data(self) -> ConnectionClosed | Sentinel:
         return ConnectionClosed() if self._buffer.eof else NEED_DATA
@@ -207,8 +216,6 @@ class ServerConnection(_Connection):
     call ``start_next_cycle()``.
     """
 
-    _peer = CLIENT
-
     def __init__(
         self,
         *,
@@ -216,17 +223,14 @@ class ServerConnection(_Connection):
         max_body: int = DEFAULT_MAX_BODY,
         max_headers: int = DEFAULT_MAX_HEADERS,
     ):
-        super().__init__(max_head, max_body, max_headers)
+        super().__init__(CLIENT, max_head, max_body, max_headers)
         self._request: Request | None = None
 
     def __repr__(self) -> str:
         return f"<ServerConnection client={self.their_state} server={self.our_state} buffered={self.buffered}>"
 
-    def next_event(self) -> Request | Data | EndOfMessage | ConnectionClosed | Sentinel:
-        return super().next_event()
-
     def _next_event(self):
-        state, buffer = self.their_state, self._buffer
+        state, buffer = self._state.client, self._buffer
         if state is IDLE:
             buffer.skip_empty_lines()
             if not len(buffer):
@@ -272,7 +276,7 @@ class ServerConnection(_Connection):
         A shortcut for servers that take a whole request at once; ``next_event()`` stays the way in.
         """
         reader = self._reader
-        if self._error is not None or type(reader) is not LengthReader or self.their_state is not SEND_BODY:
+        if self._error is not None or type(reader) is not LengthReader or self._state.client is not SEND_BODY:
             return None
         left = reader.left
         buffer = self._buffer
@@ -295,7 +299,7 @@ class ServerConnection(_Connection):
         self._state.next_state(SERVER, Response)
         first_line = status_line(event.status, event.reason, True)
         body, fields, request = event.body, checked_headers(event.headers), self._request
-        close = not self._state.keep_alive or self.their_state is not DONE
+        close = not self._state.keep_alive or self._state.client is not DONE
         headers = []
         for name, lower, value in fields:
             if lower == "connection":
@@ -349,8 +353,6 @@ class ClientConnection(_Connection):
     otherwise both roles end in ``MUST_CLOSE``.
     """
 
-    _peer = SERVER
-
     def __init__(
         self,
         *,
@@ -359,7 +361,7 @@ class ClientConnection(_Connection):
         max_body: int = DEFAULT_MAX_BODY,
         max_headers: int = DEFAULT_MAX_HEADERS,
     ):
-        super().__init__(max_head, max_body, max_headers)
+        super().__init__(SERVER, max_head, max_body, max_headers)
         self.host = host
         self._method = ""
         self._response: Response | None = None
@@ -403,13 +405,13 @@ class ClientConnection(_Connection):
         return b"".join((data, body))
 
     def next_event(self) -> Response | ConnectionClosed | Sentinel:
-        event = super().next_event()
-        if isinstance(event, Response) and self._state.keep_alive and self._state.states[CLIENT] is DONE:
+        event = _Connection.next_event(self)
+        if isinstance(event, Response) and self._state.keep_alive and self._state.client is DONE:
             self._state.start_next_cycle()
         return event
 
     def _next_event(self):
-        state, buffer, limits = self.their_state, self._buffer, self._limits
+        state, buffer, limits = self._state.server, self._buffer, self._limits
         if state is not SEND_RESPONSE:
             if len(buffer):
                 raise RemoteProtocolError(f"the server sent bytes with no request outstanding: {show(buffer.data)}")

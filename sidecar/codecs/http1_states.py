@@ -164,58 +164,94 @@ STATE_TRIGGERED: dict[tuple[Sentinel, Sentinel], dict[Sentinel, Sentinel]] = {
 
 
 class ConnectionState:
-    """The two roles' states and the keep-alive flag, moved only through the tables above."""
+    """The two roles' states and the keep-alive flag, moved only through the tables above.
 
-    __slots__ = ("states", "keep_alive")
+    ``client``, ``server`` and ``keep_alive`` are read as attributes (``states`` gives the two states
+    as a dict keyed by role). Every combination of them is a :class:`_Situation` worked out from the
+    tables once, when this module is imported, with where each move leads: a move is then one
+    dictionary lookup, whatever the tables say about it."""
+
+    __slots__ = ("client", "server", "keep_alive", "_at")
 
     def __init__(self) -> None:
-        self.states = {CLIENT: IDLE, SERVER: IDLE}
-        self.keep_alive = True
+        self._enter(_START)
 
     def __repr__(self) -> str:
-        return (
-            f"<ConnectionState client={self.states[CLIENT]} server={self.states[SERVER]} keep_alive={self.keep_alive}>"
-        )
+        return f"<ConnectionState client={self.client} server={self.server} keep_alive={self.keep_alive}>"
+
+    @property
+    def states(self) -> dict[Sentinel, Sentinel]:
+        """The state of each role, as a new dict."""
+        return {CLIENT: self.client, SERVER: self.server}
+
+    def _enter(self, at: _Situation) -> None:
+        self._at = at
+        self.client, self.server, self.keep_alive = at.client, at.server, at.keep_alive
 
     def next_state(self, role: Sentinel, event_type: type) -> Sentinel:
         """The state ``role`` reaches by sending an ``event_type``; raises when the tables forbid it."""
-        state = self.states[role]
+        if role is CLIENT:
+            state = self.client
+        elif role is SERVER:
+            state = self.server
+        else:
+            raise ValueError(f"no such role: {role!r}")
         try:
             return TRANSITIONS[role][state][event_type]
         except KeyError:
             raise LocalProtocolError(f"{role} cannot send {event_type.__name__} in state {state}") from None
 
     def process_event(self, role: Sentinel, event_type: type) -> None:
-        self.states[role] = self.next_state(role, event_type)
-        if event_type is ConnectionClosed:
-            self.keep_alive = False  # a side that hung up ends the connection after this cycle
-        self._fire_state_triggered()
+        """``role`` sent an ``event_type``: both roles move as the tables say (a miss raises, as
+        :meth:`next_state` does, and changes nothing). A :class:`ConnectionClosed` ends keep-alive."""
+        if role is CLIENT:
+            at = self._at.client_moves.get(event_type)
+        elif role is SERVER:
+            at = self._at.server_moves.get(event_type)
+        else:
+            raise ValueError(f"no such role: {role!r}")
+        if at is None:
+            self.next_state(role, event_type)  # raises: the tables have no such move
+        self._enter(at)
 
     def process_error(self, role: Sentinel) -> None:
         """``role`` broke the protocol: it goes to ``ERROR`` from any state, and keep-alive is off."""
-        self.states[role] = ERROR
-        self.keep_alive = False
-        self._fire_state_triggered()
+        if role is CLIENT:
+            self._enter(self._at.client_error)
+        elif role is SERVER:
+            self._enter(self._at.server_error)
+        else:
+            raise ValueError(f"no such role: {role!r}")
 
     def disable_keep_alive(self) -> None:
-        self.keep_alive = False
-        self._fire_state_triggered()
+        self._enter(self._at.closing)
 
     def start_next_cycle(self) -> None:
-        if self.states[CLIENT] is not DONE or self.states[SERVER] is not DONE or not self.keep_alive:
+        if self.client is not DONE or self.server is not DONE or not self.keep_alive:
             raise LocalProtocolError(
-                f"start_next_cycle() needs both roles DONE with keep-alive; client is {self.states[CLIENT]}, "
-                f"server is {self.states[SERVER]}, keep_alive={self.keep_alive}"
+                f"start_next_cycle() needs both roles DONE with keep-alive; client is {self.client}, "
+                f"server is {self.server}, keep_alive={self.keep_alive}"
             )
-        self.states[CLIENT] = self.states[SERVER] = IDLE
+        self._enter(_START)
 
-    def _fire_state_triggered(self) -> None:
-        states = self.states
-        key = (states[CLIENT], states[SERVER], self.keep_alive)
-        settled = _SETTLED.get(key)
-        if settled is None:
-            settled = _SETTLED[key] = _settle(*key)
-        states[CLIENT], states[SERVER] = settled
+
+class _Situation:
+    """Both roles' states and the keep-alive flag, settled, and where each change leads from here:
+    ``client_moves`` and ``server_moves`` by the event class a role sends, ``client_error`` and
+    ``server_error`` when that role breaks the protocol, ``closing`` when keep-alive ends."""
+
+    __slots__ = (
+        "client", "server", "keep_alive", "client_moves", "server_moves", "client_error", "server_error", "closing",
+    )  # fmt: skip
+
+    def __init__(self, client: Sentinel, server: Sentinel, keep_alive: bool):
+        self.client, self.server, self.keep_alive = client, server, keep_alive
+        self.client_moves: dict[type, _Situation] = {}
+        self.server_moves: dict[type, _Situation] = {}
+        self.client_error = self.server_error = self.closing = self
+
+    def __repr__(self) -> str:
+        return f"<_Situation client={self.client} server={self.server} keep_alive={self.keep_alive}>"
 
 
 def _settle(client: Sentinel, server: Sentinel, keep_alive: bool) -> tuple[Sentinel, Sentinel]:
@@ -233,8 +269,31 @@ def _settle(client: Sentinel, server: Sentinel, keep_alive: bool) -> tuple[Senti
             return states[CLIENT], states[SERVER]
 
 
-# _settle() of each (client state, server state, keep_alive) met so far: at most 7 * 7 * 2 entries.
-_SETTLED: dict[tuple[Sentinel, Sentinel, bool], tuple[Sentinel, Sentinel]] = {}
+def _situations() -> _Situation:
+    """Every combination of a client state, a server state and keep-alive, each linked to where the
+    tables take it; returns the start of a cycle (both ``IDLE``, keep-alive on)."""
+    every = {
+        (client, server, keep_alive): _Situation(client, server, keep_alive)
+        for client in TRANSITIONS[CLIENT]
+        for server in TRANSITIONS[SERVER]
+        for keep_alive in (True, False)
+    }
+
+    def settled(client: Sentinel, server: Sentinel, keep_alive: bool) -> _Situation:
+        return every[(*_settle(client, server, keep_alive), keep_alive)]
+
+    for (client, server, keep_alive), at in every.items():
+        for event_type, state in TRANSITIONS[CLIENT][client].items():
+            at.client_moves[event_type] = settled(state, server, keep_alive and event_type is not ConnectionClosed)
+        for event_type, state in TRANSITIONS[SERVER][server].items():
+            at.server_moves[event_type] = settled(client, state, keep_alive and event_type is not ConnectionClosed)
+        at.client_error = settled(ERROR, server, False)
+        at.server_error = settled(client, ERROR, False)
+        at.closing = settled(client, server, False)
+    return every[IDLE, IDLE, True]
+
+
+_START = _situations()
 
 
 import_c_accel(globals(), "sidecar.codecs._c_http1_states")

@@ -670,6 +670,75 @@ def test_the_tables_cover_every_state_of_both_roles():
         assert all(state in TRANSITIONS[role] for role, state in changes.items())
 
 
+def _by_the_tables(client, server, keep_alive, role, event_type):
+    """Where ``role`` sending ``event_type`` leads, the tables applied step by step (None: not allowed)."""
+    moves = TRANSITIONS[role][client if role is CLIENT else server]
+    if event_type not in moves:
+        return None
+    if role is CLIENT:
+        client = moves[event_type]
+    else:
+        server = moves[event_type]
+    keep_alive = keep_alive and event_type is not ConnectionClosed
+    while True:  # the keep-alive rule and the triggered changes, until nothing changes
+        before = (client, server)
+        if not keep_alive:
+            client = MUST_CLOSE if client is DONE else client
+            server = MUST_CLOSE if server is DONE else server
+        triggered = STATE_TRIGGERED.get((client, server), {})
+        client, server = triggered.get(CLIENT, client), triggered.get(SERVER, server)
+        if (client, server) == before:
+            return client, server, keep_alive
+
+
+def test_every_move_from_every_reachable_state_follows_the_tables():
+    events = (Request, Data, EndOfMessage, ConnectionClosed, InformationalResponse, Response)
+    seen, frontier = set(), [()]
+    while frontier:  # every sequence of moves the tables allow, breadth first, each state once
+        path = frontier.pop()
+        state = ConnectionState()
+        for role, event_type in path:
+            state.process_event(role, event_type)
+        key = (state.client, state.server, state.keep_alive)
+        if key in seen:
+            continue
+        seen.add(key)
+        assert state.states == {CLIENT: state.client, SERVER: state.server}
+        for role in (CLIENT, SERVER):
+            for event_type in events:
+                expected = _by_the_tables(*key, role, event_type)
+                moved = ConnectionState()
+                for step in path:
+                    moved.process_event(*step)
+                if expected is None:
+                    with pytest.raises(LocalProtocolError, match=f"{role} cannot send {event_type.__name__} in state"):
+                        moved.process_event(role, event_type)
+                    assert (moved.client, moved.server, moved.keep_alive) == key  # nothing changed
+                    continue
+                moved.process_event(role, event_type)
+                assert (moved.client, moved.server, moved.keep_alive) == expected
+                frontier.append((*path, (role, event_type)))
+    assert (DONE, DONE, True) in seen and (SEND_BODY, CLOSED, False) in seen  # the walk went far
+
+
+def test_errors_and_the_end_of_keep_alive_settle_like_a_move():
+    state = ConnectionState()
+    state.process_event(CLIENT, Request)
+    state.process_error(CLIENT)
+    assert (state.client, state.server, state.keep_alive) == (ERROR, SEND_RESPONSE, False)
+    state = ConnectionState()
+    state.process_event(CLIENT, Request)
+    state.process_event(CLIENT, EndOfMessage)
+    state.disable_keep_alive()
+    assert (state.client, state.server, state.keep_alive) == (MUST_CLOSE, SEND_RESPONSE, False)
+    state.process_event(SERVER, Response)
+    assert state.states == {CLIENT: MUST_CLOSE, SERVER: MUST_CLOSE}
+    with pytest.raises(ValueError, match="no such role"):
+        state.process_event(IDLE, Request)
+    state.states[CLIENT] = IDLE  # a copy: the state itself moves only through its methods
+    assert state.client is MUST_CLOSE
+
+
 def test_a_table_miss_names_role_state_and_event():
     state = ConnectionState()
     with pytest.raises(LocalProtocolError) as info:
