@@ -43,6 +43,7 @@ __all__ = [
 PURE_PYTHON = "DUBBOMESH_PURE_PYTHON"
 # The modules that have a compiled twin, by dotted name (setup.py builds the same list).
 TWINS = (
+    "sidecar.codecs.memo",
     "sidecar.codecs.http1_states",
     "sidecar.codecs.http1_wire",
     "sidecar.codecs.http1",

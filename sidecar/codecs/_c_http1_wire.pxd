@@ -1,6 +1,9 @@
 # C types for the compiled twin of http1_wire.py (the Python module stays the implementation).
 cimport cython
 
+# Aliased: the module imports the memo under its own name, as a Python class.
+from sidecar.codecs._c_memo cimport Memo as _Memo
+
 cdef class Buffer:
     cdef public object data  # bytes as received, or a bytearray once joined
     cdef public Py_ssize_t pos
@@ -53,13 +56,13 @@ cdef class ChunkedReader:
     cpdef read(self, Buffer buffer)
 
 
-@cython.locals(fields=list, parsed=dict, line=bytes, field=tuple)
+@cython.locals(fields=list, parsed=_Memo, line=bytes, field=tuple)
 cpdef list parse_fields(list lines, max_headers, str where)
 
 @cython.locals(name=bytes, colon=bytes, value=bytes, lowered=str)
 cpdef tuple _parse_field(bytes line)
 
-@cython.locals(parsed=tuple)
+@cython.locals(lines=_Memo, parsed=tuple)
 cpdef tuple parse_request_line(bytes line)
 
 @cython.locals(parts=list, method=bytes, target=bytes)
@@ -86,12 +89,13 @@ cpdef get_header(headers, str name, default=*)
 @cython.locals(lowered=dict)
 cpdef _lower(name)
 
-@cython.locals(form=dict, decoded=dict, piece=bytes, raw_name=bytes, raw_value=bytes, name=str)
+@cython.locals(form=dict, decoded=_Memo, piece=bytes, raw_name=bytes, raw_value=bytes, name=str)
 cpdef dict parse_form(body)
 
+@cython.locals(decoded=_Memo)
 cpdef str form_value(bytes raw)
 
-@cython.locals(text=str)
+@cython.locals(text=str, decoded=_Memo)
 cpdef str _form_decode(bytes raw)
 
 @cython.locals(bad=Py_ssize_t)

@@ -23,6 +23,7 @@ except ImportError:  # Cython is needed only to build the compiled twins
 
     cython = SimpleNamespace(compiled=False)
 from sidecar.codecs.http1_states import Data, EndOfMessage, Headers
+from sidecar.codecs.memo import Memo
 from sidecar.errors import LocalProtocolError, RemoteProtocolError
 
 DEFAULT_MAX_HEAD = 16 * 1024  # bytes of request line + header fields (also: a chunk-size line, the trailers)
@@ -164,9 +165,7 @@ def parse_fields(lines: list[bytes], max_headers: int, where: str) -> Headers:
         if field is None:
             field = _parse_field(line)
             if len(line) <= _PARSED_FIELDS_MAX_LENGTH:
-                if len(parsed) >= _PARSED_FIELDS_MAX_ITEMS:
-                    parsed.clear()
-                parsed[line] = field
+                parsed.remember(line, field)
         fields.append(field)
     return fields
 
@@ -193,10 +192,11 @@ def _parse_field(line: bytes) -> tuple[str, str]:
 
 
 # Header lines parsed lately: most come again and again (Host, Content-Type, User-Agent, many a
-# Content-Length), and a dict lookup is cheaper than parsing; cleared whole when full. A line that
-# differs each time (X-Request-Id) still finds its name among the names met lately, checked once.
-_PARSED_FIELDS: dict[bytes, tuple[str, str]] = {}
+# Content-Length), and a lookup is cheaper than parsing. A line that differs each time (X-Request-Id)
+# is never kept (it stays on trial, see memo.py), but still finds its name among the names met lately,
+# checked once.
 _PARSED_FIELDS_MAX_ITEMS = 4096
+_PARSED_FIELDS = Memo(_PARSED_FIELDS_MAX_ITEMS)
 _PARSED_FIELDS_MAX_LENGTH = 256
 _FIELD_NAMES: dict[bytes, str] = {}  # valid field names met lately -> lowered
 
@@ -215,18 +215,17 @@ def _field_problem(line: bytes) -> str:
 
 
 def parse_request_line(line: bytes) -> tuple[str, str, str]:
-    parsed = _PARSED_LINES.get(line)
+    lines = _PARSED_LINES
+    parsed = lines.get(line)
     if parsed is not None:
         return parsed
     parsed = _parse_request_line(line)
     if len(line) <= _PARSED_FIELDS_MAX_LENGTH:
-        if len(_PARSED_LINES) >= _PARSED_FIELDS_MAX_ITEMS:
-            _PARSED_LINES.clear()
-        _PARSED_LINES[line] = parsed
+        lines.remember(line, parsed)
     return parsed
 
 
-_PARSED_LINES: dict[bytes, tuple[str, str, str]] = {}  # request lines parsed lately, as _PARSED_FIELDS
+_PARSED_LINES = Memo(_PARSED_FIELDS_MAX_ITEMS)  # request lines parsed lately, as _PARSED_FIELDS
 
 
 def _parse_request_line(line: bytes) -> tuple[str, str, str]:
@@ -563,23 +562,23 @@ def parse_form(body: bytes) -> dict[str, str]:
 def form_value(raw: bytes) -> str:
     """The text of one field's value in an ``application/x-www-form-urlencoded`` body, as
     :func:`parse_form` decodes it (``raw``: the bytes after the field's ``=``)."""
-    value = _DECODED.get(raw) if len(raw) <= _DECODED_MAX_LENGTH else None
+    decoded = _DECODED
+    value = decoded.get(raw) if len(raw) <= _DECODED_MAX_LENGTH else None
     return _form_decode(raw) if value is None else value
 
 
-# Short pieces decoded lately (the field names, and values such as the interface and the method,
-# come again with every call); cleared whole when full.
-_DECODED: dict[bytes, str] = {}
+# Short pieces decoded lately: the field names, and values such as the interface and the method,
+# come again with every call; a short parameter that does not is never kept (memo.py).
 _DECODED_MAX_ITEMS = 1024
 _DECODED_MAX_LENGTH = 128
+_DECODED = Memo(_DECODED_MAX_ITEMS)
 
 
 def _form_decode(raw: bytes) -> str:
     text = _decode_piece(raw)
     if len(raw) <= _DECODED_MAX_LENGTH:
-        if len(_DECODED) >= _DECODED_MAX_ITEMS:
-            _DECODED.clear()
-        _DECODED[raw] = text
+        decoded = _DECODED
+        decoded.remember(raw, text)
     return text
 
 

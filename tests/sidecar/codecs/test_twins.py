@@ -739,3 +739,29 @@ def _drive_limits(module, ops) -> list:
 def test_connection_limits_decide_alike(builds, ops):
     compiled, pure = builds
     assert _drive_limits(compiled.connections, ops) == _drive_limits(pure.connections, ops)
+
+
+def _drive_memo(module, ops) -> list:
+    """What ``module``'s Memo answers to ``ops`` (get, remember, clear of a few keys), step by step."""
+    cache = module.memo.Memo(3)
+    out = []
+    for op, key, value in ops:
+        if op == "get":
+            out.append(outcome(cache.get, key))
+        elif op == "remember":
+            out.append(outcome(cache.remember, key, value))
+        else:
+            cache.clear()
+        out.append((len(cache), cache.marked, sorted(cache.kept.items(), key=repr)))
+    return out
+
+
+MEMO_KEYS = st.sampled_from([b"a", b"b", b"c", b"d", "a", 7, (1, 2)])
+
+
+@PROPERTY
+@given(ops=st.lists(st.tuples(st.sampled_from(["get", "remember", "clear"]), MEMO_KEYS, st.none() | st.integers(0, 3)),
+                    max_size=40))  # fmt: skip
+def test_memo_keeps_alike(builds, ops):
+    compiled, pure = builds
+    assert _drive_memo(compiled, ops) == _drive_memo(pure, ops)
