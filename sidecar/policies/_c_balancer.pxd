@@ -33,8 +33,11 @@ cdef class Balancer:
     cdef public set _queued
     cdef public list _expired
 
-    @cython.locals(provider=_Provider, best=_Provider)
+    @cython.locals(provider=_Provider, best=_Provider, load=cython.double, best_load=cython.double)
     cpdef _pick(self, now)
     cpdef _send(self, call_id, _Provider provider)
     cpdef _health(self, _Provider provider, call_id, now, outcome)
     cpdef _eject(self, _Provider provider, now)
+
+
+cpdef bint _ahead(_Provider provider, _Provider other)

@@ -355,12 +355,15 @@ class Balancer:
     # -- internals ------------------------------------------------------------------------------
 
     def _pick(self, now: float) -> _Provider | None:
-        best, best_rank = None, None
+        """The available provider furthest below its share: the least ``(in flight + 1) / weight``;
+        of equals, the heavier, then the first key. Compared field by field, not as a tuple per
+        provider (this runs for every call)."""
+        best, best_load = None, 0.0
         for provider in self._providers.values():
             if provider.available(now):
-                rank = ((provider.in_flight + 1) / provider.weight, -provider.weight, provider.key)
-                if best_rank is None or rank < best_rank:
-                    best, best_rank = provider, rank
+                load = (provider.in_flight + 1) / provider.weight
+                if best is None or load < best_load or (load == best_load and _ahead(provider, best)):
+                    best, best_load = provider, load
         return best
 
     def _send(self, call_id: Hashable, provider: _Provider) -> None:
@@ -398,6 +401,14 @@ def _positive_int(value: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{what} must be an int >= 1, not {value!r}")
     return value
+
+
+def _ahead(provider: _Provider, other: _Provider) -> bool:
+    """Of two providers equally far below their share, whether ``provider`` goes first: the heavier,
+    then the first key."""
+    if provider.weight != other.weight:
+        return provider.weight > other.weight
+    return provider.key < other.key
 
 
 import_c_accel(globals(), "sidecar.policies._c_balancer")
