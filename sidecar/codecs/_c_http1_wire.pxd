@@ -101,6 +101,9 @@ cpdef str _form_decode(bytes raw)
 @cython.locals(bad=Py_ssize_t)
 cpdef str _decode_piece(bytes raw)
 
+@cython.locals(i=Py_ssize_t, byte=cython.uchar)
+cpdef Py_ssize_t _control_at(bytes raw)
+
 @cython.locals(size=Py_ssize_t, i=Py_ssize_t)
 cpdef Py_ssize_t _bad_escape_at(bytes raw)
 

@@ -186,7 +186,7 @@ def _parse_field(line: bytes) -> tuple[str, str]:
                 _FIELD_NAMES.clear()
             _FIELD_NAMES[name] = lowered
     value = value.strip(b" \t")
-    if _CTL_RE.search(value):
+    if (_control_at(value) >= 0) if cython.compiled else (_CTL_RE.search(value) is not None):
         raise RemoteProtocolError(_field_problem(line))
     return lowered, value.decode("latin-1")
 
@@ -625,6 +625,20 @@ def _unquote_plus(raw: bytes) -> bytes:
         j += 1
     del out[j:]
     return bytes(out)
+
+
+def _control_at(raw: bytes) -> int:
+    """Where the first control character other than HTAB is in ``raw``, or -1: what
+    ``_CTL_RE.search`` finds, in one loop over the bytes for the compiled build.
+
+    >>> _control_at(b"a\tb"), _control_at(b"ab\x7f"), _control_at(b"\x00")
+    (-1, 2, 0)
+    """
+    for i in range(len(raw)):
+        byte = raw[i]
+        if (byte < 0x20 and byte != 0x09) or byte == 0x7F:
+            return i
+    return -1
 
 
 def _bad_escape_at(raw: bytes) -> int:

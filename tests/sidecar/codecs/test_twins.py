@@ -227,6 +227,22 @@ def test_http_server_parses_alike(builds, data, cuts, limits, with_calls, take_b
     )
 
 
+# Header lines whose values hold every kind of byte a value may or may not carry: HTAB and spaces
+# (allowed, stripped at the ends), the other controls and DEL (refused), Latin-1 beyond ASCII.
+FIELD_VALUES = st.binary(max_size=24) | st.text(alphabet="a \t\x00\x08\n\r\x1f\x7f\x80\xff", max_size=24).map(
+    lambda text: text.encode("latin-1")
+)
+HEADER_LINES = st.builds(lambda name, value: name + b":" + value, st.sampled_from([b"X-A", b"Host", b"Bad Name", b""]),
+                         FIELD_VALUES)  # fmt: skip
+
+
+@PROPERTY
+@given(lines=st.lists(HEADER_LINES, max_size=4))
+def test_header_fields_alike(builds, lines):
+    compiled, pure = builds
+    same(compiled.http1_wire.parse_fields, pure.http1_wire.parse_fields, lines, 100, "request head")
+
+
 ESCAPES = st.text(alphabet="ab=&%+0fFzé\U0001f600", max_size=30).map(str.encode)
 
 
