@@ -125,6 +125,7 @@ CONSUMER_MASK, STAMP_MASK, SEQ_MASK = (1 << CONSUMER_BITS) - 1, (1 << STAMP_BITS
 CONSUMER_SHIFT = STAMP_BITS + SEQ_BITS
 _HALF_STAMP = 1 << (STAMP_BITS - 1)
 _MAX_ID = (1 << 64) - 1
+_index = operator.index  # bound once: a module's attribute costs the compiled twin a lookup each time
 _REQUEST_PREFIX = HEADER.pack(MAGIC, VERSION, Kind.REQUEST, 0)  # a plain REQUEST datagram starts so
 
 
@@ -184,7 +185,7 @@ class RequestId(NamedTuple):
 def make_request_id(consumer_id: int, now_ms: int, seq: int) -> int:
     """The 64-bit id of a call made by ``consumer_id`` at ``now_ms`` (an int of milliseconds since an
     epoch of the caller's choosing, kept modulo 2**32) with sequence number ``seq`` (0..65535)."""
-    consumer_id, now_ms, seq = operator.index(consumer_id), operator.index(now_ms), operator.index(seq)
+    consumer_id, now_ms, seq = _index(consumer_id), _index(now_ms), _index(seq)
     if not 0 <= consumer_id <= CONSUMER_MASK:
         raise LocalProtocolError(f"consumer id {consumer_id} out of range 0..{CONSUMER_MASK}")
     if not 0 <= seq <= SEQ_MASK:
@@ -202,7 +203,7 @@ def ms_between(stamp: int, now_ms: int) -> int:
     """Milliseconds from ``stamp`` (a 32-bit wrapped time) to ``now_ms``, across wrap-around: the
     difference modulo 2**32 read as a signed number, so -2**31..2**31-1 (about +-24.8 days).
     Negative means the stamp lies ahead of ``now_ms`` (another host's clock runs ahead)."""
-    delta = (operator.index(now_ms) - operator.index(stamp)) & STAMP_MASK
+    delta = (_index(now_ms) - _index(stamp)) & STAMP_MASK
     return delta - (1 << STAMP_BITS) if delta >= _HALF_STAMP else delta
 
 
@@ -223,12 +224,12 @@ class RequestIds:
         self._high = make_request_id(consumer_id, 0, 0)  # its bits of every id (and the range checks)
         make_request_id(consumer_id, 0, seq)
         self.consumer_id = consumer_id
-        self._seq = operator.index(seq)
+        self._seq = _index(seq)
 
     def next(self, now_ms: int) -> int:
         """:func:`make_request_id` of this consumer at ``now_ms`` with the next sequence number (the
         consumer id and the sequence number were checked already)."""
-        request_id = self._high | ((operator.index(now_ms) & STAMP_MASK) << SEQ_BITS) | self._seq
+        request_id = self._high | ((_index(now_ms) & STAMP_MASK) << SEQ_BITS) | self._seq
         self._seq = (self._seq + 1) & SEQ_MASK
         return request_id
 
@@ -237,7 +238,7 @@ class RequestIds:
 
 
 def _check_id(request_id: int) -> None:
-    if not 0 <= operator.index(request_id) <= _MAX_ID:
+    if not 0 <= _index(request_id) <= _MAX_ID:
         raise LocalProtocolError(f"request id {request_id} is not an unsigned 64-bit number")
 
 
@@ -256,7 +257,7 @@ def max_reply_frame(limit: int = DEFAULT_LIMIT) -> int:
 
 
 def _check_limit(limit: int) -> int:
-    limit = operator.index(limit)
+    limit = _index(limit)
     if not MIN_LIMIT <= limit <= MAX_UDP_PAYLOAD:
         raise ValueError(f"datagram limit {limit} out of range {MIN_LIMIT}..{MAX_UDP_PAYLOAD}")
     return limit
