@@ -267,15 +267,17 @@ class RequestTemplate:
             raise LocalProtocolError(f"{count} {self._descriptor!r}", request_id=request_id)
         writer = self._writer()
         _write_arguments(writer, types, arguments)
-        if self._tail is None:
+        tail = self._tail
+        if tail is None:
             writer.write(self._attachments)
-            body = self._head + writer.getvalue()
-        else:
-            body = b"".join((self._head, writer.getvalue(), self._tail))
+            tail = b""
+        written = writer.getvalue()
+        length = len(self._head) + len(written) + len(tail)
         if not 0 <= request_id < 1 << 64:
             raise LocalProtocolError(f"header field out of range: id {request_id}, flags {self.flags}, status 0")
-        _check_length(len(body), max_payload, request_id, LocalProtocolError)
-        return HEADER.pack(MAGIC, self.flags, 0, request_id, len(body)) + body
+        _check_length(length, max_payload, request_id, LocalProtocolError)
+        # One copy of the frame: the pieces joined once, not the body made first and the header added.
+        return b"".join((HEADER.pack(MAGIC, self.flags, 0, request_id, length), self._head, written, tail))
 
 
 def _response_body(response: Response) -> bytes:
