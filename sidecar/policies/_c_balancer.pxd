@@ -33,6 +33,12 @@ cdef class Balancer:
     cdef public set _queued
     cdef public list _expired
 
+    # What every call passes through, called as C methods by the caller:
+    cpdef tuple submit(self, call_id, deadline, now)
+    @cython.locals(target=_Provider)
+    cpdef list complete(self, call_id, provider, now, outcome)
+    @cython.locals(released=list, provider=_Provider)
+    cpdef list release(self, now)
     @cython.locals(provider=_Provider, best=_Provider, load=cython.double, best_load=cython.double)
     cpdef _pick(self, now)
     cpdef _send(self, call_id, _Provider provider)

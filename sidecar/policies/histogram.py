@@ -30,6 +30,13 @@ from bisect import bisect_left
 
 from sidecar._accel import import_c_accel
 
+try:
+    import cython
+except ImportError:  # Cython is needed only to build the compiled twins
+    from types import SimpleNamespace
+
+    cython = SimpleNamespace(compiled=False)
+
 __all__ = ["BOUNDS", "Histogram"]
 
 STEPS_PER_DOUBLING = 32
@@ -55,7 +62,7 @@ class Histogram:
         return f"Histogram(count={self.count}, p50={self.percentile(0.5):.6f}, p99={self.percentile(0.99):.6f})"
 
     def observe(self, value: float) -> None:
-        self.counts[bisect_left(BOUNDS, value)] += 1
+        self.counts[_bucket(value) if cython.compiled else bisect_left(BOUNDS, value)] += 1
         self.count += 1
         self.sum += value
 
@@ -122,6 +129,25 @@ class Histogram:
                 out.append((bound, seen))
         out.append((float("inf"), self.count))
         return out
+
+
+def _bucket(value: float) -> int:
+    """``bisect_left(BOUNDS, value)``: the bucket of ``value``, by a binary search over C doubles in the
+    compiled build (bisect compares Python floats, ten of them per value).
+
+    >>> [_bucket(v) == bisect_left(BOUNDS, v) for v in (0.0, FIRST_BOUND, 0.05, 1e9)]
+    [True, True, True, True]
+    """
+    bounds = BOUNDS
+    low, high = 0, len(bounds)
+    while low < high:
+        middle = (low + high) >> 1
+        bound = bounds[middle]
+        if bound < value:
+            low = middle + 1
+        else:
+            high = middle
+    return low
 
 
 import_c_accel(globals(), "sidecar.policies._c_histogram")

@@ -1,8 +1,10 @@
 # C types for the compiled twin of caller.py (the Python module stays the implementation).
 cimport cython
 
-# Aliased: the module imports the balancer under its own name, as a Python class.
+# Aliased: the module imports these under their own names, as Python classes.
+from sidecar.codecs._c_tunnel cimport RequestIds as _RequestIds
 from sidecar.policies._c_balancer cimport Balancer as _Balancer
+from sidecar.policies._c_histogram cimport Histogram as _Histogram
 
 
 cdef class _Pending:
@@ -26,7 +28,7 @@ cdef class TunnelCaller:
     cdef public object datagram_limit
     cdef public object clock
     cdef public _Balancer balancer
-    cdef public object _ids
+    cdef public _RequestIds _ids
     cdef public dict _pending
     cdef public object _deadlines
     cdef public dict _addresses
@@ -53,5 +55,6 @@ cdef class TunnelCaller:
     cpdef _dispatch(self, list released)
     @cython.locals(pending=_Pending)
     cpdef _fail(self, request_id, error)
-    @cython.locals(pending=_Pending, pending_calls=dict, released=list, replies=list, answers=list)
+    @cython.locals(pending=_Pending, pending_calls=dict, released=list, replies=list, answers=list, balancer=_Balancer,
+                   histogram=_Histogram)
     cpdef _read_replies(self)

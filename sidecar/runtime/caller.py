@@ -385,7 +385,7 @@ class TunnelCaller:
         back at once while more wait)."""
         recvfrom = self._sock.recvfrom
         pending_calls = self._pending
-        complete = self.balancer.complete
+        balancer = self.balancer
         counters, dropped, latency = self.counters, self.dropped, self.latency
         released = []
         answers = []  # (call, its result): woken once the slots they freed are given to queued calls
@@ -427,7 +427,7 @@ class TunnelCaller:
                 del pending_calls[request_id]
                 provider = pending.provider
                 outcome = _OK if frame[3] == _STATUS_OK else _ERROR
-                released += complete(request_id, provider, now, outcome)
+                released += balancer.complete(request_id, provider, now, outcome)
                 counters["answered"] += 1
                 histogram = latency.get(provider)
                 if histogram is None:
