@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
 
 import pytest
 
-from sidecar.policies.histogram import BOUNDS, STEPS_PER_DOUBLING, Histogram
+from sidecar.policies.histogram import BOUNDS, STEPS_PER_DOUBLING, Histogram, _bucket
 
 
 def test_bounds_grow_by_a_fixed_ratio():
@@ -123,3 +124,13 @@ def test_cumulative_buckets_for_prometheus():
     assert [bound for bound, _ in every[:-1]] == list(BOUNDS[::STEPS_PER_DOUBLING])
     assert [n for _, n in every] == sorted(n for _, n in every)
     assert dict(every)[0.0001] == 1 and every[-2][1] == 3
+
+
+def test_a_value_lands_in_the_bucket_bisect_finds():
+    rng = random.Random(7)
+    values = [rng.uniform(0, 0.2) for _ in range(20_000)] + [rng.lognormvariate(-3, 3) for _ in range(20_000)]
+    values += [0.0, -1.0, float("inf"), float("nan"), 5, *BOUNDS, *(b * (1 + 1e-12) for b in BOUNDS)]
+    for value in values:
+        assert _bucket(value) == bisect_left(BOUNDS, value), value
+    with pytest.raises(TypeError):
+        Histogram().observe("0.1")
