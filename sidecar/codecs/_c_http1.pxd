@@ -4,6 +4,11 @@ cimport cython
 # Aliased: the module imports these classes under their own names, as Python objects.
 from sidecar.codecs._c_http1_states cimport ConnectionState as _State
 from sidecar.codecs._c_http1_wire cimport Buffer as _Buffer
+# The functions of the wire grammar the parser calls per request, called as C (the module imports
+# them under the same names, as Python functions).
+from sidecar.codecs._c_http1_wire cimport (
+    body_reader, checked_headers, encode_head, parse_fields, parse_request_line, status_line, wants_keep_alive,
+)
 
 
 cdef class _Connection:
@@ -15,6 +20,7 @@ cdef class _Connection:
     cdef readonly object _peer
 
     cpdef _their_state(self)
+    cpdef receive_data(self, data)
     cpdef next_event(self)
     cpdef _next_event(self)
 

@@ -1,6 +1,8 @@
 # C types for the compiled twin of http_server.py (the Python module stays the implementation).
 cimport cython
 
+cdef class Connection
+
 # Aliased: the module imports these under their own names, as Python objects.
 from sidecar.codecs._c_http1 cimport ServerConnection as _ServerConnection
 from sidecar.policies._c_connections cimport ConnectionLimits as _ConnectionLimits
@@ -27,6 +29,8 @@ cdef class HttpServer:
 
     cpdef later(self, connection)
     cpdef write_soon(self, connection, data)
+    @cython.locals(writes=list, connection=Connection)
+    cpdef _write_all(self)
     cpdef reserve(self, size, total)
     cpdef release(self, size)
 
