@@ -119,8 +119,8 @@ __all__ = [
 
 
 class _Connection:
-    """What both ends share: the state machine, the receive buffer, the sticky remote error. Each
-    subclass names its peer's role (a Sentinel), ``_peer``."""
+    """What both ends share: the state machine, the receive buffer, the sticky remote error, and the
+    peer's role (a Sentinel, ``_peer``), which each subclass gives."""
 
     def __init__(self, peer: Sentinel, max_head: int, max_body: int, max_headers: int):
         self._peer = peer

@@ -193,8 +193,8 @@ def _parse_field(line: bytes) -> tuple[str, str]:
 
 # Header lines parsed lately: most come again and again (Host, Content-Type, User-Agent, many a
 # Content-Length), and a lookup is cheaper than parsing. A line that differs each time (X-Request-Id)
-# is never kept (it stays on trial, see memo.py), but still finds its name among the names met lately,
-# checked once.
+# is never kept (its first sighting only marks a bit, see memo.py), but still finds its name among the
+# names met lately, checked once.
 _PARSED_FIELDS_MAX_ITEMS = 4096
 _PARSED_FIELDS = Memo(_PARSED_FIELDS_MAX_ITEMS)
 _PARSED_FIELDS_MAX_LENGTH = 256
